@@ -1,0 +1,336 @@
+//! The account aggregate: commands, events, state, `decide` and `evolve`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::{MAX_BALANCE_MINOR, minor_string};
+use crate::{AccountId, Amount, Currency, DomainError, OwnerId, Reason, TransactionId};
+
+/// The schema version every account event is written with today.
+pub const ACCOUNT_EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// Whether an account accepts money movements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountStatus {
+    /// Open for deposits and withdrawals.
+    Active,
+    /// Frozen: no debit, credit or hold until unfrozen.
+    Frozen,
+}
+
+impl AccountStatus {
+    /// `ACTIVE` or `FROZEN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Frozen => "FROZEN",
+        }
+    }
+}
+
+/// What a client may ask of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Open a new account.
+    Create {
+        /// The new account's id.
+        account_id: AccountId,
+        /// Its owner.
+        owner_id: OwnerId,
+        /// Its currency, fixed for life.
+        currency: Currency,
+    },
+    /// Credit money.
+    Deposit {
+        /// How much.
+        amount: Amount,
+        /// Must be the account's currency.
+        currency: Currency,
+        /// The business transaction id.
+        transaction_id: TransactionId,
+    },
+    /// Debit money, never below zero available.
+    Withdraw {
+        /// How much.
+        amount: Amount,
+        /// Must be the account's currency.
+        currency: Currency,
+        /// The business transaction id.
+        transaction_id: TransactionId,
+    },
+    /// Stop all money movements.
+    Freeze {
+        /// Why.
+        reason: Reason,
+    },
+    /// Allow money movements again.
+    Unfreeze {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// Payload of `AccountCreated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountCreated {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its owner.
+    pub owner_id: OwnerId,
+    /// Its currency.
+    pub currency: Currency,
+}
+
+/// Payload of `MoneyDeposited` and `MoneyWithdrawn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoneyMoved {
+    /// The account.
+    pub account_id: AccountId,
+    /// The amount in minor units.
+    #[serde(rename = "amountMinorUnits")]
+    pub amount: Amount,
+    /// The currency.
+    pub currency: Currency,
+    /// The business transaction id.
+    pub transaction_id: TransactionId,
+    /// The posted balance after this event, in minor units.
+    #[serde(rename = "balanceAfterMinorUnits", with = "minor_string")]
+    pub balance_after: i64,
+}
+
+/// Payload of `AccountFrozen` and `AccountUnfrozen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChanged {
+    /// The account.
+    pub account_id: AccountId,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Facts about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountEvent {
+    /// `AccountCreated`.
+    Created(AccountCreated),
+    /// `MoneyDeposited`.
+    Deposited(MoneyMoved),
+    /// `MoneyWithdrawn`.
+    Withdrawn(MoneyMoved),
+    /// `AccountFrozen`.
+    Frozen(StatusChanged),
+    /// `AccountUnfrozen`.
+    Unfrozen(StatusChanged),
+}
+
+/// A stored event that cannot be read as an account event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {event_type} v{schema_version}: {reason}")]
+pub struct DecodeError {
+    /// The stored type name.
+    pub event_type: String,
+    /// The stored schema version.
+    pub schema_version: u32,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl AccountEvent {
+    /// The type name stored with the event.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "AccountCreated",
+            Self::Deposited(_) => "MoneyDeposited",
+            Self::Withdrawn(_) => "MoneyWithdrawn",
+            Self::Frozen(_) => "AccountFrozen",
+            Self::Unfrozen(_) => "AccountUnfrozen",
+        }
+    }
+
+    /// The JSON payload stored with the event.
+    pub fn payload(&self) -> serde_json::Value {
+        let value = match self {
+            Self::Created(p) => serde_json::to_value(p),
+            Self::Deposited(p) | Self::Withdrawn(p) => serde_json::to_value(p),
+            Self::Frozen(p) | Self::Unfrozen(p) => serde_json::to_value(p),
+        };
+        // Serialising these plain structs cannot fail: they hold only strings and integers.
+        value.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Reads a stored event, upcasting older schema versions when there are any.
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let fail = |reason: String| DecodeError { event_type: event_type.to_owned(), schema_version, reason };
+        if schema_version != ACCOUNT_EVENT_SCHEMA_VERSION {
+            return Err(fail("unknown schema version".to_owned()));
+        }
+        let de = |e: serde_json::Error| fail(e.to_string());
+        Ok(match event_type {
+            "AccountCreated" => Self::Created(AccountCreated::deserialize(payload).map_err(de)?),
+            "MoneyDeposited" => Self::Deposited(MoneyMoved::deserialize(payload).map_err(de)?),
+            "MoneyWithdrawn" => Self::Withdrawn(MoneyMoved::deserialize(payload).map_err(de)?),
+            "AccountFrozen" => Self::Frozen(StatusChanged::deserialize(payload).map_err(de)?),
+            "AccountUnfrozen" => Self::Unfrozen(StatusChanged::deserialize(payload).map_err(de)?),
+            other => return Err(fail(format!("unknown event type {other}"))),
+        })
+    }
+
+    /// The transaction id of a money movement.
+    pub fn transaction_id(&self) -> Option<&TransactionId> {
+        match self {
+            Self::Deposited(m) | Self::Withdrawn(m) => Some(&m.transaction_id),
+            _ => None,
+        }
+    }
+}
+
+/// An account that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// Its id.
+    pub account_id: AccountId,
+    /// Its owner.
+    pub owner_id: OwnerId,
+    /// Its currency.
+    pub currency: Currency,
+    /// Active or frozen.
+    pub status: AccountStatus,
+    /// Posted balance in minor units.
+    #[serde(with = "minor_string")]
+    pub balance: i64,
+    /// Money reserved by open holds, in minor units.
+    #[serde(with = "minor_string")]
+    pub held: i64,
+}
+
+impl Account {
+    /// Posted balance minus open holds.
+    pub fn available(&self) -> i64 {
+        self.balance - self.held
+    }
+}
+
+/// The state of one account stream: the fold of its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountState {
+    /// The number of events folded so far (the stream version).
+    pub version: u64,
+    /// `None` until `AccountCreated`.
+    pub account: Option<Account>,
+}
+
+/// Decides which events a command produces, or why it is refused. Holds every business rule.
+pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
+    let account = match (&state.account, command) {
+        (Some(_), AccountCommand::Create { .. }) => return Err(DomainError::AccountAlreadyExists),
+        (None, AccountCommand::Create { account_id, owner_id, currency }) => {
+            return Ok(vec![AccountEvent::Created(AccountCreated {
+                account_id: account_id.clone(),
+                owner_id: owner_id.clone(),
+                currency: *currency,
+            })]);
+        }
+        (None, _) => return Err(DomainError::AccountNotFound),
+        (Some(account), _) => account,
+    };
+    let event = match command {
+        AccountCommand::Create { .. } => return Err(DomainError::AccountAlreadyExists),
+        AccountCommand::Deposit { amount, currency, transaction_id } => {
+            check_movement(account, *currency)?;
+            let balance_after = account
+                .balance
+                .checked_add(amount.minor())
+                .filter(|b| *b <= MAX_BALANCE_MINOR)
+                .ok_or(DomainError::BalanceLimitExceeded { limit_minor: MAX_BALANCE_MINOR })?;
+            AccountEvent::Deposited(MoneyMoved {
+                account_id: account.account_id.clone(),
+                amount: *amount,
+                currency: *currency,
+                transaction_id: transaction_id.clone(),
+                balance_after,
+            })
+        }
+        AccountCommand::Withdraw { amount, currency, transaction_id } => {
+            check_movement(account, *currency)?;
+            if amount.minor() > account.available() {
+                return Err(DomainError::InsufficientFunds {
+                    available_minor: account.available(),
+                    requested_minor: amount.minor(),
+                });
+            }
+            AccountEvent::Withdrawn(MoneyMoved {
+                account_id: account.account_id.clone(),
+                amount: *amount,
+                currency: *currency,
+                transaction_id: transaction_id.clone(),
+                balance_after: account.balance - amount.minor(),
+            })
+        }
+        AccountCommand::Freeze { reason } => {
+            if account.status == AccountStatus::Frozen {
+                return Err(DomainError::AccountAlreadyFrozen);
+            }
+            AccountEvent::Frozen(StatusChanged {
+                account_id: account.account_id.clone(),
+                reason: reason.clone(),
+            })
+        }
+        AccountCommand::Unfreeze { reason } => {
+            if account.status == AccountStatus::Active {
+                return Err(DomainError::AccountNotFrozen);
+            }
+            AccountEvent::Unfrozen(StatusChanged {
+                account_id: account.account_id.clone(),
+                reason: reason.clone(),
+            })
+        }
+    };
+    Ok(vec![event])
+}
+
+fn check_movement(account: &Account, currency: Currency) -> Result<(), DomainError> {
+    if account.status != AccountStatus::Active {
+        return Err(DomainError::AccountNotActive);
+    }
+    if currency != account.currency {
+        return Err(DomainError::CurrencyMismatch { account: account.currency, requested: currency });
+    }
+    Ok(())
+}
+
+/// Folds one event into the state. Holds no rule: every event is a fact that already happened.
+pub fn evolve(mut state: AccountState, event: &AccountEvent) -> AccountState {
+    state.version += 1;
+    match (event, state.account.as_mut()) {
+        (AccountEvent::Created(c), _) => {
+            state.account = Some(Account {
+                account_id: c.account_id.clone(),
+                owner_id: c.owner_id.clone(),
+                currency: c.currency,
+                status: AccountStatus::Active,
+                balance: 0,
+                held: 0,
+            });
+        }
+        (AccountEvent::Deposited(m), Some(a)) => a.balance = a.balance.saturating_add(m.amount.minor()),
+        (AccountEvent::Withdrawn(m), Some(a)) => a.balance = a.balance.saturating_sub(m.amount.minor()),
+        (AccountEvent::Frozen(_), Some(a)) => a.status = AccountStatus::Frozen,
+        (AccountEvent::Unfrozen(_), Some(a)) => a.status = AccountStatus::Active,
+        // An event before creation cannot be written by `decide`; folding ignores it rather than panic.
+        (_, None) => {}
+    }
+    state
+}
+
+/// Folds a whole sequence of events onto a starting state.
+pub fn replay<'a>(state: AccountState, events: impl IntoIterator<Item = &'a AccountEvent>) -> AccountState {
+    events.into_iter().fold(state, evolve)
+}

@@ -1,0 +1,49 @@
+//! The event envelope: what the event store keeps and what travels on the bus.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Who and what caused an event. Every field is optional because a system-issued command (a replay, a
+/// process manager step) may lack some of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// Correlates every event of one business flow (the request id for a plain HTTP command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The id of the message (request or event) that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The client's Idempotency-Key of the command that wrote the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// The business transaction id of a money movement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// The optional actor a client names on a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// One immutable, stored event. Its JSON form (camelCase) is the message value on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    /// Unique id of this event.
+    pub event_id: Uuid,
+    /// `account-{id}` or `transfer-{id}`.
+    pub stream_id: String,
+    /// 1-based, gapless position inside the stream.
+    pub version: u64,
+    /// The event's type name, e.g. `MoneyDeposited`.
+    pub event_type: String,
+    /// The shape of `payload`; a new shape gets a new number and an upcaster.
+    pub schema_version: u32,
+    /// When the command that wrote the event was accepted.
+    pub occurred_at: DateTime<Utc>,
+    /// The event's data.
+    pub payload: serde_json::Value,
+    /// Causation, correlation and command data.
+    pub metadata: EventMetadata,
+}

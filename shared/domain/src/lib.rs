@@ -1,0 +1,25 @@
+//! The pure domain of the core bank.
+//!
+//! Everything here is synchronous and free of I/O, clocks and randomness: time and ids arrive inside the
+//! commands, so every rule can be tested as a plain function. Money is an exact `i64` number of minor
+//! units; decimal text from the edge is parsed exactly with the currency's ISO 4217 exponent.
+//!
+//! The account aggregate is `decide(&state, command) -> Result<Vec<event>, DomainError>` plus
+//! `evolve(state, &event) -> state`, so state is always the fold of the stream.
+#![deny(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+#![warn(missing_docs)]
+
+pub mod account;
+pub mod currency;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod money;
+pub mod testing;
+
+pub use account::{Account, AccountCommand, AccountEvent, AccountState, AccountStatus};
+pub use currency::Currency;
+pub use envelope::{EventEnvelope, EventMetadata};
+pub use error::DomainError;
+pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId};
+pub use money::{Amount, MoneyError};

@@ -1,0 +1,319 @@
+//! Records the ports read and write.
+
+use chrono::{DateTime, Utc};
+use corebank_domain::money::minor_string;
+use corebank_domain::{AccountStatus, Currency, EventEnvelope};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The most events one append may carry. DynamoDB allows 100 actions per transaction and an append
+/// also writes up to two guard items.
+pub const MAX_EVENTS_PER_APPEND: usize = 98;
+
+/// A response as the API first answered it: replayed byte for byte on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body text.
+    pub body: String,
+}
+
+/// Where an idempotency key lives: keys are unique per operation family (`accounts`, `transfers`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// The operation family.
+    pub scope: String,
+    /// The client's Idempotency-Key.
+    pub key: String,
+}
+
+/// Whether the first request under a key is still running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdempotencyState {
+    /// A request holds the key until `lease_expires_at`; after that anyone may take it over, so a
+    /// crashed request never blocks its key for longer than the lease.
+    InProgress {
+        /// Identifies the holder.
+        claim_token: Uuid,
+        /// When the claim may be taken over.
+        lease_expires_at: DateTime<Utc>,
+    },
+    /// The request was decided; this is its response.
+    Completed(StoredResponse),
+}
+
+/// What is known about one idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The operation the key was first used for (`deposit`, ...).
+    pub operation: String,
+    /// Canonical hash of the first request (operation, path id, body with sorted keys).
+    pub request_hash: String,
+    /// Running or done.
+    pub state: IdempotencyState,
+    /// When the record may be forgotten (the TTL).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A request to take a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The operation.
+    pub operation: String,
+    /// Canonical hash of the request.
+    pub request_hash: String,
+    /// Identifies this holder.
+    pub claim_token: Uuid,
+    /// How long the claim holds before others may take it over.
+    pub lease_expires_at: DateTime<Utc>,
+    /// When the record may be forgotten.
+    pub expires_at: DateTime<Utc>,
+    /// The caller's clock, for judging expiry of what is stored.
+    pub now: DateTime<Utc>,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The key is ours until the lease expires.
+    Claimed,
+    /// Someone holds or completed the key; here is what is stored.
+    Existing(IdempotencyRecord),
+}
+
+/// Completes a claimed key with its response; written alone or inside an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyCompletion {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The operation.
+    pub operation: String,
+    /// Canonical hash of the request.
+    pub request_hash: String,
+    /// The claim this writer holds; the write fails with `IdempotencyClaimLost` if another holds it.
+    pub claim_token: Uuid,
+    /// The response to replay.
+    pub response: StoredResponse,
+    /// When the record may be forgotten.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The business intent of a money movement, compared when a transaction id is seen again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionIntent {
+    /// The account.
+    pub account_id: String,
+    /// `deposit` or `withdraw`.
+    pub operation: String,
+    /// The amount in minor units.
+    #[serde(with = "minor_string")]
+    pub amount_minor: i64,
+    /// The currency code.
+    pub currency: String,
+}
+
+/// A business transaction id, its intent and the response the first command gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionRecord {
+    /// The transaction id, unique across the bank.
+    pub transaction_id: String,
+    /// What it did.
+    pub intent: TransactionIntent,
+    /// How the first command answered.
+    pub response: StoredResponse,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One atomic append: events at `expected_version + 1 ..` plus guard records.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The stream.
+    pub stream_id: String,
+    /// The version the writer decided on (0 for a new stream).
+    pub expected_version: u64,
+    /// Events with versions `expected_version + 1 ..`, consecutive.
+    pub events: Vec<EventEnvelope>,
+    /// Completes the writer's idempotency claim in the same atomic write.
+    pub idempotency: Option<IdempotencyCompletion>,
+    /// Records the transaction id in the same atomic write; fails if it exists.
+    pub transaction: Option<TransactionRecord>,
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append.
+    pub stream_version: u64,
+}
+
+impl AppendRequest {
+    /// Checks the shape every adapter relies on: a non-empty batch within the limit, for this stream,
+    /// with consecutive versions after `expected_version`.
+    pub fn validate(&self) -> Result<(), crate::StoreError> {
+        if self.events.is_empty() {
+            return Err(crate::StoreError::Invalid("an append needs at least one event".to_owned()));
+        }
+        if self.events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(crate::StoreError::LimitExceeded {
+                what: "events per append",
+                limit: MAX_EVENTS_PER_APPEND,
+                actual: self.events.len(),
+            });
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            let want = self.expected_version + 1 + i as u64;
+            if e.stream_id != self.stream_id || e.version != want {
+                return Err(crate::StoreError::Invalid(format!(
+                    "event {} of {} has version {}, expected {want}",
+                    e.event_id, e.stream_id, e.version
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A saved aggregate state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream_id: String,
+    /// The version the state was folded to.
+    pub version: u64,
+    /// The shape of `state`; an unknown shape is ignored (full replay).
+    pub schema_version: u32,
+    /// The serialised state.
+    pub state: serde_json::Value,
+}
+
+/// The `account_summary` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSummary {
+    /// The account.
+    pub account_id: String,
+    /// Its owner.
+    pub owner_id: String,
+    /// Its currency.
+    pub currency: Currency,
+    /// Active or frozen.
+    pub status: AccountStatus,
+    /// Posted balance.
+    #[serde(with = "minor_string")]
+    pub balance_minor: i64,
+    /// Open holds.
+    #[serde(with = "minor_string")]
+    pub held_minor: i64,
+    /// The stream version this row reflects.
+    pub version: u64,
+    /// Time of the first event.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last event.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One `account_statement` row: one per account event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatementEntry {
+    /// The event.
+    pub event_id: Uuid,
+    /// The account.
+    pub account_id: String,
+    /// The event's stream version.
+    pub stream_version: u64,
+    /// The event's type.
+    pub event_type: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Money events: the amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    /// Money events: the currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
+    /// Money events: the transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// Money events: the posted balance after the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_after_minor: Option<i64>,
+    /// Freeze and unfreeze: the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One atomic projection step for one stream: rows and checkpoint move together, and only from the
+/// checkpoint the projector read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionChange {
+    /// The stream projected.
+    pub stream_id: String,
+    /// The checkpoint the projector read; the write fails with `CheckpointMoved` otherwise.
+    pub expected_checkpoint: u64,
+    /// The checkpoint after this change (the last applied version).
+    pub new_checkpoint: u64,
+    /// The summary row after the change (`None` leaves it absent).
+    pub summary: Option<AccountSummary>,
+    /// Statement rows to add.
+    pub statement: Vec<StatementEntry>,
+}
+
+/// Rebuild output for one stream: replaces whatever the read tables held for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionReplacement {
+    /// The stream.
+    pub stream_id: String,
+    /// The account whose rows are replaced.
+    pub account_id: String,
+    /// The checkpoint after the rebuild.
+    pub checkpoint: u64,
+    /// The summary row, if the stream holds an account.
+    pub summary: Option<AccountSummary>,
+    /// Every statement row, in version order.
+    pub statement: Vec<StatementEntry>,
+}
+
+/// State of a rebuild-all job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RebuildStatus {
+    /// Still going.
+    Running,
+    /// Every stream was rebuilt.
+    Completed,
+    /// Stopped on an error.
+    Failed,
+}
+
+/// Progress of a rebuild-all job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildJob {
+    /// The job id.
+    pub rebuild_id: String,
+    /// Running, completed or failed.
+    pub status: RebuildStatus,
+    /// Streams rebuilt so far.
+    pub streams_rebuilt: u64,
+    /// Events replayed so far.
+    pub events_replayed: u64,
+    /// The last stream rebuilt: a resumed job starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stream_id: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}

@@ -1,0 +1,107 @@
+//! The ports: what the application asks of persistence.
+
+use async_trait::async_trait;
+use corebank_domain::EventEnvelope;
+
+use crate::{
+    AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion,
+    IdempotencyKey, ProjectionChange, ProjectionReplacement, RebuildJob, Snapshot, StatementEntry,
+    StoreError, TransactionRecord,
+};
+
+/// Event streams with optimistic concurrency and atomic guard records.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events at `expected_version + 1 ..` together with the request's guards, atomically.
+    ///
+    /// Fails with `VersionConflict` when the stream is not at `expected_version`, `TransactionExists`
+    /// when the transaction id is recorded, `IdempotencyClaimLost` when the writer's claim is gone; in
+    /// every failure nothing is written.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// The events of a stream with a version above `after_version`, in version order.
+    async fn load_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Stream ids starting with `prefix`, in ascending order, after `after` (exclusive), at most `limit`.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The transaction record of a business transaction id, if any.
+    async fn transaction(&self, transaction_id: &str) -> Result<Option<TransactionRecord>, StoreError>;
+}
+
+/// Idempotency-Key claims. Completion happens alone (a rejected command) or inside an append.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Takes the key if it is free, expired, or held under an expired lease; otherwise returns what is
+    /// stored.
+    async fn claim(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome, StoreError>;
+
+    /// Completes a claim with its response; `IdempotencyClaimLost` if the claim is not held.
+    async fn complete(&self, completion: IdempotencyCompletion) -> Result<(), StoreError>;
+
+    /// Gives a claim back (after a transient failure) so that a retry can run; a no-op if not held.
+    async fn release(&self, key: &IdempotencyKey, claim_token: uuid::Uuid) -> Result<(), StoreError>;
+}
+
+/// Aggregate snapshots: an optimisation only.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// The latest snapshot of a stream.
+    async fn load(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Saves a snapshot unless a newer one is stored.
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+}
+
+/// The account read tables (`account_summary`, `account_statement`, `projection_checkpoints`).
+#[async_trait]
+pub trait ReadModelStore: Send + Sync {
+    /// The last version of a stream applied to the read tables (0 if none).
+    async fn checkpoint(&self, stream_id: &str) -> Result<u64, StoreError>;
+
+    /// Applies one change and moves the checkpoint, atomically, only from `expected_checkpoint`.
+    async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError>;
+
+    /// Replaces everything held for one stream with a rebuilt copy.
+    async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError>;
+
+    /// The summary row of an account.
+    async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError>;
+
+    /// Statement rows of an account ordered by version, skipping `offset`, at most `limit`.
+    async fn statement(
+        &self,
+        account_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StatementEntry>, StoreError>;
+}
+
+/// Progress records of rebuild-all jobs.
+#[async_trait]
+pub trait RebuildJobStore: Send + Sync {
+    /// Creates or overwrites a job record.
+    async fn put(&self, job: RebuildJob) -> Result<(), StoreError>;
+
+    /// A job by id.
+    async fn get(&self, rebuild_id: &str) -> Result<Option<RebuildJob>, StoreError>;
+}
+
+/// The whole store in commit order: what the embedded pipeline tails. Positions start at 1.
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// Events with a global position above `position`, in commit order, at most `limit`.
+    async fn read_after(&self, position: u64, limit: usize) -> Result<Vec<(u64, EventEnvelope)>, StoreError>;
+
+    /// The latest committed position; its changes wake a tailing reader.
+    fn head(&self) -> tokio::sync::watch::Receiver<u64>;
+}
