@@ -1,0 +1,96 @@
+//! Use cases of the core bank, written once over the store ports.
+//!
+//! - [`command::CommandService`]: load (cache, snapshot + tail), decide, append with guards, retry on
+//!   version conflicts, snapshot off the critical path; the idempotency and transaction-id contract.
+//! - [`projector::Projector`]: applies events to the read tables once and in order, repairing gaps
+//!   from the event store.
+//! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one account or all.
+//! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
+//! - [`pipeline`]: the embedded, in-process delivery of events to the projector.
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod projection;
+pub mod projector;
+pub mod queries;
+pub mod rebuild;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use corebank_store::Stores;
+
+pub use config::{AppConfig, ConfigError};
+pub use error::AppError;
+
+/// A source of time, so tests and simulations can control it.
+pub trait Clock: Send + Sync {
+    /// The current time, truncated to milliseconds (what events store).
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        let now = Utc::now();
+        DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    }
+}
+
+/// Everything a request handler needs, built once per process.
+#[derive(Clone)]
+pub struct App {
+    /// Settings.
+    pub config: Arc<AppConfig>,
+    /// The stores.
+    pub stores: Stores,
+    /// Command use cases.
+    pub commands: Arc<command::CommandService>,
+    /// Read use cases.
+    pub queries: Arc<queries::Queries>,
+    /// Applies events to read tables.
+    pub projector: Arc<projector::Projector>,
+    /// Rebuilds read tables.
+    pub rebuilder: Arc<rebuild::Rebuilder>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Wires the use cases over a set of stores.
+    pub fn new(
+        config: AppConfig,
+        stores: Stores,
+        renderer: Arc<dyn command::ResponseRenderer>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let config = Arc::new(config);
+        let projector = Arc::new(projector::Projector::new(stores.events.clone(), stores.read_model.clone()));
+        Self {
+            commands: Arc::new(command::CommandService::new(
+                config.clone(),
+                stores.clone(),
+                renderer,
+                clock.clone(),
+            )),
+            queries: Arc::new(queries::Queries::new(stores.clone())),
+            rebuilder: Arc::new(rebuild::Rebuilder::new(stores.clone(), clock.clone())),
+            projector,
+            stores,
+            config,
+            clock,
+        }
+    }
+}

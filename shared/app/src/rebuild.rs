@@ -1,0 +1,122 @@
+//! Rebuilds of the account read tables from the event store.
+//!
+//! A rebuild folds a stream from version 1 and replaces the stream's rows and checkpoint in one
+//! write, so readers never see the account missing mid-rebuild, and running it twice gives the same
+//! rows. Rebuild-all walks the streams in id order and records its progress after every page, so a
+//! job can be resumed from its last stream.
+
+use std::sync::Arc;
+
+use corebank_domain::{AccountId, DomainError};
+use corebank_store::{ProjectionReplacement, RebuildJob, RebuildStatus, Stores};
+use uuid::Uuid;
+
+use crate::projection::project_all;
+use crate::{AppError, Clock};
+
+const PAGE: usize = 100;
+
+/// Rebuilds read tables.
+pub struct Rebuilder {
+    stores: Stores,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Rebuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebuilder").finish_non_exhaustive()
+    }
+}
+
+impl Rebuilder {
+    /// Builds the rebuilder.
+    pub fn new(stores: Stores, clock: Arc<dyn Clock>) -> Self {
+        Self { stores, clock }
+    }
+
+    /// Rebuilds one account; returns its version and the number of events replayed.
+    #[tracing::instrument(name = "rebuild_account", skip(self), fields(account_id = %account_id))]
+    pub async fn rebuild_account(&self, account_id: &AccountId) -> Result<u64, AppError> {
+        let stream_id = account_id.stream_id();
+        let events = self.stores.events.load_stream(&stream_id, 0).await?;
+        if events.is_empty() {
+            return Err(AppError::Domain(DomainError::AccountNotFound));
+        }
+        let version = events.last().map_or(0, |e| e.version);
+        let (summary, statement) = project_all(None, &events)?;
+        self.stores
+            .read_model
+            .replace(ProjectionReplacement {
+                stream_id,
+                account_id: account_id.as_str().to_owned(),
+                checkpoint: version,
+                summary,
+                statement,
+            })
+            .await?;
+        Ok(version)
+    }
+
+    /// Records a new rebuild-all job and returns it; run it with [`Rebuilder::run_job`].
+    pub async fn create_job(&self) -> Result<RebuildJob, AppError> {
+        let now = self.clock.now();
+        let job = RebuildJob {
+            rebuild_id: Uuid::new_v4().to_string(),
+            status: RebuildStatus::Running,
+            streams_rebuilt: 0,
+            events_replayed: 0,
+            last_stream_id: None,
+            error: None,
+            started_at: now,
+            updated_at: now,
+        };
+        self.stores.rebuilds.put(job.clone()).await?;
+        Ok(job)
+    }
+
+    /// A job's progress.
+    pub async fn job(&self, rebuild_id: &str) -> Result<RebuildJob, AppError> {
+        self.stores.rebuilds.get(rebuild_id).await?.ok_or(AppError::RebuildNotFound)
+    }
+
+    /// Runs (or resumes) a rebuild-all job to the end, recording progress after every page.
+    #[tracing::instrument(name = "rebuild_all", skip(self, job), fields(rebuild_id = %job.rebuild_id))]
+    pub async fn run_job(&self, mut job: RebuildJob) -> RebuildJob {
+        loop {
+            match self.run_page(&mut job).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    job.status = RebuildStatus::Completed;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rebuild-all failed");
+                    job.status = RebuildStatus::Failed;
+                    job.error = Some(e.to_string());
+                    break;
+                }
+            }
+            job.updated_at = self.clock.now();
+            if let Err(e) = self.stores.rebuilds.put(job.clone()).await {
+                tracing::warn!(error = %e, "could not record rebuild progress");
+            }
+        }
+        job.updated_at = self.clock.now();
+        if let Err(e) = self.stores.rebuilds.put(job.clone()).await {
+            tracing::warn!(error = %e, "could not record rebuild result");
+        }
+        job
+    }
+
+    async fn run_page(&self, job: &mut RebuildJob) -> Result<bool, AppError> {
+        let streams = self.stores.events.list_streams("account-", job.last_stream_id.as_deref(), PAGE).await?;
+        for stream_id in &streams {
+            let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
+            let version = self.rebuild_account(&account_id).await?;
+            job.streams_rebuilt += 1;
+            job.events_replayed += version;
+            job.last_stream_id = Some(stream_id.clone());
+        }
+        Ok(streams.len() == PAGE)
+    }
+}
