@@ -8,7 +8,7 @@
 //! failures release the key so the client's retry can run.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -208,7 +208,9 @@ impl CommandService {
         let outcome = self.run_claimed(ctx, account_id, command, now, &completion).await;
         match outcome {
             Ok(response) => Ok(response),
-            Err(AppError::Store(StoreError::IdempotencyClaimLost { .. })) => Err(AppError::IdempotencyInProgress),
+            Err(AppError::Store(StoreError::IdempotencyClaimLost { .. })) => {
+                Err(AppError::IdempotencyInProgress)
+            }
             Err(error) => {
                 if let Err(release_error) = self.stores.idempotency.release(&key, claim_token).await {
                     // The lease expires on its own; a retry after it succeeds.
@@ -233,10 +235,12 @@ impl CommandService {
         let mut attempt = 0;
         loop {
             if let Some(intent) = &intent
-                && let Some(response) = self.answer_from_transaction(intent, command, completion).await? {
-                    return Ok(response);
-                }
-            match self.attempt(ctx, account_id, command, now, &stream_id, intent.as_ref(), completion).await? {
+                && let Some(response) = self.answer_from_transaction(intent, command, completion).await?
+            {
+                return Ok(response);
+            }
+            match self.attempt(ctx, account_id, command, now, &stream_id, intent.as_ref(), completion).await?
+            {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::TransactionSeen => {
                     // The transaction record appeared between our check and our append: the next
@@ -436,9 +440,7 @@ impl CommandService {
     }
 
     fn shard(&self, stream_id: &str) -> usize {
-        
-        
-        (self.hasher.hash_one(&stream_id) % LOCK_SHARDS as u64) as usize
+        (self.hasher.hash_one(stream_id) % LOCK_SHARDS as u64) as usize
     }
 }
 
@@ -451,16 +453,19 @@ fn transaction_id_of(command: &AccountCommand) -> Option<&str> {
     }
 }
 
-fn intent_of(account_id: &AccountId, command: &AccountCommand, operation: Operation) -> Option<TransactionIntent> {
+fn intent_of(
+    account_id: &AccountId,
+    command: &AccountCommand,
+    operation: Operation,
+) -> Option<TransactionIntent> {
     match command {
-        AccountCommand::Deposit { amount, currency, .. } | AccountCommand::Withdraw { amount, currency, .. } => {
-            Some(TransactionIntent {
-                account_id: account_id.as_str().to_owned(),
-                operation: operation.as_str().to_owned(),
-                amount_minor: amount.minor(),
-                currency: currency.code().to_owned(),
-            })
-        }
+        AccountCommand::Deposit { amount, currency, .. }
+        | AccountCommand::Withdraw { amount, currency, .. } => Some(TransactionIntent {
+            account_id: account_id.as_str().to_owned(),
+            operation: operation.as_str().to_owned(),
+            amount_minor: amount.minor(),
+            currency: currency.code().to_owned(),
+        }),
         _ => None,
     }
 }

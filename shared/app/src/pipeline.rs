@@ -41,7 +41,9 @@ pub struct EmbeddedPipeline {
 
 impl std::fmt::Debug for EmbeddedPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedPipeline").field("projected", &*self.projected.borrow()).finish_non_exhaustive()
+        f.debug_struct("EmbeddedPipeline")
+            .field("projected", &*self.projected.borrow())
+            .finish_non_exhaustive()
     }
 }
 

@@ -77,7 +77,9 @@ impl Projector {
             };
             match self.apply_run(&envelope.stream_id, checkpoint, &run).await {
                 Ok(()) => return Ok(Applied::Applied { events: run.len() }),
-                Err(AppError::Store(StoreError::CheckpointMoved { .. })) if races < CHECKPOINT_RACE_RETRIES => {
+                Err(AppError::Store(StoreError::CheckpointMoved { .. }))
+                    if races < CHECKPOINT_RACE_RETRIES =>
+                {
                     races += 1;
                 }
                 Err(e) => return Err(e),
@@ -85,11 +87,15 @@ impl Projector {
         }
     }
 
-    async fn apply_run(&self, stream_id: &str, checkpoint: u64, run: &[EventEnvelope]) -> Result<(), AppError> {
+    async fn apply_run(
+        &self,
+        stream_id: &str,
+        checkpoint: u64,
+        run: &[EventEnvelope],
+    ) -> Result<(), AppError> {
         let Some(first) = run.first() else { return Ok(()) };
         let account_id = first.stream_id.trim_start_matches("account-");
-        let summary =
-            if checkpoint == 0 { None } else { self.read_model.summary(account_id).await? };
+        let summary = if checkpoint == 0 { None } else { self.read_model.summary(account_id).await? };
         let (summary, statement) = project_all(summary, run)?;
         let new_checkpoint = run.last().map_or(checkpoint, |e| e.version);
         self.read_model

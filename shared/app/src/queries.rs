@@ -35,11 +35,16 @@ impl Queries {
     }
 
     /// The summary of an account at `min_version` or later.
-    pub async fn summary(&self, account_id: &AccountId, min_version: Option<u64>) -> Result<AccountSummary, AppError> {
+    pub async fn summary(
+        &self,
+        account_id: &AccountId,
+        min_version: Option<u64>,
+    ) -> Result<AccountSummary, AppError> {
         if let Some(s) = self.stores.read_model.summary(account_id.as_str()).await?
-            && min_version.is_none_or(|m| s.version >= m) {
-                return Ok(s);
-            }
+            && min_version.is_none_or(|m| s.version >= m)
+        {
+            return Ok(s);
+        }
         let (summary, _) = self.fold_from_store(account_id, min_version).await?;
         Ok(summary)
     }
@@ -53,10 +58,11 @@ impl Queries {
         min_version: Option<u64>,
     ) -> Result<HistoryPage, AppError> {
         if let Some(summary) = self.stores.read_model.summary(account_id.as_str()).await?
-            && min_version.is_none_or(|m| summary.version >= m) {
-                let entries = self.stores.read_model.statement(account_id.as_str(), offset, limit).await?;
-                return Ok(HistoryPage { summary, entries });
-            }
+            && min_version.is_none_or(|m| summary.version >= m)
+        {
+            let entries = self.stores.read_model.statement(account_id.as_str(), offset, limit).await?;
+            return Ok(HistoryPage { summary, entries });
+        }
         let (summary, entries) = self.fold_from_store(account_id, min_version).await?;
         let entries = entries.into_iter().skip(offset).take(limit).collect();
         Ok(HistoryPage { summary, entries })
@@ -73,9 +79,10 @@ impl Queries {
             return Err(AppError::Domain(DomainError::AccountNotFound));
         }
         if let Some(requested) = min_version
-            && requested > current {
-                return Err(AppError::VersionNotReached { requested, current });
-            }
+            && requested > current
+        {
+            return Err(AppError::VersionNotReached { requested, current });
+        }
         let (summary, entries) = project_all(None, &events)?;
         let summary = summary.ok_or(AppError::Domain(DomainError::AccountNotFound))?;
         Ok((summary, entries))

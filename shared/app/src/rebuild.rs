@@ -109,7 +109,8 @@ impl Rebuilder {
     }
 
     async fn run_page(&self, job: &mut RebuildJob) -> Result<bool, AppError> {
-        let streams = self.stores.events.list_streams("account-", job.last_stream_id.as_deref(), PAGE).await?;
+        let streams =
+            self.stores.events.list_streams("account-", job.last_stream_id.as_deref(), PAGE).await?;
         for stream_id in &streams {
             let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
             let version = self.rebuild_account(&account_id).await?;

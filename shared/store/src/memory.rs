@@ -88,13 +88,15 @@ impl EventStore for MemoryEventStore {
                 });
             }
             if let Some(t) = &request.transaction
-                && inner.transactions.contains_key(&t.transaction_id) {
-                    return Err(StoreError::TransactionExists { transaction_id: t.transaction_id.clone() });
-                }
+                && inner.transactions.contains_key(&t.transaction_id)
+            {
+                return Err(StoreError::TransactionExists { transaction_id: t.transaction_id.clone() });
+            }
             if let Some(c) = &request.idempotency
-                && !claim_is_held_by(inner.idempotency.get(&c.key), c.claim_token) {
-                    return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() });
-                }
+                && !claim_is_held_by(inner.idempotency.get(&c.key), c.claim_token)
+            {
+                return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() });
+            }
             if let Some(c) = request.idempotency {
                 inner.idempotency.insert(c.key.clone(), completed(c));
             }

@@ -1,0 +1,271 @@
+//! Route handlers: thin adapters from HTTP to the use cases and back.
+
+use corebank_app::command::{CommandContext, Operation, request_hash};
+use corebank_domain::{AccountCommand, AccountId};
+use http::StatusCode;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
+use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest};
+use crate::error::error_response;
+use crate::render::{balance_body, history_body, json_response, stored_response, summary_body, time};
+use crate::{ApiError, Deps};
+
+type Handled = Result<Response<Body>, ApiError>;
+
+/// The request id: API Gateway's, else a sane client `x-request-id`, else a new one.
+pub fn request_id(req: &Request) -> String {
+    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
+        && let Some(id) = &ctx.request_id {
+            return id.clone();
+        }
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+async fn respond(req: &Request, f: impl std::future::Future<Output = Handled>) -> Response<Body> {
+    let rid = request_id(req);
+    match f.await {
+        Ok(mut response) => {
+            if let Ok(v) = http::HeaderValue::from_str(&rid) {
+                response.headers_mut().insert("x-request-id", v);
+            }
+            response
+        }
+        Err(e) => error_response(&e, &rid),
+    }
+}
+
+fn path_account(req: &Request) -> Result<AccountId, ApiError> {
+    let raw = path_param(req, "id").unwrap_or_default();
+    AccountId::parse(&raw).map_err(|e| ApiError::Validation(e.to_string()))
+}
+
+fn min_version(req: &Request) -> Result<Option<u64>, ApiError> {
+    query_u64(req, "minVersion", 1, i64::MAX as u64)
+}
+
+struct Prepared {
+    account_id: AccountId,
+    command: AccountCommand,
+    actor: Option<String>,
+    path_id: Option<String>,
+    body: serde_json::Value,
+}
+
+async fn run_command(
+    deps: &Deps,
+    req: &Request,
+    operation: Operation,
+    prepare: impl FnOnce(&Request) -> Result<Prepared, ApiError>,
+) -> Handled {
+    let key = idempotency_key(req)?;
+    let p = prepare(req)?;
+    let ctx = CommandContext {
+        idempotency_key: key,
+        request_hash: request_hash(operation, p.path_id.as_deref(), &p.body),
+        operation,
+        request_id: request_id(req),
+        actor: p.actor,
+    };
+    let stored = deps.app.commands.execute(&ctx, &p.account_id, &p.command).await?;
+    if stored.status == StatusCode::CREATED.as_u16()
+        && let Some(barrier) = &deps.barrier {
+            barrier.settle().await;
+        }
+    Ok(stored_response(&stored, &ctx.request_id))
+}
+
+/// `POST /accounts`.
+pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
+    respond(
+        &req,
+        run_command(deps, &req, Operation::CreateAccount, |req| {
+            let (dto, body) = decode_json::<CreateAccountRequest>(req)?;
+            let (account_id, command, actor) = dto.into_command()?;
+            Ok(Prepared { account_id, command, actor, path_id: None, body })
+        }),
+    )
+    .await
+}
+
+fn money_command(req: &Request, direction: Direction) -> Result<Prepared, ApiError> {
+    let account_id = path_account(req)?;
+    let (dto, body) = decode_json::<MoneyRequest>(req)?;
+    let (command, actor) = dto.into_command(direction)?;
+    Ok(Prepared { path_id: Some(account_id.as_str().to_owned()), account_id, command, actor, body })
+}
+
+fn status_command(req: &Request, freeze: bool) -> Result<Prepared, ApiError> {
+    let account_id = path_account(req)?;
+    let (dto, body) = decode_json::<StatusRequest>(req)?;
+    let (command, actor) = dto.into_command(freeze)?;
+    Ok(Prepared { path_id: Some(account_id.as_str().to_owned()), account_id, command, actor, body })
+}
+
+/// `POST /accounts/{id}/deposits`.
+pub async fn deposit(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, run_command(deps, &req, Operation::Deposit, |r| money_command(r, Direction::Deposit))).await
+}
+
+/// `POST /accounts/{id}/withdrawals`.
+pub async fn withdraw(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, run_command(deps, &req, Operation::Withdraw, |r| money_command(r, Direction::Withdraw)))
+        .await
+}
+
+/// `POST /accounts/{id}/freeze`.
+pub async fn freeze(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, run_command(deps, &req, Operation::Freeze, |r| status_command(r, true))).await
+}
+
+/// `POST /accounts/{id}/unfreeze`.
+pub async fn unfreeze(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, run_command(deps, &req, Operation::Unfreeze, |r| status_command(r, false))).await
+}
+
+/// `GET /accounts/{id}`.
+pub async fn get_account(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let account_id = path_account(&req)?;
+        let summary = deps.app.queries.summary(&account_id, min_version(&req)?).await?;
+        Ok(json_response(StatusCode::OK, summary_body(&summary), ""))
+    })
+    .await
+}
+
+/// `GET /accounts/{id}/balance`.
+pub async fn get_balance(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let account_id = path_account(&req)?;
+        let summary = deps.app.queries.summary(&account_id, min_version(&req)?).await?;
+        Ok(json_response(StatusCode::OK, balance_body(&summary), ""))
+    })
+    .await
+}
+
+/// `GET /accounts/{id}/history?limit&offset&minVersion`.
+pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let account_id = path_account(&req)?;
+        let config = &deps.app.config;
+        let limit = query_u64(&req, "limit", 1, config.history_limit_max as u64)?
+            .map_or(config.history_limit_default, |l| l as usize);
+        let offset = query_u64(&req, "offset", 0, u64::from(u32::MAX))?.unwrap_or(0) as usize;
+        let page = deps.app.queries.history(&account_id, offset, limit, min_version(&req)?).await?;
+        Ok(json_response(StatusCode::OK, history_body(account_id.as_str(), &page.entries, offset, limit), ""))
+    })
+    .await
+}
+
+/// `GET /health`: 200 when the store answers and the pipeline is not failing, else 503.
+pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let store = deps.app.stores.events.list_streams("account-", None, 1).await;
+        let store_ok = store.is_ok();
+        let mut checks = serde_json::Map::new();
+        checks.insert(
+            "eventStore".into(),
+            match &store {
+                Ok(_) => serde_json::json!({"status": "ok"}),
+                Err(e) => serde_json::json!({"status": "failing", "error": e.to_string()}),
+            },
+        );
+        let mut pipeline_ok = true;
+        if let Some(p) = &deps.pipeline {
+            let last_error = p.last_error();
+            pipeline_ok = last_error.is_none();
+            checks.insert(
+                "pipeline".into(),
+                serde_json::json!({
+                    "status": if pipeline_ok { "ok" } else { "failing" },
+                    "lag": p.lag(),
+                    "lastError": last_error,
+                }),
+            );
+        }
+        let ok = store_ok && pipeline_ok;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "service": deps.app.config.service_name,
+            "time": time(deps.app.clock.now()),
+            "checks": checks,
+        });
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        Ok(json_response(status, body.to_string(), ""))
+    })
+    .await
+}
+
+fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
+    let Some(expected) = &deps.app.config.admin_token else {
+        return Err(ApiError::Unauthorized("admin routes are disabled: no ADMIN_TOKEN is configured"));
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::Unauthorized("a bearer token is required"));
+    };
+    // Comparing digests keeps the comparison time independent of where the texts differ.
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    if digest(presented) == digest(expected.expose_secret()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("invalid bearer token"))
+    }
+}
+
+/// `POST /admin/projections/accounts/{id}/rebuild`: synchronous, 200 with the rebuilt version.
+pub async fn admin_rebuild_account(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let account_id = path_account(&req)?;
+        let version = deps.app.rebuilder.rebuild_account(&account_id).await?;
+        let body = serde_json::json!({"accountId": account_id.as_str(), "version": version});
+        Ok(json_response(StatusCode::OK, body.to_string(), ""))
+    })
+    .await
+}
+
+/// `POST /admin/projections/accounts/rebuild-all`: 202 with the job id; the job runs in the
+/// background of this process.
+pub async fn admin_rebuild_all(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let job = deps.app.rebuilder.create_job().await?;
+        let rebuilder = deps.app.rebuilder.clone();
+        let location = format!("/api/admin/projections/rebuilds/{}", job.rebuild_id);
+        let body = serde_json::json!({"rebuildId": job.rebuild_id, "status": job.status});
+        tokio::spawn(async move {
+            rebuilder.run_job(job).await;
+        });
+        let mut response = json_response(StatusCode::ACCEPTED, body.to_string(), "");
+        if let Ok(v) = http::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(http::header::LOCATION, v);
+        }
+        Ok(response)
+    })
+    .await
+}
+
+/// `GET /admin/projections/rebuilds/{id}`.
+pub async fn admin_rebuild_status(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let id = path_param(&req, "id").unwrap_or_default();
+        let job = deps.app.rebuilder.job(&id).await?;
+        let body = serde_json::to_string(&job).unwrap_or_default();
+        Ok(json_response(StatusCode::OK, body, ""))
+    })
+    .await
+}
