@@ -135,6 +135,22 @@ pub async fn dispatch(deps: &Deps, req: Request) -> Response<Body> {
     }
 }
 
+/// Routes a request by the resource API Gateway matched (`requestContext.resourcePath`, e.g.
+/// `/accounts/{id}/deposits`), for a function that serves several routes; falls back to the path.
+pub async fn dispatch_resource(deps: &Deps, req: Request) -> Response<Body> {
+    let resource = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.clone(),
+        _ => None,
+    };
+    let found = resource.as_deref().and_then(|resource| {
+        ROUTES.iter().find(|(m, pattern, _)| *m == req.method().as_str() && *pattern == resource)
+    });
+    match found {
+        Some((_, _, route)) => call(*route, deps, req).await,
+        None => dispatch(deps, req).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

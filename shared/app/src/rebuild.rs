@@ -121,3 +121,36 @@ impl Rebuilder {
         Ok(streams.len() == PAGE)
     }
 }
+
+impl Rebuilder {
+    /// Handles a rebuild trigger: a direct invoke or an EventBridge event whose `detail` carries the
+    /// request. `{"accountId": "acc-1"}` rebuilds one account; `{"all": true}` runs a new rebuild-all
+    /// job to the end; `{"rebuildId": "..."}` resumes a recorded job from its last stream.
+    pub async fn handle_event(&self, event: &serde_json::Value) -> Result<serde_json::Value, AppError> {
+        let request = event.get("detail").filter(|d| d.is_object()).unwrap_or(event);
+        if let Some(id) = request.get("accountId").and_then(serde_json::Value::as_str) {
+            let account_id =
+                AccountId::parse(id).map_err(|e| AppError::Corrupt(format!("rebuild request: {e}")))?;
+            let version = self.rebuild_account(&account_id).await?;
+            return Ok(serde_json::json!({"accountId": id, "version": version}));
+        }
+        let job = match request.get("rebuildId").and_then(serde_json::Value::as_str) {
+            Some(id) => {
+                let mut job = self.job(id).await?;
+                job.status = RebuildStatus::Running;
+                job.error = None;
+                job
+            }
+            None if request.get("all").and_then(serde_json::Value::as_bool) == Some(true) => {
+                self.create_job().await?
+            }
+            None => {
+                return Err(AppError::Corrupt(
+                    "rebuild request needs accountId, all: true, or rebuildId".to_owned(),
+                ));
+            }
+        };
+        let job = self.run_job(job).await;
+        serde_json::to_value(&job).map_err(|e| AppError::Corrupt(e.to_string()))
+    }
+}

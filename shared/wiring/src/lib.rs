@@ -1,0 +1,59 @@
+//! Wiring shared by the Lambda binaries: read the environment once, build the stores and the app,
+//! hand back the handlers' dependencies. A function's `main` stays a few lines.
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use corebank_api::Deps;
+use corebank_app::{App, AppConfig, ConfigError, SystemClock};
+use corebank_store::Stores;
+
+/// Which adapters back the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In-memory: one process only; for the runner and tests.
+    Memory,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            other => Err(format!("unknown store kind {other:?} (this build supports: memory)")),
+        }
+    }
+}
+
+/// Why a process could not be wired.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    /// A bad or missing variable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// The stores named by `STORE_KIND` (default `memory`).
+pub async fn stores_from_env() -> Result<Stores, WiringError> {
+    let kind: StoreKind = corebank_app::config::env_parse("STORE_KIND", StoreKind::Memory)?;
+    let stores = match kind {
+        StoreKind::Memory => {
+            tracing::warn!("STORE_KIND=memory: state lives only as long as this process");
+            corebank_store::memory::stores().0
+        }
+    };
+    Ok(stores)
+}
+
+/// The app over the stores named by the environment.
+pub async fn app_from_env() -> Result<App, WiringError> {
+    let config = AppConfig::from_env()?;
+    let stores = stores_from_env().await?;
+    Ok(App::new(config, stores, corebank_api::renderer(), Arc::new(SystemClock)))
+}
+
+/// The HTTP handlers' dependencies for a Lambda function.
+pub async fn http_deps() -> Result<Deps, WiringError> {
+    Ok(Deps::new(app_from_env().await?))
+}
