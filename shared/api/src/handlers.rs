@@ -19,9 +19,10 @@ type Handled = Result<Response<Body>, ApiError>;
 /// The request id: API Gateway's, else a sane client `x-request-id`, else a new one.
 pub fn request_id(req: &Request) -> String {
     if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
-        && let Some(id) = &ctx.request_id {
-            return id.clone();
-        }
+        && let Some(id) = &ctx.request_id
+    {
+        return id.clone();
+    }
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -76,9 +77,10 @@ async fn run_command(
     };
     let stored = deps.app.commands.execute(&ctx, &p.account_id, &p.command).await?;
     if stored.status == StatusCode::CREATED.as_u16()
-        && let Some(barrier) = &deps.barrier {
-            barrier.settle().await;
-        }
+        && let Some(barrier) = &deps.barrier
+    {
+        barrier.settle().await;
+    }
     Ok(stored_response(&stored, &ctx.request_id))
 }
 
@@ -97,8 +99,15 @@ pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
 
 fn money_command(req: &Request, direction: Direction) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
-    let (dto, body) = decode_json::<MoneyRequest>(req)?;
+    let (dto, mut body) = decode_json::<MoneyRequest>(req)?;
     let (command, actor) = dto.into_command(direction)?;
+    // The request hash sees the amount as exact minor units, so `1000`, `1000.0` and `1000.00` are
+    // the same request, as they are the same money.
+    if let (AccountCommand::Deposit { amount, .. } | AccountCommand::Withdraw { amount, .. }, Some(obj)) =
+        (&command, body.as_object_mut())
+    {
+        obj.insert("amount".to_owned(), serde_json::Value::String(format!("minor:{}", amount.minor())));
+    }
     Ok(Prepared { path_id: Some(account_id.as_str().to_owned()), account_id, command, actor, body })
 }
 

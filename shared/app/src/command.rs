@@ -163,6 +163,7 @@ impl CommandService {
     /// Runs one account command under the idempotency contract and returns the response to send
     /// (fresh or replayed). Errors are failures that were not stored: the client may retry them.
     #[tracing::instrument(
+        level = "debug",
         name = "command",
         skip_all,
         fields(account_id = %account_id, operation = ctx.operation.as_str(), idempotency_key = %ctx.idempotency_key, request_id = %ctx.request_id)

@@ -92,7 +92,10 @@ impl AppConfig {
             idempotency_ttl_secs: env_parse("IDEMPOTENCY_TTL_SECS", d.idempotency_ttl_secs)?.max(1),
             idempotency_lease_secs: env_parse("IDEMPOTENCY_LEASE_SECS", d.idempotency_lease_secs)?.max(1),
             history_limit_default: d.history_limit_default,
-            history_limit_max: d.history_limit_max,
+            history_limit_max: positive(
+                "HISTORY_LIMIT_MAX",
+                env_parse("HISTORY_LIMIT_MAX", d.history_limit_max as u64)?,
+            )? as usize,
             admin_token,
         })
     }

