@@ -1,0 +1,89 @@
+// A CLI's job is to print: the report goes to stdout, the progress line and diagnostics to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+//! `corebank-loadtest`: the seed's scenario-driven load runner, plus a report and a balance audit.
+//!
+//! It seeds accounts, runs `--workers` request loops for `--duration` seconds over a hot/cold account pool,
+//! tracks every account's expected balance on the client side, prints per-operation status histograms and
+//! latency percentiles, and then audits the server: balances converge to the expectations, none is
+//! negative, and every history is versions 1..N. Run with `--help` for the flags.
+
+mod accounts;
+mod args;
+mod audit;
+mod error;
+mod http;
+mod money;
+mod plot;
+mod report;
+mod scenario;
+mod stats;
+#[cfg(test)]
+mod testbank;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::args::{Command, Config};
+use crate::error::Error;
+
+fn main() -> ExitCode {
+    let config = match args::parse_os(std::env::args_os().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(config)) => config,
+        Err(e) => {
+            eprintln!("corebank-loadtest: {e}\nRun `corebank-loadtest --help` for the flags.");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("corebank-loadtest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the test; `Ok(true)` when it passed.
+fn run(config: &Config) -> Result<bool, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: &Config) -> Result<bool, Error> {
+    let ctx = Arc::new(scenario::Ctx::new(config)?);
+    scenario::watch_interrupts(Arc::clone(&ctx));
+
+    eprintln!(
+        "corebank-loadtest: run {} against {}: seeding {} accounts ({} concurrent)...",
+        ctx.run_id, config.base_url, config.accounts, config.seed_concurrency
+    );
+    let setup = scenario::seed(&ctx, config).await?;
+    eprintln!(
+        "corebank-loadtest: {} accounts ready in {:.2} s; load for {} s with {} workers",
+        setup.accounts_created,
+        setup.elapsed.as_secs_f64(),
+        config.duration_secs,
+        config.workers
+    );
+    let load = scenario::run_load(&ctx, config).await?;
+    eprintln!("corebank-loadtest: auditing (up to {} s after the load)...", config.audit_timeout_secs);
+    let audit = audit::run(&ctx, config, load.end).await?;
+    let report = report::build(config, &ctx.run_id, &setup, &load, audit);
+
+    print!("{report}");
+    if let Some(path) = &config.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).map_err(|source| Error::Write { path: path.clone(), source })?;
+        eprintln!("corebank-loadtest: JSON report written to {}", path.display());
+    }
+    if let Some(path) = &config.plot {
+        plot::write_svg(path, &report.timeline, config.duration_secs)?;
+        eprintln!("corebank-loadtest: plot written to {}", path.display());
+    }
+    Ok(report.verdict.pass)
+}
