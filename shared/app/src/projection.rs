@@ -69,6 +69,23 @@ pub fn project(
                     s.status = AccountStatus::Active;
                     entry.reason = Some(r.reason.as_str().to_owned());
                 }
+                AccountEvent::HoldPlaced(h) => {
+                    s.held_minor = s.held_minor.saturating_add(h.amount.minor());
+                    entry.amount_minor = Some(h.amount.minor());
+                    entry.currency = Some(h.currency);
+                    entry.transaction_id = Some(format!("transfer:{}", h.transfer_id));
+                    entry.balance_after_minor = Some(s.balance_minor);
+                }
+                AccountEvent::HoldCaptured(h) | AccountEvent::HoldReleased(h) => {
+                    s.held_minor = s.held_minor.saturating_sub(h.amount.minor());
+                    if matches!(event, AccountEvent::HoldCaptured(_)) {
+                        s.balance_minor = s.balance_minor.saturating_sub(h.amount.minor());
+                    }
+                    entry.amount_minor = Some(h.amount.minor());
+                    entry.currency = Some(h.currency);
+                    entry.transaction_id = Some(format!("transfer:{}", h.transfer_id));
+                    entry.balance_after_minor = Some(s.balance_minor);
+                }
                 AccountEvent::Created(_) => {}
             }
             s.version = envelope.version;

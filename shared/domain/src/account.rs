@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::money::{MAX_BALANCE_MINOR, minor_string};
-use crate::{AccountId, Amount, Currency, DomainError, OwnerId, Reason, TransactionId};
+use std::collections::BTreeMap;
+
+use crate::{AccountId, Amount, Currency, DomainError, OwnerId, Reason, TransactionId, TransferId};
 
 /// The schema version every account event is written with today.
 pub const ACCOUNT_EVENT_SCHEMA_VERSION: u32 = 1;
@@ -68,6 +70,25 @@ pub enum AccountCommand {
         /// Why.
         reason: Reason,
     },
+    /// Reserve money for a transfer: reduces the available balance, not the posted one.
+    PlaceHold {
+        /// The transfer the hold is for; at most one open hold per transfer.
+        transfer_id: TransferId,
+        /// How much.
+        amount: Amount,
+        /// Must be the account's currency.
+        currency: Currency,
+    },
+    /// Turn a transfer's hold into a debit.
+    CaptureHold {
+        /// The transfer.
+        transfer_id: TransferId,
+    },
+    /// Give a transfer's hold back to the available balance.
+    ReleaseHold {
+        /// The transfer.
+        transfer_id: TransferId,
+    },
 }
 
 /// Payload of `AccountCreated`.
@@ -110,6 +131,39 @@ pub struct StatusChanged {
     pub reason: Reason,
 }
 
+/// Payload of `FundsReserved`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldPlaced {
+    /// The account.
+    pub account_id: AccountId,
+    /// The transfer the hold is for.
+    pub transfer_id: TransferId,
+    /// The amount reserved.
+    #[serde(rename = "amountMinorUnits")]
+    pub amount: Amount,
+    /// The currency.
+    pub currency: Currency,
+}
+
+/// Payload of `ReservationCaptured` and `ReservationReleased`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldSettled {
+    /// The account.
+    pub account_id: AccountId,
+    /// The transfer the hold was for.
+    pub transfer_id: TransferId,
+    /// The amount of the hold.
+    #[serde(rename = "amountMinorUnits")]
+    pub amount: Amount,
+    /// The currency.
+    pub currency: Currency,
+    /// The posted balance after this event, in minor units.
+    #[serde(rename = "balanceAfterMinorUnits", with = "minor_string")]
+    pub balance_after: i64,
+}
+
 /// Facts about an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountEvent {
@@ -123,6 +177,12 @@ pub enum AccountEvent {
     Frozen(StatusChanged),
     /// `AccountUnfrozen`.
     Unfrozen(StatusChanged),
+    /// `FundsReserved`: a hold for a transfer.
+    HoldPlaced(HoldPlaced),
+    /// `ReservationCaptured`: a hold became a debit.
+    HoldCaptured(HoldSettled),
+    /// `ReservationReleased`: a hold was given back.
+    HoldReleased(HoldSettled),
 }
 
 /// A stored event that cannot be read as an account event.
@@ -146,6 +206,9 @@ impl AccountEvent {
             Self::Withdrawn(_) => "MoneyWithdrawn",
             Self::Frozen(_) => "AccountFrozen",
             Self::Unfrozen(_) => "AccountUnfrozen",
+            Self::HoldPlaced(_) => "FundsReserved",
+            Self::HoldCaptured(_) => "ReservationCaptured",
+            Self::HoldReleased(_) => "ReservationReleased",
         }
     }
 
@@ -155,6 +218,8 @@ impl AccountEvent {
             Self::Created(p) => serde_json::to_value(p),
             Self::Deposited(p) | Self::Withdrawn(p) => serde_json::to_value(p),
             Self::Frozen(p) | Self::Unfrozen(p) => serde_json::to_value(p),
+            Self::HoldPlaced(p) => serde_json::to_value(p),
+            Self::HoldCaptured(p) | Self::HoldReleased(p) => serde_json::to_value(p),
         };
         // Serialising these plain structs cannot fail: they hold only strings and integers.
         value.unwrap_or(serde_json::Value::Null)
@@ -177,6 +242,9 @@ impl AccountEvent {
             "MoneyWithdrawn" => Self::Withdrawn(MoneyMoved::deserialize(payload).map_err(de)?),
             "AccountFrozen" => Self::Frozen(StatusChanged::deserialize(payload).map_err(de)?),
             "AccountUnfrozen" => Self::Unfrozen(StatusChanged::deserialize(payload).map_err(de)?),
+            "FundsReserved" => Self::HoldPlaced(HoldPlaced::deserialize(payload).map_err(de)?),
+            "ReservationCaptured" => Self::HoldCaptured(HoldSettled::deserialize(payload).map_err(de)?),
+            "ReservationReleased" => Self::HoldReleased(HoldSettled::deserialize(payload).map_err(de)?),
             other => return Err(fail(format!("unknown event type {other}"))),
         })
     }
@@ -205,9 +273,12 @@ pub struct Account {
     /// Posted balance in minor units.
     #[serde(with = "minor_string")]
     pub balance: i64,
-    /// Money reserved by open holds, in minor units.
+    /// Money reserved by open holds, in minor units (the sum of `holds`).
     #[serde(with = "minor_string")]
     pub held: i64,
+    /// Open holds by transfer id, in minor units.
+    #[serde(default)]
+    pub holds: BTreeMap<String, i64>,
 }
 
 impl Account {
@@ -292,8 +363,53 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
                 reason: reason.clone(),
             })
         }
+        AccountCommand::PlaceHold { transfer_id, amount, currency } => {
+            check_movement(account, *currency)?;
+            if account.holds.contains_key(transfer_id.as_str()) {
+                return Err(DomainError::HoldAlreadyExists);
+            }
+            if amount.minor() > account.available() {
+                return Err(DomainError::InsufficientFunds {
+                    available_minor: account.available(),
+                    requested_minor: amount.minor(),
+                });
+            }
+            AccountEvent::HoldPlaced(HoldPlaced {
+                account_id: account.account_id.clone(),
+                transfer_id: transfer_id.clone(),
+                amount: *amount,
+                currency: *currency,
+            })
+        }
+        // Settling an open hold is allowed on a frozen account: the money was committed to the
+        // transfer before the freeze, and refusing would strand it.
+        AccountCommand::CaptureHold { transfer_id } => {
+            let amount = open_hold(account, transfer_id)?;
+            AccountEvent::HoldCaptured(HoldSettled {
+                account_id: account.account_id.clone(),
+                transfer_id: transfer_id.clone(),
+                amount,
+                currency: account.currency,
+                balance_after: account.balance - amount.minor(),
+            })
+        }
+        AccountCommand::ReleaseHold { transfer_id } => {
+            let amount = open_hold(account, transfer_id)?;
+            AccountEvent::HoldReleased(HoldSettled {
+                account_id: account.account_id.clone(),
+                transfer_id: transfer_id.clone(),
+                amount,
+                currency: account.currency,
+                balance_after: account.balance,
+            })
+        }
     };
     Ok(vec![event])
+}
+
+fn open_hold(account: &Account, transfer_id: &TransferId) -> Result<Amount, DomainError> {
+    let minor = account.holds.get(transfer_id.as_str()).copied().ok_or(DomainError::HoldNotFound)?;
+    Amount::from_minor(minor).map_err(|_| DomainError::HoldNotFound)
 }
 
 fn check_movement(account: &Account, currency: Currency) -> Result<(), DomainError> {
@@ -318,12 +434,28 @@ pub fn evolve(mut state: AccountState, event: &AccountEvent) -> AccountState {
                 status: AccountStatus::Active,
                 balance: 0,
                 held: 0,
+                holds: BTreeMap::new(),
             });
         }
         (AccountEvent::Deposited(m), Some(a)) => a.balance = a.balance.saturating_add(m.amount.minor()),
         (AccountEvent::Withdrawn(m), Some(a)) => a.balance = a.balance.saturating_sub(m.amount.minor()),
         (AccountEvent::Frozen(_), Some(a)) => a.status = AccountStatus::Frozen,
         (AccountEvent::Unfrozen(_), Some(a)) => a.status = AccountStatus::Active,
+        (AccountEvent::HoldPlaced(h), Some(a)) => {
+            a.holds.insert(h.transfer_id.as_str().to_owned(), h.amount.minor());
+            a.held = a.held.saturating_add(h.amount.minor());
+        }
+        (AccountEvent::HoldCaptured(h), Some(a)) => {
+            if let Some(amount) = a.holds.remove(h.transfer_id.as_str()) {
+                a.held = a.held.saturating_sub(amount);
+                a.balance = a.balance.saturating_sub(amount);
+            }
+        }
+        (AccountEvent::HoldReleased(h), Some(a)) => {
+            if let Some(amount) = a.holds.remove(h.transfer_id.as_str()) {
+                a.held = a.held.saturating_sub(amount);
+            }
+        }
         // An event before creation cannot be written by `decide`; folding ignores it rather than panic.
         (_, None) => {}
     }

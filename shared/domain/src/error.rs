@@ -36,6 +36,26 @@ pub enum DomainError {
         /// Requested amount in minor units.
         requested_minor: i64,
     },
+    /// A hold for this transfer is already open on the account.
+    #[error("a hold for this transfer already exists")]
+    HoldAlreadyExists,
+    /// No open hold for this transfer on the account.
+    #[error("no open hold for this transfer")]
+    HoldNotFound,
+    /// The command names a transfer that was never requested.
+    #[error("transfer not found")]
+    TransferNotFound,
+    /// A transfer id reused with other accounts, amount or currency.
+    #[error("transferId was already used for a different transfer")]
+    TransferIdConflict,
+    /// A transfer step that its current state does not allow.
+    #[error("transfer is {state}; {step} is not allowed")]
+    TransferStepNotAllowed {
+        /// The transfer's state.
+        state: &'static str,
+        /// The refused step.
+        step: &'static str,
+    },
     /// A credit that would take the balance above the limit.
     #[error("deposit would take the balance above {limit_minor} minor units")]
     BalanceLimitExceeded {

@@ -81,6 +81,23 @@ id_type!(
     TransactionId, "transactionId", 1, 128, "1 to 128 characters of [A-Za-z0-9._:-]"
 );
 
+id_type!(
+    /// A transfer's id, chosen by the client or the server: 1..128 characters.
+    TransferId, "transferId", 1, 128, "1 to 128 characters of [A-Za-z0-9._:-]"
+);
+
+impl TransferId {
+    /// The event stream that holds this transfer: `transfer-{id}`.
+    pub fn stream_id(&self) -> String {
+        format!("transfer-{}", self.0)
+    }
+
+    /// The transfer id inside a stream id made by [`TransferId::stream_id`].
+    pub fn from_stream_id(stream_id: &str) -> Option<Self> {
+        stream_id.strip_prefix("transfer-").and_then(|id| Self::parse(id).ok())
+    }
+}
+
 impl AccountId {
     /// The event stream that holds this account: `account-{id}`.
     pub fn stream_id(&self) -> String {

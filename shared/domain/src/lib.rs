@@ -16,10 +16,11 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod testing;
+pub mod transfer;
 
 pub use account::{Account, AccountCommand, AccountEvent, AccountState, AccountStatus};
 pub use currency::Currency;
 pub use envelope::{EventEnvelope, EventMetadata};
 pub use error::DomainError;
-pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId};
+pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId, TransferId};
 pub use money::{Amount, MoneyError};

@@ -127,6 +127,11 @@ fn expected(
         AccountCommand::Unfreeze { .. } if !model.exists => Err(DomainError::AccountNotFound),
         AccountCommand::Unfreeze { .. } if !model.frozen => Err(DomainError::AccountNotFrozen),
         AccountCommand::Unfreeze { .. } => Ok(Model { frozen: false, ..model }),
+        AccountCommand::PlaceHold { .. }
+        | AccountCommand::CaptureHold { .. }
+        | AccountCommand::ReleaseHold { .. } => {
+            panic!("this model generates no hold commands")
+        }
     }
 }
 
