@@ -1,0 +1,77 @@
+//! Event transport of the core bank: how stored events reach Kafka and how Kafka batches reach the
+//! projection functions.
+//!
+//! Why a crate of its own: the write side must not know Kafka, and the read side must not know who
+//! delivered a batch. So this crate offers
+//! - [`codec`]: the one definition of a message (topic by stream family, key = stream id, value = the
+//!   envelope's JSON, headers with type, schema version and event id);
+//! - [`EventPublisher`]: the port the outbox publishers use, with one classified outcome per event;
+//! - [`KafkaPublisher`]: that port over rdkafka's idempotent producer, for MSK in AWS and any
+//!   Kafka-protocol broker locally;
+//! - [`KafkaBatchConsumer`]: the MSK event source mapping, emulated for the local runner, which hands
+//!   functions the exact [`aws_lambda_events::event::kafka::KafkaEvent`] Lambda would, commits only after
+//!   success and redelivers a failed batch;
+//! - [`envelopes_from_kafka_event`]: what a projection function does first with such a batch;
+//! - [`ensure_topics`]: topic creation for local hosts and tests.
+//!
+//! # Ordering
+//! One stream's events are produced in version order, on one partition (the key), by an idempotent
+//! producer with at most five requests in flight, which librdkafka keeps in order across retries. The
+//! consumer keeps partition order within and across batches. Delivery is at least once: consumers
+//! skip what their checkpoint has seen.
+//!
+//! # Limits
+//! | what | default | where |
+//! | --- | --- | --- |
+//! | message size (key + value + headers) | 1,000,000 bytes | [`KafkaConfig::max_message_bytes`], checked before producing |
+//! | time for one acknowledgement | 30 s | [`KafkaConfig::message_timeout_ms`] |
+//! | records per consumer batch | 100 | [`ConsumerConfig::max_batch`] |
+//! | batching window | 20 ms | [`ConsumerConfig::max_wait_ms`] |
+//! | pause between retries of a failed batch | 100 ms doubling to 10 s, jittered | [`ConsumerConfig::retry_backoff`] |
+//!
+//! # TLS
+//! [`KafkaSecurity::Ssl`] and [`KafkaSecurity::SaslScram`] need librdkafka built with OpenSSL (rdkafka's
+//! `ssl` or `ssl-vendored` feature). The workspace builds rdkafka with its default features (no
+//! OpenSSL, so it compiles under `cargo lambda` with no system packages); with those, creating a client
+//! with TLS settings fails at start-up with librdkafka's "OpenSSL not available at build time".
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+pub mod publisher;
+
+pub use admin::ensure_topics;
+pub use codec::{CodecError, OutgoingRecord, Topics, decode_value, encode, topic_for};
+pub use config::{Compression, ConfigError, KafkaConfig, KafkaSecurity, ScramMechanism};
+pub use consumer::{
+    ConsumedRecord, ConsumerConfig, ConsumerError, KafkaBatchConsumer, envelopes_from_kafka_event,
+    kafka_event_from_records,
+};
+pub use error::KafkaSetupError;
+pub use producer::KafkaPublisher;
+pub use publisher::{EventPublisher, PublishError};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use chrono::{TimeZone, Utc};
+    use corebank_domain::{EventEnvelope, EventMetadata};
+    use uuid::Uuid;
+
+    /// A `MoneyDeposited` envelope of `stream_id` at `version`, with a fresh event id.
+    pub(crate) fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::new_v4(),
+            stream_id: stream_id.to_owned(),
+            version,
+            event_type: "MoneyDeposited".to_owned(),
+            schema_version: 1,
+            occurred_at: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
+            payload: serde_json::json!({"amountMinorUnits": 1025, "currency": "USD", "transactionId": "t-1"}),
+            metadata: EventMetadata { command_id: Some("key-1".to_owned()), ..EventMetadata::default() },
+        }
+    }
+}
