@@ -68,7 +68,8 @@ start_dynamodb() {
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then log "dynamodb: using AWS_ENDPOINT_URL"; return; fi
   command -v moto_server >/dev/null 2>&1 || pip_install "moto[server]==5.2.1"
   local port=${MOTO_PORT:-8000}
-  moto_server -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  # One request at a time: threaded moto loses committed writes when transactions race (see the script).
+  python3 "$(dirname "$0")/moto-serial.py" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
   PIDS+=($!)
   wait_port "$port" moto
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=${AWS_REGION:-us-east-1} \

@@ -8,10 +8,14 @@
 //! (idempotency completion, transaction record) atomically, or writes nothing.
 #![warn(missing_docs)]
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod error;
 pub mod memory;
 pub mod model;
 pub mod ports;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::sync::Arc;
 

@@ -1,0 +1,667 @@
+//! Events with their guard records, idempotency claims and the commit-ordered feed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corebank_domain::{EventEnvelope, EventMetadata};
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Row, Socket};
+use uuid::Uuid;
+
+use super::{
+    abandon, clamp_i64, column, db_error, decode_error, pool_error, to_i32, to_i64, to_u32, to_u64,
+    violated_unique,
+};
+use crate::{
+    AppendOutcome, AppendRequest, ClaimOutcome, EventFeed, EventStore, IdempotencyClaim,
+    IdempotencyCompletion, IdempotencyKey, IdempotencyRecord, IdempotencyState, IdempotencyStore, StoreError,
+    StoredResponse, TransactionRecord,
+};
+
+/// Advisory lock key that serialises the event insert and commit of every append ("cbappend").
+const APPEND_LOCK_KEY: i64 = 0x6362_6170_7065_6e64;
+
+/// Shortest and longest pause before the feed listener reconnects.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+macro_rules! event_columns {
+    () => {
+        "position, event_id, stream_id, version, event_type, schema_version, occurred_at, payload, metadata"
+    };
+}
+
+macro_rules! idempotency_columns {
+    () => {
+        "scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
+         response_body, expires_at"
+    };
+}
+
+/// The channel each append notifies with its last position.
+const LISTEN: &str = "LISTEN corebank_events";
+
+const START_STREAM: &str = "INSERT INTO streams (stream_id, version) VALUES ($1, $2) \
+     ON CONFLICT (stream_id) DO NOTHING RETURNING version";
+
+const ADVANCE_STREAM: &str = "UPDATE streams SET version = $3, updated_at = now() \
+     WHERE stream_id = $1 AND version = $2 RETURNING version";
+
+const STREAM_VERSION: &str = "SELECT version FROM streams WHERE stream_id = $1";
+
+const INSERT_TRANSACTION: &str = "INSERT INTO transaction_records \
+     (transaction_id, intent, response_status, response_body, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id";
+
+const SELECT_TRANSACTION: &str = "SELECT transaction_id, intent, response_status, response_body, recorded_at \
+     FROM transaction_records WHERE transaction_id = $1";
+
+const LOCK_APPENDS: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// One statement for the events, their outbox rows and the notification: rows come out of `UNNEST` in
+/// array order, so positions follow versions.
+const INSERT_EVENTS: &str = "WITH inserted AS ( \
+         INSERT INTO events \
+             (stream_id, version, event_id, event_type, schema_version, occurred_at, payload, metadata) \
+         SELECT $1, u.version, u.event_id, u.event_type, u.schema_version, u.occurred_at, u.payload, u.metadata \
+         FROM UNNEST($2::bigint[], $3::uuid[], $4::text[], $5::integer[], $6::timestamptz[], $7::jsonb[], \
+                     $8::jsonb[]) \
+             AS u(version, event_id, event_type, schema_version, occurred_at, payload, metadata) \
+         RETURNING position, stream_id, version \
+     ), outbox AS ( \
+         INSERT INTO outbox_events (position, stream_id, version) \
+         SELECT position, stream_id, version FROM inserted \
+     ), last AS ( \
+         SELECT max(position) AS position FROM inserted \
+     ) \
+     SELECT last.position, pg_notify('corebank_events', last.position::text)::text AS notified FROM last";
+
+const LOAD_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+);
+
+const READ_AFTER: &str =
+    concat!("SELECT ", event_columns!(), " FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+
+const HEAD: &str = "SELECT COALESCE(max(position), 0) AS head FROM events";
+
+// Stream ids are `COLLATE "C"`, so comparisons and order are by bytes, as in Rust. A prefix becomes
+// the range [prefix, upper) so the primary key index answers it.
+const LIST_STREAMS: &str = "SELECT stream_id FROM streams WHERE stream_id >= $1 ORDER BY stream_id LIMIT $2";
+const LIST_STREAMS_BELOW: &str =
+    "SELECT stream_id FROM streams WHERE stream_id >= $1 AND stream_id < $3 ORDER BY stream_id LIMIT $2";
+const LIST_STREAMS_AFTER: &str =
+    "SELECT stream_id FROM streams WHERE stream_id >= $1 AND stream_id > $3 ORDER BY stream_id LIMIT $2";
+const LIST_STREAMS_AFTER_BELOW: &str = "SELECT stream_id FROM streams \
+     WHERE stream_id >= $1 AND stream_id > $3 AND stream_id < $4 ORDER BY stream_id LIMIT $2";
+
+/// Takes a key that is free, past its TTL, or held under a lapsed lease by the same request (the
+/// memory adapter's rule). No row back means the key stays as it is, and the conflicting row is then
+/// locked by this transaction until it reads it.
+const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
+     (scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
+      response_body, expires_at) \
+     VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, NULL, NULL, $7) \
+     ON CONFLICT (scope, key) DO UPDATE SET \
+         operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, state = EXCLUDED.state, \
+         claim_token = EXCLUDED.claim_token, lease_expires_at = EXCLUDED.lease_expires_at, \
+         response_status = NULL, response_body = NULL, expires_at = EXCLUDED.expires_at \
+     WHERE r.expires_at <= $8 \
+        OR (r.state = 'in_progress' AND r.lease_expires_at <= $8 AND r.request_hash = EXCLUDED.request_hash) \
+     RETURNING key";
+
+const SELECT_IDEMPOTENCY: &str =
+    concat!("SELECT ", idempotency_columns!(), " FROM idempotency_records WHERE scope = $1 AND key = $2");
+
+/// Completes a key that is absent or in progress under the writer's token; the memory adapter treats an
+/// absent record (released, or never claimed) as still held. No row back: the claim is lost.
+const COMPLETE_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
+     (scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
+      response_body, expires_at) \
+     VALUES ($1, $2, $3, $4, 'completed', $5, NULL, $6, $7, $8) \
+     ON CONFLICT (scope, key) DO UPDATE SET \
+         operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, state = EXCLUDED.state, \
+         claim_token = EXCLUDED.claim_token, lease_expires_at = NULL, \
+         response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, \
+         expires_at = EXCLUDED.expires_at \
+     WHERE r.state = 'in_progress' AND r.claim_token = EXCLUDED.claim_token \
+     RETURNING key";
+
+const RELEASE_IDEMPOTENCY: &str = "DELETE FROM idempotency_records \
+     WHERE scope = $1 AND key = $2 AND state = 'in_progress' AND claim_token = $3";
+
+/// Events, idempotency records and transaction records in one database, plus the feed's head.
+///
+/// Implements [`EventStore`], [`IdempotencyStore`] and [`EventFeed`]; see the module docs for how an
+/// append stays atomic and why feed positions follow commit order.
+pub struct PgEventStore {
+    pool: Pool,
+    head: Arc<watch::Sender<u64>>,
+    listeners: Mutex<Vec<AbortHandle>>,
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore").field("head", &*self.head.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgEventStore {
+    fn drop(&mut self) {
+        for listener in self.listeners.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            listener.abort();
+        }
+    }
+}
+
+impl PgEventStore {
+    /// An event store over `pool`. The feed head starts at 0 until an append, [`Self::refresh_head`] or
+    /// a listener ([`Self::spawn_listener`]) moves it.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool, head: Arc::new(watch::Sender::new(0)), listeners: Mutex::new(Vec::new()) }
+    }
+
+    /// Reads the last committed position and raises the feed head to it.
+    pub async fn refresh_head(&self) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(HEAD).await.map_err(|e| db_error(&e))?;
+        let row = client.query_one(&statement, &[]).await.map_err(|e| db_error(&e))?;
+        let head = to_u64("head position", column(&row, "head")?)?;
+        raise(&self.head, head);
+        Ok(*self.head.borrow())
+    }
+
+    /// Follows appends made by other processes: a task on its own connection (not one of the pool's,
+    /// whose notifications the pool drops) runs `LISTEN corebank_events` and raises the head to each
+    /// notified position. It reconnects with backoff (0.1 s doubling to 5 s) and re-reads the last
+    /// position after every connect. The task stops when this store is dropped.
+    ///
+    /// Needs a Tokio runtime; outside one it fails with `Unavailable`.
+    pub fn spawn_listener<T>(&self, config: tokio_postgres::Config, tls: T) -> Result<(), StoreError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::Unavailable(format!("the feed listener needs a Tokio runtime: {e}")))?;
+        let task = runtime.spawn(listen(Arc::clone(&self.head), config, tls));
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(task.abort_handle());
+        Ok(())
+    }
+
+    async fn append_in(&self, tx: &Transaction<'_>, request: &AppendRequest) -> Result<i64, StoreError> {
+        let columns = EventColumns::new(&request.events)?;
+        let stream_id = request.stream_id.as_str();
+        let expected = to_i64("expected version", request.expected_version)?;
+        let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
+        let new_version = request
+            .expected_version
+            .checked_add(added)
+            .ok_or_else(|| StoreError::Invalid("stream version overflows".to_owned()))?;
+        let new_version = to_i64("stream version", new_version)?;
+
+        let moved = if expected == 0 {
+            let statement = tx.prepare_cached(START_STREAM).await.map_err(|e| db_error(&e))?;
+            tx.query_opt(&statement, &[&stream_id, &new_version]).await
+        } else {
+            let statement = tx.prepare_cached(ADVANCE_STREAM).await.map_err(|e| db_error(&e))?;
+            tx.query_opt(&statement, &[&stream_id, &expected, &new_version]).await
+        }
+        .map_err(|e| db_error(&e))?;
+        if moved.is_none() {
+            let statement = tx.prepare_cached(STREAM_VERSION).await.map_err(|e| db_error(&e))?;
+            let row = tx.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
+            let actual = match row {
+                Some(row) => to_u64("stream version", column(&row, "version")?)?,
+                None => 0,
+            };
+            return Err(StoreError::VersionConflict {
+                stream_id: request.stream_id.clone(),
+                expected: request.expected_version,
+                actual,
+            });
+        }
+
+        if let Some(t) = &request.transaction {
+            let intent =
+                serde_json::to_value(&t.intent).map_err(|e| StoreError::Invalid(format!("intent: {e}")))?;
+            let status = i32::from(t.response.status);
+            let statement = tx.prepare_cached(INSERT_TRANSACTION).await.map_err(|e| db_error(&e))?;
+            let inserted = tx
+                .query_opt(
+                    &statement,
+                    &[&t.transaction_id, &intent, &status, &t.response.body, &t.recorded_at],
+                )
+                .await
+                .map_err(|e| db_error(&e))?;
+            if inserted.is_none() {
+                return Err(StoreError::TransactionExists { transaction_id: t.transaction_id.clone() });
+            }
+        }
+
+        if let Some(c) = &request.idempotency {
+            let statement = tx.prepare_cached(COMPLETE_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
+            let completed =
+                tx.query_opt(&statement, &completion_params(c, &i32::from(c.response.status))).await;
+            if completed.map_err(|e| db_error(&e))?.is_none() {
+                return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() });
+            }
+        }
+
+        let statement = tx.prepare_cached(LOCK_APPENDS).await.map_err(|e| db_error(&e))?;
+        tx.execute(&statement, &[&APPEND_LOCK_KEY]).await.map_err(|e| db_error(&e))?;
+        let statement = tx.prepare_cached(INSERT_EVENTS).await.map_err(|e| db_error(&e))?;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &stream_id,
+            &columns.versions,
+            &columns.event_ids,
+            &columns.event_types,
+            &columns.schema_versions,
+            &columns.occurred_at,
+            &columns.payloads,
+            &columns.metadata,
+        ];
+        let row = tx.query_one(&statement, &params).await.map_err(|e| match violated_unique(&e) {
+            // The streams row already serialises writers, so this only fires if events were written
+            // around this adapter; the stream's real version is not known inside an aborted transaction.
+            Some("events_stream_version_key") => StoreError::VersionConflict {
+                stream_id: request.stream_id.clone(),
+                expected: request.expected_version,
+                actual: request.expected_version,
+            },
+            Some("events_event_id_key") => {
+                StoreError::Invalid("an event id of this append is already stored".to_owned())
+            }
+            _ => db_error(&e),
+        })?;
+        column(&row, "position")
+    }
+}
+
+/// Raises the head, never lowers it: appends commit concurrently and report out of order.
+fn raise(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|current| {
+        let higher = position > *current;
+        if higher {
+            *current = position;
+        }
+        higher
+    });
+}
+
+/// The events of one append as column arrays for `UNNEST`.
+struct EventColumns<'a> {
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    occurred_at: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn new(events: &'a [EventEnvelope]) -> Result<Self, StoreError> {
+        let mut columns = Self {
+            versions: Vec::with_capacity(events.len()),
+            event_ids: Vec::with_capacity(events.len()),
+            event_types: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            occurred_at: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for e in events {
+            columns.versions.push(to_i64("event version", e.version)?);
+            columns.event_ids.push(e.event_id);
+            columns.event_types.push(&e.event_type);
+            columns.schema_versions.push(to_i32("schema version", e.schema_version)?);
+            columns.occurred_at.push(e.occurred_at);
+            columns.payloads.push(&e.payload);
+            columns.metadata.push(
+                serde_json::to_value(&e.metadata)
+                    .map_err(|err| StoreError::Invalid(format!("event metadata: {err}")))?,
+            );
+        }
+        Ok(columns)
+    }
+}
+
+fn envelope(row: &Row) -> Result<(u64, EventEnvelope), StoreError> {
+    let position = to_u64("event position", column(row, "position")?)?;
+    let metadata: serde_json::Value = column(row, "metadata")?;
+    let envelope = EventEnvelope {
+        event_id: column(row, "event_id")?,
+        stream_id: column(row, "stream_id")?,
+        version: to_u64("event version", column(row, "version")?)?,
+        event_type: column(row, "event_type")?,
+        schema_version: to_u32("schema version", column(row, "schema_version")?)?,
+        occurred_at: column(row, "occurred_at")?,
+        payload: column(row, "payload")?,
+        metadata: serde_json::from_value::<EventMetadata>(metadata)
+            .map_err(|e| decode_error("event metadata", e))?,
+    };
+    Ok((position, envelope))
+}
+
+fn transaction_record(row: &Row) -> Result<TransactionRecord, StoreError> {
+    let intent: serde_json::Value = column(row, "intent")?;
+    Ok(TransactionRecord {
+        transaction_id: column(row, "transaction_id")?,
+        intent: serde_json::from_value(intent).map_err(|e| decode_error("transaction intent", e))?,
+        response: StoredResponse {
+            status: response_status(column(row, "response_status")?)?,
+            body: column(row, "response_body")?,
+        },
+        recorded_at: column(row, "recorded_at")?,
+    })
+}
+
+fn response_status(status: i32) -> Result<u16, StoreError> {
+    u16::try_from(status).map_err(|e| decode_error("response status", e))
+}
+
+fn idempotency_record(row: &Row) -> Result<IdempotencyRecord, StoreError> {
+    let state = match column::<&str>(row, "state")? {
+        "in_progress" => IdempotencyState::InProgress {
+            claim_token: column(row, "claim_token")?,
+            lease_expires_at: column(row, "lease_expires_at")?,
+        },
+        "completed" => IdempotencyState::Completed(StoredResponse {
+            status: response_status(column(row, "response_status")?)?,
+            body: column(row, "response_body")?,
+        }),
+        other => return Err(StoreError::Corrupt(format!("unknown idempotency state {other:?}"))),
+    };
+    Ok(IdempotencyRecord {
+        key: IdempotencyKey { scope: column(row, "scope")?, key: column(row, "key")? },
+        operation: column(row, "operation")?,
+        request_hash: column(row, "request_hash")?,
+        state,
+        expires_at: column(row, "expires_at")?,
+    })
+}
+
+fn completion_params<'a>(c: &'a IdempotencyCompletion, status: &'a i32) -> [&'a (dyn ToSql + Sync); 8] {
+    [
+        &c.key.scope,
+        &c.key.key,
+        &c.operation,
+        &c.request_hash,
+        &c.claim_token,
+        status,
+        &c.response.body,
+        &c.expires_at,
+    ]
+}
+
+/// The least string above every string that starts with `prefix` (in code point order, which is the
+/// byte order of UTF-8), or `None` when no string is above them all.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(next) = char::from_u32(next) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        request.validate()?;
+        let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        let last_position = match self.append_in(&tx, &request).await {
+            Ok(position) => position,
+            Err(e) => {
+                abandon(tx).await;
+                return Err(e);
+            }
+        };
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        raise(&self.head, to_u64("event position", last_position)?);
+        Ok(AppendOutcome { stream_version: request.expected_version.saturating_add(added) })
+    }
+
+    async fn load_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let Ok(after) = i64::try_from(after_version) else { return Ok(Vec::new()) };
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(LOAD_STREAM).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&stream_id, &after]).await.map_err(|e| db_error(&e))?;
+        rows.iter().map(|row| envelope(row).map(|(_, e)| e)).collect()
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = clamp_i64(limit);
+        let upper = prefix_upper_bound(prefix);
+        let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match (&after, &upper) {
+            (None, None) => (LIST_STREAMS, vec![&prefix, &limit]),
+            (None, Some(upper)) => (LIST_STREAMS_BELOW, vec![&prefix, &limit, upper]),
+            (Some(after), None) => (LIST_STREAMS_AFTER, vec![&prefix, &limit, after]),
+            (Some(after), Some(upper)) => (LIST_STREAMS_AFTER_BELOW, vec![&prefix, &limit, after, upper]),
+        };
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &params).await.map_err(|e| db_error(&e))?;
+        rows.iter().map(|row| column(row, "stream_id")).collect()
+    }
+
+    async fn transaction(&self, transaction_id: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SELECT_TRANSACTION).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&transaction_id]).await.map_err(|e| db_error(&e))?;
+        row.as_ref().map(transaction_record).transpose()
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgEventStore {
+    async fn claim(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome, StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        let outcome = claim_in(&tx, &claim).await;
+        match outcome {
+            Ok(outcome) => {
+                tx.commit().await.map_err(|e| db_error(&e))?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                abandon(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn complete(&self, completion: IdempotencyCompletion) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(COMPLETE_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
+        let status = i32::from(completion.response.status);
+        let completed = client
+            .query_opt(&statement, &completion_params(&completion, &status))
+            .await
+            .map_err(|e| db_error(&e))?;
+        match completed {
+            Some(_) => Ok(()),
+            None => Err(StoreError::IdempotencyClaimLost { key: completion.key.key }),
+        }
+    }
+
+    async fn release(&self, key: &IdempotencyKey, claim_token: Uuid) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(RELEASE_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
+        client.execute(&statement, &[&key.scope, &key.key, &claim_token]).await.map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+}
+
+async fn claim_in(tx: &Transaction<'_>, claim: &IdempotencyClaim) -> Result<ClaimOutcome, StoreError> {
+    let statement = tx.prepare_cached(CLAIM_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
+    let claimed = tx
+        .query_opt(
+            &statement,
+            &[
+                &claim.key.scope,
+                &claim.key.key,
+                &claim.operation,
+                &claim.request_hash,
+                &claim.claim_token,
+                &claim.lease_expires_at,
+                &claim.expires_at,
+                &claim.now,
+            ],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    if claimed.is_some() {
+        return Ok(ClaimOutcome::Claimed);
+    }
+    // The upsert locked the row it did not change, so it is still there and unchanged.
+    let statement = tx.prepare_cached(SELECT_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
+    let row =
+        tx.query_opt(&statement, &[&claim.key.scope, &claim.key.key]).await.map_err(|e| db_error(&e))?;
+    match row {
+        Some(row) => Ok(ClaimOutcome::Existing(idempotency_record(&row)?)),
+        None => Err(StoreError::Unavailable(format!(
+            "idempotency record {} vanished while it was locked; retry",
+            claim.key.key
+        ))),
+    }
+}
+
+#[async_trait]
+impl EventFeed for PgEventStore {
+    async fn read_after(&self, position: u64, limit: usize) -> Result<Vec<(u64, EventEnvelope)>, StoreError> {
+        let Ok(after) = i64::try_from(position) else { return Ok(Vec::new()) };
+        let limit = clamp_i64(limit);
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(READ_AFTER).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&after, &limit]).await.map_err(|e| db_error(&e))?;
+        rows.iter().map(envelope).collect()
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+}
+
+/// Keeps a listening connection up, forever; the owning store aborts it.
+async fn listen<T>(head: Arc<watch::Sender<u64>>, config: tokio_postgres::Config, tls: T)
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        if let Err(e) = listen_once(&head, &config, tls.clone()).await {
+            tracing::warn!(error = %e, "feed listener lost its connection");
+        }
+        if started.elapsed() > LISTEN_BACKOFF_MAX {
+            backoff = LISTEN_BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+    }
+}
+
+/// Aborts a task when dropped, so a driver task never outlives the listener that spawned it.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn listen_once<T>(
+    head: &Arc<watch::Sender<u64>>,
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    let notified = Arc::clone(head);
+    // The connection delivers notifications only to whoever polls it, so this task both drives it and
+    // raises the head; it ends when the connection does.
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if let Ok(position) = n.payload().parse::<u64>() {
+                        raise(&notified, position);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed listener connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    let _abort = AbortOnDrop(driver.abort_handle());
+    client.batch_execute(LISTEN).await?;
+    // Appends committed before LISTEN took effect sent no notification to this connection.
+    let row = client.query_one(HEAD, &[]).await?;
+    if let Ok(position) = u64::try_from(row.try_get::<_, i64>("head")?) {
+        raise(head, position);
+    }
+    // Whether the driver ended, was aborted or panicked, the connection is gone and the caller
+    // reconnects.
+    driver.await.ok();
+    drop(client);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_upper_bound_is_the_least_string_above_every_extension() {
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("account-").as_deref(), Some("account."));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        let upper = prefix_upper_bound("ab").unwrap();
+        for extension in ["ab", "ab\u{0}", "ab\u{10FFFF}\u{10FFFF}", "abzzzz"] {
+            assert!(extension < upper.as_str(), "{extension:?} sorts below {upper:?}");
+        }
+        assert!("ac" >= upper.as_str());
+    }
+}

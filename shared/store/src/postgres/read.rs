@@ -1,0 +1,474 @@
+//! Snapshots, the account read tables with their checkpoints, and rebuild jobs.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corebank_domain::{AccountStatus, Currency};
+use deadpool_postgres::{Pool, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{abandon, clamp_i64, column, db_error, decode_error, pool_error, to_i32, to_i64, to_u32, to_u64};
+use crate::{
+    AccountSummary, ProjectionChange, ProjectionReplacement, ReadModelStore, RebuildJob, RebuildJobStore,
+    RebuildStatus, Snapshot, SnapshotStore, StatementEntry, StoreError,
+};
+
+const LOAD_SNAPSHOT: &str =
+    "SELECT stream_id, version, schema_version, state FROM snapshots WHERE stream_id = $1";
+
+/// Keeps the newest snapshot: an older one arriving late changes nothing.
+const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots AS s (stream_id, version, schema_version, state) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, \
+         schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, saved_at = now() \
+     WHERE s.version < EXCLUDED.version";
+
+const CHECKPOINT: &str = "SELECT version FROM projection_checkpoints WHERE stream_id = $1";
+
+/// From checkpoint 0, which is also what an absent row means.
+const MOVE_CHECKPOINT_FROM_ZERO: &str = "INSERT INTO projection_checkpoints AS c (stream_id, version) \
+     VALUES ($1, $2) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now() \
+     WHERE c.version = 0 \
+     RETURNING version";
+
+const MOVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET version = $3, updated_at = now() \
+     WHERE stream_id = $1 AND version = $2 RETURNING version";
+
+const SET_CHECKPOINT: &str = "INSERT INTO projection_checkpoints (stream_id, version) VALUES ($1, $2) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now()";
+
+const UPSERT_SUMMARY: &str = "INSERT INTO account_summary \
+     (account_id, owner_id, currency, status, balance_minor, held_minor, version, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (account_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, currency = EXCLUDED.currency, \
+         status = EXCLUDED.status, balance_minor = EXCLUDED.balance_minor, \
+         held_minor = EXCLUDED.held_minor, version = EXCLUDED.version, \
+         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at";
+
+const DELETE_SUMMARY: &str = "DELETE FROM account_summary WHERE account_id = $1";
+
+const SELECT_SUMMARY: &str = "SELECT account_id, owner_id, currency, status, balance_minor, held_minor, \
+         version, created_at, updated_at \
+     FROM account_summary WHERE account_id = $1";
+
+const UPSERT_STATEMENT: &str = "INSERT INTO account_statement \
+     (account_id, stream_version, event_id, event_type, occurred_at, amount_minor, currency, \
+      transaction_id, balance_after_minor, reason) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::timestamptz[], \
+                          $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[]) \
+     ON CONFLICT (account_id, stream_version) DO UPDATE SET event_id = EXCLUDED.event_id, \
+         event_type = EXCLUDED.event_type, occurred_at = EXCLUDED.occurred_at, \
+         amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency, \
+         transaction_id = EXCLUDED.transaction_id, balance_after_minor = EXCLUDED.balance_after_minor, \
+         reason = EXCLUDED.reason";
+
+const DELETE_STATEMENT: &str = "DELETE FROM account_statement WHERE account_id = $1";
+
+const SELECT_STATEMENT: &str = "SELECT account_id, stream_version, event_id, event_type, occurred_at, \
+         amount_minor, currency, transaction_id, balance_after_minor, reason \
+     FROM account_statement WHERE account_id = $1 ORDER BY stream_version OFFSET $2 LIMIT $3";
+
+const PUT_REBUILD: &str = "INSERT INTO rebuild_jobs \
+     (rebuild_id, status, streams_rebuilt, events_replayed, last_stream_id, error, started_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (rebuild_id) DO UPDATE SET status = EXCLUDED.status, \
+         streams_rebuilt = EXCLUDED.streams_rebuilt, events_replayed = EXCLUDED.events_replayed, \
+         last_stream_id = EXCLUDED.last_stream_id, error = EXCLUDED.error, \
+         started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at";
+
+const GET_REBUILD: &str = "SELECT rebuild_id, status, streams_rebuilt, events_replayed, last_stream_id, error, \
+         started_at, updated_at \
+     FROM rebuild_jobs WHERE rebuild_id = $1";
+
+/// Snapshots in the `snapshots` table, newest per stream.
+#[derive(Debug, Clone)]
+pub struct PgSnapshotStore {
+    pool: Pool,
+}
+
+impl PgSnapshotStore {
+    /// A snapshot store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for PgSnapshotStore {
+    async fn load(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(LOAD_SNAPSHOT).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Snapshot {
+            stream_id: column(&row, "stream_id")?,
+            version: to_u64("snapshot version", column(&row, "version")?)?,
+            schema_version: to_u32("snapshot schema version", column(&row, "schema_version")?)?,
+            state: column(&row, "state")?,
+        }))
+    }
+
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let version = to_i64("snapshot version", snapshot.version)?;
+        let schema_version = to_i32("snapshot schema version", snapshot.schema_version)?;
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SAVE_SNAPSHOT).await.map_err(|e| db_error(&e))?;
+        client
+            .execute(&statement, &[&snapshot.stream_id, &version, &schema_version, &snapshot.state])
+            .await
+            .map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+}
+
+/// The `account_summary`, `account_statement` and `projection_checkpoints` tables.
+#[derive(Debug, Clone)]
+pub struct PgReadModelStore {
+    pool: Pool,
+}
+
+impl PgReadModelStore {
+    /// A read-model store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+/// Statement rows as column arrays for `UNNEST`, one row per (account, version): within one write the
+/// last row given for a version wins, as in the memory adapter.
+struct StatementColumns<'a> {
+    account_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    amounts: Vec<Option<i64>>,
+    currencies: Vec<Option<&'a str>>,
+    transaction_ids: Vec<Option<&'a str>>,
+    balances_after: Vec<Option<i64>>,
+    reasons: Vec<Option<&'a str>>,
+}
+
+impl<'a> StatementColumns<'a> {
+    fn new(entries: &'a [StatementEntry]) -> Result<Self, StoreError> {
+        let mut unique: BTreeMap<(&str, u64), &StatementEntry> = BTreeMap::new();
+        for entry in entries {
+            unique.insert((&entry.account_id, entry.stream_version), entry);
+        }
+        let n = unique.len();
+        let mut columns = Self {
+            account_ids: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            event_ids: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            amounts: Vec::with_capacity(n),
+            currencies: Vec::with_capacity(n),
+            transaction_ids: Vec::with_capacity(n),
+            balances_after: Vec::with_capacity(n),
+            reasons: Vec::with_capacity(n),
+        };
+        for entry in unique.into_values() {
+            columns.account_ids.push(&entry.account_id);
+            columns.versions.push(to_i64("statement version", entry.stream_version)?);
+            columns.event_ids.push(entry.event_id);
+            columns.event_types.push(&entry.event_type);
+            columns.occurred_at.push(entry.occurred_at);
+            columns.amounts.push(entry.amount_minor);
+            columns.currencies.push(entry.currency.as_ref().map(Currency::code));
+            columns.transaction_ids.push(entry.transaction_id.as_deref());
+            columns.balances_after.push(entry.balance_after_minor);
+            columns.reasons.push(entry.reason.as_deref());
+        }
+        Ok(columns)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &self.account_ids,
+            &self.versions,
+            &self.event_ids,
+            &self.event_types,
+            &self.occurred_at,
+            &self.amounts,
+            &self.currencies,
+            &self.transaction_ids,
+            &self.balances_after,
+            &self.reasons,
+        ];
+        let statement = tx.prepare_cached(UPSERT_STATEMENT).await.map_err(|e| db_error(&e))?;
+        tx.execute(&statement, &params).await.map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+}
+
+async fn upsert_summary(tx: &Transaction<'_>, s: &AccountSummary) -> Result<(), StoreError> {
+    let version = to_i64("summary version", s.version)?;
+    let statement = tx.prepare_cached(UPSERT_SUMMARY).await.map_err(|e| db_error(&e))?;
+    tx.execute(
+        &statement,
+        &[
+            &s.account_id,
+            &s.owner_id,
+            &s.currency.code(),
+            &s.status.as_str(),
+            &s.balance_minor,
+            &s.held_minor,
+            &version,
+            &s.created_at,
+            &s.updated_at,
+        ],
+    )
+    .await
+    .map_err(|e| db_error(&e))?;
+    Ok(())
+}
+
+fn account_status(status: &str) -> Result<AccountStatus, StoreError> {
+    match status {
+        "ACTIVE" => Ok(AccountStatus::Active),
+        "FROZEN" => Ok(AccountStatus::Frozen),
+        other => Err(StoreError::Corrupt(format!("unknown account status {other:?}"))),
+    }
+}
+
+fn currency(code: &str) -> Result<Currency, StoreError> {
+    Currency::parse(code).map_err(|e| decode_error("currency", e))
+}
+
+fn summary(row: &Row) -> Result<AccountSummary, StoreError> {
+    Ok(AccountSummary {
+        account_id: column(row, "account_id")?,
+        owner_id: column(row, "owner_id")?,
+        currency: currency(column(row, "currency")?)?,
+        status: account_status(column(row, "status")?)?,
+        balance_minor: column(row, "balance_minor")?,
+        held_minor: column(row, "held_minor")?,
+        version: to_u64("summary version", column(row, "version")?)?,
+        created_at: column(row, "created_at")?,
+        updated_at: column(row, "updated_at")?,
+    })
+}
+
+fn statement_entry(row: &Row) -> Result<StatementEntry, StoreError> {
+    Ok(StatementEntry {
+        event_id: column(row, "event_id")?,
+        account_id: column(row, "account_id")?,
+        stream_version: to_u64("statement version", column(row, "stream_version")?)?,
+        event_type: column(row, "event_type")?,
+        occurred_at: column(row, "occurred_at")?,
+        amount_minor: column(row, "amount_minor")?,
+        currency: column::<Option<&str>>(row, "currency")?.map(currency).transpose()?,
+        transaction_id: column(row, "transaction_id")?,
+        balance_after_minor: column(row, "balance_after_minor")?,
+        reason: column(row, "reason")?,
+    })
+}
+
+/// Moves the checkpoint from `expected` to `new`, or reports where it is.
+async fn move_checkpoint(tx: &Transaction<'_>, change: &ProjectionChange) -> Result<(), StoreError> {
+    let expected = to_i64("checkpoint", change.expected_checkpoint)?;
+    let new = to_i64("checkpoint", change.new_checkpoint)?;
+    let stream_id = change.stream_id.as_str();
+    let moved = if expected == 0 {
+        let statement = tx.prepare_cached(MOVE_CHECKPOINT_FROM_ZERO).await.map_err(|e| db_error(&e))?;
+        tx.query_opt(&statement, &[&stream_id, &new]).await
+    } else {
+        let statement = tx.prepare_cached(MOVE_CHECKPOINT).await.map_err(|e| db_error(&e))?;
+        tx.query_opt(&statement, &[&stream_id, &expected, &new]).await
+    }
+    .map_err(|e| db_error(&e))?;
+    if moved.is_some() {
+        return Ok(());
+    }
+    let statement = tx.prepare_cached(CHECKPOINT).await.map_err(|e| db_error(&e))?;
+    let row = tx.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
+    let actual = match row {
+        Some(row) => to_u64("checkpoint", column(&row, "version")?)?,
+        None => 0,
+    };
+    Err(StoreError::CheckpointMoved {
+        stream_id: change.stream_id.clone(),
+        expected: change.expected_checkpoint,
+        actual,
+    })
+}
+
+async fn apply_in(tx: &Transaction<'_>, change: &ProjectionChange) -> Result<(), StoreError> {
+    let rows = StatementColumns::new(&change.statement)?;
+    // The checkpoint moves first: its row lock queues a concurrent apply of the same stream, which
+    // then finds the checkpoint moved and writes nothing.
+    move_checkpoint(tx, change).await?;
+    rows.upsert(tx).await?;
+    if let Some(summary) = &change.summary {
+        upsert_summary(tx, summary).await?;
+    }
+    Ok(())
+}
+
+async fn replace_in(tx: &Transaction<'_>, replacement: &ProjectionReplacement) -> Result<(), StoreError> {
+    if let Some(foreign) = replacement.statement.iter().find(|e| e.account_id != replacement.account_id) {
+        return Err(StoreError::Invalid(format!(
+            "statement row of {} in a replacement of {}",
+            foreign.account_id, replacement.account_id
+        )));
+    }
+    let rows = StatementColumns::new(&replacement.statement)?;
+    let checkpoint = to_i64("checkpoint", replacement.checkpoint)?;
+    let statement = tx.prepare_cached(SET_CHECKPOINT).await.map_err(|e| db_error(&e))?;
+    tx.execute(&statement, &[&replacement.stream_id, &checkpoint]).await.map_err(|e| db_error(&e))?;
+    let statement = tx.prepare_cached(DELETE_STATEMENT).await.map_err(|e| db_error(&e))?;
+    tx.execute(&statement, &[&replacement.account_id]).await.map_err(|e| db_error(&e))?;
+    rows.upsert(tx).await?;
+    match &replacement.summary {
+        Some(summary) => upsert_summary(tx, summary).await,
+        None => {
+            let statement = tx.prepare_cached(DELETE_SUMMARY).await.map_err(|e| db_error(&e))?;
+            tx.execute(&statement, &[&replacement.account_id]).await.map_err(|e| db_error(&e))?;
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for PgReadModelStore {
+    async fn checkpoint(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(CHECKPOINT).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
+        match row {
+            Some(row) => to_u64("checkpoint", column(&row, "version")?),
+            None => Ok(0),
+        }
+    }
+
+    async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        match apply_in(&tx, &change).await {
+            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
+            Err(e) => {
+                abandon(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        match replace_in(&tx, &replacement).await {
+            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
+            Err(e) => {
+                abandon(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SELECT_SUMMARY).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&account_id]).await.map_err(|e| db_error(&e))?;
+        row.as_ref().map(summary).transpose()
+    }
+
+    async fn statement(
+        &self,
+        account_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StatementEntry>, StoreError> {
+        let (offset, limit) = (clamp_i64(offset), clamp_i64(limit));
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SELECT_STATEMENT).await.map_err(|e| db_error(&e))?;
+        let rows =
+            client.query(&statement, &[&account_id, &offset, &limit]).await.map_err(|e| db_error(&e))?;
+        rows.iter().map(statement_entry).collect()
+    }
+}
+
+/// Rebuild-all jobs in the `rebuild_jobs` table.
+#[derive(Debug, Clone)]
+pub struct PgRebuildJobStore {
+    pool: Pool,
+}
+
+impl PgRebuildJobStore {
+    /// A rebuild-job store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+fn rebuild_status_text(status: RebuildStatus) -> &'static str {
+    match status {
+        RebuildStatus::Running => "RUNNING",
+        RebuildStatus::Completed => "COMPLETED",
+        RebuildStatus::Failed => "FAILED",
+    }
+}
+
+fn rebuild_status(text: &str) -> Result<RebuildStatus, StoreError> {
+    match text {
+        "RUNNING" => Ok(RebuildStatus::Running),
+        "COMPLETED" => Ok(RebuildStatus::Completed),
+        "FAILED" => Ok(RebuildStatus::Failed),
+        other => Err(StoreError::Corrupt(format!("unknown rebuild status {other:?}"))),
+    }
+}
+
+#[async_trait]
+impl RebuildJobStore for PgRebuildJobStore {
+    async fn put(&self, job: RebuildJob) -> Result<(), StoreError> {
+        let streams_rebuilt = to_i64("streams rebuilt", job.streams_rebuilt)?;
+        let events_replayed = to_i64("events replayed", job.events_replayed)?;
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(PUT_REBUILD).await.map_err(|e| db_error(&e))?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &job.rebuild_id,
+                    &rebuild_status_text(job.status),
+                    &streams_rebuilt,
+                    &events_replayed,
+                    &job.last_stream_id,
+                    &job.error,
+                    &job.started_at,
+                    &job.updated_at,
+                ],
+            )
+            .await
+            .map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+
+    async fn get(&self, rebuild_id: &str) -> Result<Option<RebuildJob>, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(GET_REBUILD).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&rebuild_id]).await.map_err(|e| db_error(&e))?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RebuildJob {
+            rebuild_id: column(&row, "rebuild_id")?,
+            status: rebuild_status(column(&row, "status")?)?,
+            streams_rebuilt: to_u64("streams rebuilt", column(&row, "streams_rebuilt")?)?,
+            events_replayed: to_u64("events replayed", column(&row, "events_replayed")?)?,
+            last_stream_id: column(&row, "last_stream_id")?,
+            error: column(&row, "error")?,
+            started_at: column(&row, "started_at")?,
+            updated_at: column(&row, "updated_at")?,
+        }))
+    }
+}

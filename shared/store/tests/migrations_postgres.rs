@@ -1,0 +1,238 @@
+//! Versioned migrations against a real PostgreSQL: a fresh install, a re-run, an upgrade from an older
+//! build, concurrent starts, an edited migration and a failing one. Each test has its own database.
+
+#![cfg(test)]
+
+mod pg;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use corebank_domain::{EventEnvelope, EventMetadata};
+use corebank_store::postgres::{self, MIGRATIONS, Migration, MigrationError, PgStores, Pool};
+use corebank_store::{AppendRequest, ProjectionChange};
+use serde_json::json;
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+const EVENT_STORE_TABLES: [&str; 7] = [
+    "events",
+    "idempotency_records",
+    "outbox_events",
+    "schema_migrations",
+    "snapshots",
+    "streams",
+    "transaction_records",
+];
+
+const READ_MODEL_TABLES: [&str; 4] =
+    ["account_statement", "account_summary", "projection_checkpoints", "rebuild_jobs"];
+
+fn all_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
+fn all_tables() -> Vec<String> {
+    let mut all: Vec<String> =
+        EVENT_STORE_TABLES.iter().chain(&READ_MODEL_TABLES).map(|t| t.to_string()).collect();
+    all.sort();
+    all
+}
+
+async fn tables(pool: &Pool) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
+             ORDER BY table_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// `schema_migrations`, version -> (name, checksum, applied_at).
+async fn recorded(pool: &Pool) -> BTreeMap<i64, (String, String, DateTime<Utc>)> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))).collect()
+}
+
+fn assert_records_exactly(
+    recorded: &BTreeMap<i64, (String, String, DateTime<Utc>)>,
+    migrations: &[Migration],
+) {
+    let got: Vec<(i64, &str, &str)> =
+        recorded.iter().map(|(v, (name, checksum, _))| (*v, name.as_str(), checksum.as_str())).collect();
+    let checksums: Vec<String> = migrations.iter().map(Migration::checksum).collect();
+    let want: Vec<(i64, &str, &str)> =
+        migrations.iter().zip(&checksums).map(|(m, c)| (m.version, m.name, c.as_str())).collect();
+    assert_eq!(got, want);
+}
+
+fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
+    EventEnvelope {
+        event_id: Uuid::new_v4(),
+        stream_id: stream_id.to_owned(),
+        version,
+        event_type: "MoneyDeposited".to_owned(),
+        schema_version: 1,
+        occurred_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        payload: json!({"amountMinor": "1050", "currency": "EUR"}),
+        metadata: EventMetadata { actor: Some("migration-test".to_owned()), ..EventMetadata::default() },
+    }
+}
+
+#[tokio::test]
+async fn fresh_database_migrates_to_the_latest_version_and_records_every_file() {
+    let db = pg::empty_database().await;
+
+    let report = postgres::migrate(&db.pool).await.unwrap();
+
+    assert_eq!(report.applied, all_versions());
+    assert!(report.already_applied.is_empty());
+    assert_eq!(tables(&db.pool).await, all_tables());
+    assert_records_exactly(&recorded(&db.pool).await, MIGRATIONS);
+}
+
+#[tokio::test]
+async fn running_migrate_twice_is_a_no_op() {
+    let db = pg::migrated_database().await;
+    let before = recorded(&db.pool).await;
+
+    let report = postgres::migrate(&db.pool).await.unwrap();
+
+    assert!(report.applied.is_empty(), "nothing is applied again: {report:?}");
+    assert_eq!(report.already_applied, all_versions());
+    assert_eq!(recorded(&db.pool).await, before, "rows, checksums and applied_at are untouched");
+    assert_eq!(tables(&db.pool).await, all_tables());
+}
+
+#[tokio::test]
+async fn upgrade_from_the_first_migration_keeps_the_data_and_applies_the_rest() {
+    let db = pg::empty_database().await;
+    let report = postgres::migrate_to(&db.pool, 1).await.unwrap();
+    assert_eq!(report.applied, [1]);
+    assert_eq!(tables(&db.pool).await, EVENT_STORE_TABLES);
+
+    // What a build that only knew migration 1 wrote.
+    let stores = PgStores::new(db.pool.clone());
+    let stream = format!("account-{}", Uuid::new_v4());
+    let events = vec![envelope(&stream, 1), envelope(&stream, 2)];
+    let request = AppendRequest {
+        stream_id: stream.clone(),
+        expected_version: 0,
+        events: events.clone(),
+        idempotency: None,
+        transaction: None,
+    };
+    stores.stores().events.append(request).await.unwrap();
+
+    let report = postgres::migrate(&db.pool).await.unwrap();
+
+    assert_eq!(report.applied, all_versions()[1..]);
+    assert_eq!(report.already_applied, [1]);
+    assert_eq!(tables(&db.pool).await, all_tables());
+    assert_records_exactly(&recorded(&db.pool).await, MIGRATIONS);
+    let s = stores.stores();
+    assert_eq!(s.events.load_stream(&stream, 0).await.unwrap(), events);
+    let change = ProjectionChange {
+        stream_id: stream.clone(),
+        expected_checkpoint: 0,
+        new_checkpoint: 2,
+        summary: None,
+        statement: Vec::new(),
+    };
+    s.read_model.apply(change).await.unwrap();
+    assert_eq!(s.read_model.checkpoint(&stream).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_all_succeed_and_apply_each_file_once() {
+    const PROCESSES: usize = 4;
+    let db = pg::empty_database().await;
+    let start = std::sync::Arc::new(Barrier::new(PROCESSES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..PROCESSES {
+        // A pool each, as separate instances starting at once would have.
+        let pool = pg::pool(&db.config);
+        let start = std::sync::Arc::clone(&start);
+        tasks.spawn(async move {
+            start.wait().await;
+            postgres::migrate(&pool).await
+        });
+    }
+
+    let mut applied = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let report = joined.unwrap().expect("every concurrent migrate succeeds");
+        applied.extend(report.applied);
+    }
+
+    applied.sort_unstable();
+    assert_eq!(applied, all_versions(), "each migration was applied by exactly one caller");
+    assert_records_exactly(&recorded(&db.pool).await, MIGRATIONS);
+    assert_eq!(tables(&db.pool).await, all_tables());
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused_and_nothing_more_is_applied() {
+    let db = pg::empty_database().await;
+    postgres::migrate_to(&db.pool, 1).await.unwrap();
+    let client = db.pool.get().await.unwrap();
+    client.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1", &[]).await.unwrap();
+    drop(client);
+
+    let err = postgres::migrate(&db.pool).await.unwrap_err();
+
+    let MigrationError::Changed { version, applied_checksum, checksum, .. } = err else {
+        panic!("expected Changed, got {err:?}");
+    };
+    assert_eq!(version, 1);
+    assert_eq!(applied_checksum, "edited");
+    assert_eq!(checksum, MIGRATIONS[0].checksum());
+    assert_eq!(recorded(&db.pool).await.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(tables(&db.pool).await, EVENT_STORE_TABLES);
+}
+
+static BROKEN_SECOND: &[Migration] = &[
+    MIGRATIONS[0],
+    Migration {
+        version: 2,
+        name: "0002_broken",
+        sql: "CREATE TABLE half_done (id INTEGER); SELECT no_such_function();",
+    },
+];
+
+#[tokio::test]
+async fn a_failing_migration_rolls_back_whole_and_a_fixed_build_applies_cleanly() {
+    let db = pg::empty_database().await;
+
+    let err = postgres::migrate_with(&db.pool, BROKEN_SECOND, 2).await.unwrap_err();
+
+    let MigrationError::Failed { version, name, .. } = err else {
+        panic!("expected Failed, got {err:?}");
+    };
+    assert_eq!((version, name), (2, "0002_broken"));
+    assert_eq!(tables(&db.pool).await, EVENT_STORE_TABLES, "half_done was rolled back");
+    assert_records_exactly(&recorded(&db.pool).await, &MIGRATIONS[..1]);
+
+    // The session lock was released: the real list migrates the same database.
+    let report = postgres::migrate(&db.pool).await.unwrap();
+    assert_eq!(report.applied, all_versions()[1..]);
+    assert_eq!(tables(&db.pool).await, all_tables());
+}
+
+#[tokio::test]
+async fn migrating_to_a_version_this_build_does_not_have_is_refused_before_touching_the_database() {
+    let db = pg::empty_database().await;
+
+    let err = postgres::migrate_to(&db.pool, 99).await.unwrap_err();
+
+    assert!(matches!(err, MigrationError::UnknownTarget(99)), "got {err:?}");
+    assert!(tables(&db.pool).await.is_empty());
+}
