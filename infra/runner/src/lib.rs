@@ -84,10 +84,16 @@ async fn to_lambda(
         None => rest.to_owned(),
     };
     parts.uri = http::Uri::try_from(path_and_query).map_err(|_| not_found())?;
-    if !parts.headers.contains_key("x-request-id")
-        && let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-            parts.headers.insert("x-request-id", v);
-        }
+    // The handlers fall back to a fresh id on every call when the client's is absent or unusable,
+    // so settle it once here: a response's id and its events' correlation id must be one id.
+    let usable = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(corebank_api::handlers::is_usable_request_id);
+    if !usable && let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        parts.headers.insert("x-request-id", v);
+    }
     let request_id =
         parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {

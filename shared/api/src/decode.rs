@@ -37,8 +37,19 @@ pub fn decode_json<T: DeserializeOwned>(req: &Request) -> Result<(T, serde_json:
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Validation("a JSON object body is required".to_owned()));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Validation(format!("body is not valid JSON: {e}")))?;
+    // Path-tracked, so a value serde_json cannot hold (a number beyond f64, such as `1e400`) names
+    // its field instead of failing the whole body anonymously.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: serde_json::Value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::Validation(format!("body is not valid JSON: {inner}"))
+        } else {
+            ApiError::Validation(format!("body is not valid JSON at {path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::Validation(format!("body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::Validation("body must be a JSON object".to_owned()));
     }

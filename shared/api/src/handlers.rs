@@ -16,7 +16,17 @@ use crate::{ApiError, Deps};
 
 type Handled = Result<Response<Body>, ApiError>;
 
+/// Whether a client's `x-request-id` is fit to serve as the request id: 1 to 128 visible ASCII
+/// characters.
+pub fn is_usable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The request id: API Gateway's, else a sane client `x-request-id`, else a new one.
+///
+/// The last case yields a different id on every call, so a host without a request context (the
+/// local runner) must put a usable `x-request-id` on the request first; otherwise the id a response
+/// carries would differ from the correlation id of the events the request wrote.
 pub fn request_id(req: &Request) -> String {
     if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
         && let Some(id) = &ctx.request_id
@@ -26,7 +36,7 @@ pub fn request_id(req: &Request) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| is_usable_request_id(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 

@@ -8,11 +8,20 @@ use corebank_api::Deps;
 use corebank_app::{App, AppConfig, ConfigError, SystemClock};
 use corebank_store::Stores;
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 /// Which adapters back the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     /// In-memory: one process only; for the runner and tests.
     Memory,
+    /// Postgres (RDS): `DATABASE_URL`.
+    Postgres,
+    /// DynamoDB: tables named by `TABLE_PREFIX` or one variable per table.
+    Dynamodb,
 }
 
 impl std::str::FromStr for StoreKind {
@@ -21,7 +30,9 @@ impl std::str::FromStr for StoreKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "memory" => Ok(Self::Memory),
-            other => Err(format!("unknown store kind {other:?} (this build supports: memory)")),
+            "postgres" => Ok(Self::Postgres),
+            "dynamodb" => Ok(Self::Dynamodb),
+            other => Err(format!("unknown store kind {other:?} (memory, postgres or dynamodb)")),
         }
     }
 }
@@ -32,6 +43,12 @@ pub enum WiringError {
     /// A bad or missing variable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The store kind asked for is not compiled into this binary.
+    #[error("STORE_KIND={0} is not available in this build (enable the cargo feature of the same name)")]
+    NotCompiled(&'static str),
+    /// The backing service could not be set up.
+    #[error("store setup failed: {0}")]
+    Setup(String),
 }
 
 /// The stores named by `STORE_KIND` (default `memory`).
@@ -42,6 +59,14 @@ pub async fn stores_from_env() -> Result<Stores, WiringError> {
             tracing::warn!("STORE_KIND=memory: state lives only as long as this process");
             corebank_store::memory::stores().0
         }
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => postgres::stores_from_env().await?,
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres => return Err(WiringError::NotCompiled("postgres")),
+        #[cfg(feature = "dynamodb")]
+        StoreKind::Dynamodb => dynamodb::stores_from_env().await?,
+        #[cfg(not(feature = "dynamodb"))]
+        StoreKind::Dynamodb => return Err(WiringError::NotCompiled("dynamodb")),
     };
     Ok(stores)
 }

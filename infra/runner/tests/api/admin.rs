@@ -1,0 +1,155 @@
+//! Admin routes (rebuilds) and health.
+
+use std::time::Duration;
+
+use http::Method;
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app};
+
+const REBUILD_ALL: &str = "/api/admin/projections/accounts/rebuild-all";
+
+async fn seed(app: &TestApp) {
+    app.new_account("acc-a1", "USD").await;
+    app.deposit_ok("acc-a1", "12.34", "USD").await;
+    app.withdraw_ok("acc-a1", "2.34", "USD").await;
+    app.new_account("acc-a2", "JPY").await;
+    app.deposit_ok("acc-a2", "500", "JPY").await;
+    app.freeze("acc-a2", "review").await.accepted("acc-a2");
+    app.new_account("acc-a3", "BHD").await;
+}
+
+/// Summary, balance and full history of an account as text.
+async fn reads(app: &TestApp, id: &str) -> [String; 3] {
+    let s = app.get_account(id).await;
+    let b = app.get_balance(id).await;
+    let h = app.get_history(id, "limit=1000").await;
+    for r in [&s, &b, &h] {
+        assert_eq!(r.code(), 200, "{}", r.text);
+    }
+    [s.text, b.text, h.text]
+}
+
+#[tokio::test]
+async fn admin_routes_without_or_with_a_wrong_token_are_unauthorized() {
+    let app = spawn_app().await;
+    app.new_account("acc-auth", "USD").await;
+    let paths = [
+        (Method::POST, "/api/admin/projections/accounts/acc-auth/rebuild"),
+        (Method::POST, REBUILD_ALL),
+        (Method::GET, "/api/admin/projections/rebuilds/some-id"),
+    ];
+    for (method, path) in paths {
+        for token in [None, Some("wrong"), Some(""), Some(&format!("{ADMIN_TOKEN}x"))] {
+            app.admin(method.clone(), path, token.map(|t| t as &str)).await.error(401, "UNAUTHORIZED");
+        }
+        // A non-bearer scheme with the right secret is refused too.
+        let basic = format!("Basic {ADMIN_TOKEN}");
+        app.send(method.clone(), path, &[("authorization", basic.as_str())], Vec::new())
+            .await
+            .error(401, "UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn admin_routes_are_disabled_without_a_configured_token() {
+    let app = crate::helpers::spawn_app_with(corebank_app::AppConfig::default(), true).await;
+    app.admin(Method::POST, REBUILD_ALL, Some(ADMIN_TOKEN)).await.error(401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn a_single_account_rebuild_answers_its_version_and_leaves_reads_unchanged() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let before = reads(&app, "acc-a1").await;
+    let resp =
+        app.admin(Method::POST, "/api/admin/projections/accounts/acc-a1/rebuild", Some(ADMIN_TOKEN)).await;
+    assert_eq!(resp.code(), 200, "{}", resp.text);
+    assert_eq!(resp.body["accountId"], "acc-a1");
+    assert_eq!(resp.body["version"], 3);
+    assert_eq!(reads(&app, "acc-a1").await, before);
+    // Twice is the same.
+    let again =
+        app.admin(Method::POST, "/api/admin/projections/accounts/acc-a1/rebuild", Some(ADMIN_TOKEN)).await;
+    assert_eq!(again.text, resp.text);
+    assert_eq!(reads(&app, "acc-a1").await, before);
+}
+
+#[tokio::test]
+async fn a_rebuild_of_an_unknown_account_is_not_found() {
+    let app = spawn_app().await;
+    let resp =
+        app.admin(Method::POST, "/api/admin/projections/accounts/acc-none/rebuild", Some(ADMIN_TOKEN)).await;
+    resp.error(404, "ACCOUNT_NOT_FOUND");
+    assert_eq!(app.total_events().await, 0);
+}
+
+#[tokio::test]
+async fn rebuild_all_is_accepted_with_a_location_that_reaches_completed_and_reads_are_unchanged() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let mut before = Vec::new();
+    for id in ["acc-a1", "acc-a2", "acc-a3"] {
+        before.push(reads(&app, id).await);
+    }
+
+    let started = app.admin(Method::POST, REBUILD_ALL, Some(ADMIN_TOKEN)).await;
+    assert_eq!(started.code(), 202, "{}", started.text);
+    let rebuild_id = started.body["rebuildId"].as_str().expect("rebuildId").to_owned();
+    assert!(!rebuild_id.is_empty());
+    let status = started.body["status"].as_str().expect("status");
+    assert!(["RUNNING", "COMPLETED"].contains(&status), "{}", started.text);
+    let location =
+        started.headers.get(http::header::LOCATION).expect("Location").to_str().expect("ascii").to_owned();
+    assert_eq!(location, format!("/api/admin/projections/rebuilds/{rebuild_id}"));
+
+    // The location needs the token too.
+    app.admin(Method::GET, &location, None).await.error(401, "UNAUTHORIZED");
+
+    // Poll, bounded.
+    let mut job = None;
+    for _ in 0..200 {
+        let resp = app.admin(Method::GET, &location, Some(ADMIN_TOKEN)).await;
+        assert_eq!(resp.code(), 200, "{}", resp.text);
+        assert_eq!(resp.body["rebuildId"], rebuild_id.as_str());
+        match resp.body["status"].as_str().expect("status") {
+            "RUNNING" => tokio::time::sleep(Duration::from_millis(10)).await,
+            "COMPLETED" => {
+                job = Some(resp);
+                break;
+            }
+            other => panic!("rebuild ended {other}: {}", resp.text),
+        }
+    }
+    let job = job.expect("the rebuild completes within 200 polls");
+    assert_eq!(job.body["streamsRebuilt"], 3, "{}", job.text);
+    assert_eq!(job.body["eventsReplayed"], 3 + 3 + 1, "{}", job.text);
+
+    for (id, before) in ["acc-a1", "acc-a2", "acc-a3"].into_iter().zip(before) {
+        assert_eq!(reads(&app, id).await, before, "{id} reads the same after the rebuild");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_rebuild_id_is_not_found() {
+    let app = spawn_app().await;
+    let resp =
+        app.admin(Method::GET, "/api/admin/projections/rebuilds/no-such-rebuild", Some(ADMIN_TOKEN)).await;
+    resp.error(404, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn health_reports_ok_with_service_and_checks() {
+    let app = spawn_app().await;
+    app.new_account("acc-h", "USD").await;
+    let resp = app.get("/api/health").await;
+    assert_eq!(resp.code(), 200, "{}", resp.text);
+    assert_eq!(resp.body["status"], "ok");
+    assert_eq!(resp.body["service"], "corebank");
+    let checks = resp.body["checks"].as_object().expect("checks object");
+    assert_eq!(checks["eventStore"]["status"], "ok");
+    assert_eq!(checks["pipeline"]["status"], "ok");
+    assert!(checks["pipeline"]["lag"].is_u64(), "{}", resp.text);
+    assert!(checks["pipeline"].get("lastError").is_some(), "{}", resp.text);
+    // Health is GET only.
+    app.send(Method::POST, "/api/health", &[], Vec::new()).await.error(405, "METHOD_NOT_ALLOWED");
+}
