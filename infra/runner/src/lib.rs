@@ -22,6 +22,8 @@ use hyper_util::rt::TokioIo;
 use lambda_http::Body;
 use tokio::net::TcpListener;
 
+pub mod modes;
+
 /// The base path every route lives under locally.
 pub const BASE_PATH: &str = "/api";
 
@@ -34,6 +36,9 @@ pub enum RunnerError {
     /// Could not bind or serve.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The store or pipeline asked for could not be started.
+    #[error("{0}")]
+    Mode(String),
 }
 
 /// The embedded default: memory stores, the in-process pipeline, and handlers over them.

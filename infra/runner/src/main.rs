@@ -1,10 +1,14 @@
-//! `corebank-runner`: the bank on one machine, with no services needed.
+//! `corebank-runner`: every route's handler on one port, API-Gateway-shaped.
 //!
-//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `ADMIN_TOKEN` (enables the admin
-//! routes), `WAIT_FOR_PROJECTION` (default `true`: a command answers once the read side has it),
-//! plus the settings of `AppConfig::from_env`. `RUST_LOG` sets the log filter.
+//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`memory`, `postgres`,
+//! `dynamodb`; default `memory`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
+//! `ADMIN_TOKEN` (enables the admin routes), `WAIT_FOR_PROJECTION` (default `true`: a command answers
+//! once the read side has it, where the pipeline is in process), plus the settings of
+//! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.
 
-use corebank_runner::{RunnerError, embedded, listen_addr, serve};
+use corebank_app::config::env_parse;
+use corebank_runner::modes::{self, PipelineKind, StoreKind};
+use corebank_runner::{RunnerError, listen_addr, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,24 +22,25 @@ async fn main() -> Result<(), RunnerError> {
         .with_writer(std::io::stderr)
         .init();
     let config = corebank_app::AppConfig::from_env()?;
-    let wait = corebank_app::config::env_parse("WAIT_FOR_PROJECTION", true)?;
+    let wait = env_parse("WAIT_FOR_PROJECTION", true)?;
+    let store: StoreKind = env_parse("STORE_KIND", StoreKind::Memory)?;
+    let pipeline: PipelineKind = env_parse("PIPELINE", PipelineKind::Embedded)?;
     let addr = listen_addr()?;
-    let (deps, pipeline) = embedded(config, wait);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let pipeline_task = tokio::spawn(pipeline.run(stopped(stop_rx.clone())));
+    let started = modes::start(store, pipeline, config, wait, stop_rx).await?;
+    let tasks: Vec<_> = started.tasks.into_iter().map(tokio::spawn).collect();
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!("core bank listening on http://{local}/api (store: memory, pipeline: embedded)");
+    tracing::info!("core bank listening on http://{local}/api ({})", started.description);
     let shutdown = async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    serve(listener, deps, shutdown).await?;
-    let _ = pipeline_task.await;
+    serve(listener, started.deps, shutdown).await?;
+    for task in tasks {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,108 @@
+//! How the runner is backed: which stores, and how events reach the projector.
+//!
+//! - `memory` + `embedded` (the default): no services; the in-process pipeline tails the memory
+//!   store's feed.
+//! - `postgres` + `embedded`: Postgres stores; the in-process pipeline tails the events table.
+//! - `postgres` + `kafka`: Postgres stores; the outbox relay publishes to Kafka and a consumer hands
+//!   `KafkaEvent` batches to the projection function's handler.
+//! - `dynamodb` + `kafka`: DynamoDB stores; a DynamoDB Streams poller hands stream batches to the
+//!   outbox-publisher handler, and a consumer hands `KafkaEvent` batches to the projection handler,
+//!   emulating the two event source mappings of the AWS deployment.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use corebank_api::Deps;
+use corebank_app::AppConfig;
+use tokio::sync::watch;
+
+use crate::RunnerError;
+
+pub mod memory;
+
+/// The store behind the ports (`STORE_KIND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In memory.
+    Memory,
+    /// PostgreSQL at `DATABASE_URL`.
+    Postgres,
+    /// DynamoDB at the SDK's endpoint (`AWS_ENDPOINT_URL` for a local server).
+    Dynamodb,
+}
+
+/// How appended events reach the projector (`PIPELINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineKind {
+    /// In process, tailing the store's feed.
+    Embedded,
+    /// Through Kafka at `KAFKA_BOOTSTRAP`.
+    Kafka,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            "postgres" => Ok(Self::Postgres),
+            "dynamodb" => Ok(Self::Dynamodb),
+            other => Err(format!("unknown store kind {other:?} (memory, postgres or dynamodb)")),
+        }
+    }
+}
+
+impl std::str::FromStr for PipelineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(format!("unknown pipeline {other:?} (embedded or kafka)")),
+        }
+    }
+}
+
+/// A background task that runs until the shutdown signal turns true.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A started mode: the handlers' dependencies and the background tasks to run beside the server.
+pub struct Started {
+    /// What the handlers use.
+    pub deps: Deps,
+    /// Pipeline tasks (pollers, relays, consumers); each ends when shutdown is signalled.
+    pub tasks: Vec<Task>,
+    /// One line describing the mode, for the start-up log.
+    pub description: String,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("description", &self.description).finish_non_exhaustive()
+    }
+}
+
+/// Waits until the shutdown signal turns true.
+pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Starts the mode asked for.
+pub async fn start(
+    store: StoreKind,
+    pipeline: PipelineKind,
+    config: AppConfig,
+    wait_for_projection: bool,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Started, RunnerError> {
+    match (store, pipeline) {
+        (StoreKind::Memory, PipelineKind::Embedded) => {
+            Ok(memory::start(config, wait_for_projection, shutdown))
+        }
+        (store, pipeline) => Err(RunnerError::Mode(format!(
+            "STORE_KIND={store:?} with PIPELINE={pipeline:?} is not available in this runner"
+        ))),
+    }
+}
