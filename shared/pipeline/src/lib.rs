@@ -1,0 +1,5 @@
+//! Event-source handlers: what sits between the event store and the read side.
+//!
+//! Each handler takes the exact `aws_lambda_events` payload its AWS trigger delivers, so the Lambda
+//! functions and the local runner (which emulates the event source mappings) run the same code.
+#![warn(missing_docs)]
