@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs the load scenarios of docs/performance.md against the runner and keeps their reports.
+#
+#   infra/scripts/bench-scenarios.sh [embedded|postgres|all]
+#
+#   seed      the original runner's published scenario: 120 s, 50 workers, 250 accounts,
+#             --seed-concurrency=25 --initial-deposit=25000, 5% hot accounts, 90% hot selection
+#   hot       one account, 50 workers, deposits and withdrawals only
+#
+# DURATION (default 120) shortens the runs; OUT (default target/bench) is where the text, JSON and
+# SVG reports go. Postgres runs with fsync on (the server's defaults), via with-services.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WHICH=${1:-all}
+DURATION=${DURATION:-120}
+OUT=${OUT:-target/bench}
+PORT=${BENCH_PORT:-3077}
+mkdir -p "$OUT"
+cargo build --release -q -p corebank-runner -p corebank-loadtest
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "runner did not open port $1" >&2
+  return 1
+}
+
+load() { # name, extra flags...
+  local name=$1; shift
+  target/release/corebank-loadtest --base-url="http://127.0.0.1:$PORT/api" --duration="$DURATION" \
+    --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" | tee "$OUT/$name.txt"
+}
+
+scenarios() { # prefix
+  load "$1-seed" --workers=50 --accounts=250 --seed-concurrency=25 --initial-deposit=25000 \
+    --hot-account-ratio=0.05 --hot-selection-rate=0.9
+  load "$1-hot" --workers=50 --accounts=1 --initial-deposit=25000 --hot-account-ratio=1 \
+    --hot-selection-rate=1 --deposit-weight=50 --withdraw-weight=50 --balance-weight=0 \
+    --history-weight=0 --create-weight=0
+}
+
+with_runner() { # prefix, env assignments...
+  local prefix=$1; shift
+  env PORT="$PORT" RUST_LOG=warn "$@" target/release/corebank-runner >"$OUT/$prefix-runner.log" 2>&1 &
+  local pid=$!
+  wait_port "$PORT"
+  local rc=0
+  scenarios "$prefix" || rc=$?
+  kill -INT "$pid"; wait "$pid" || true
+  return "$rc"
+}
+
+case "$WHICH" in
+  embedded|all) with_runner embedded STORE_KIND=memory ;;
+esac
+case "$WHICH" in
+  postgres|all)
+    export -f with_runner scenarios load wait_port
+    export PORT OUT DURATION
+    SERVICES=postgres PG_FSYNC=on infra/scripts/with-services.sh \
+      bash -c 'with_runner postgres STORE_KIND=postgres PIPELINE=embedded RUN_MIGRATIONS=true DATABASE_URL="$DATABASE_URL"' ;;
+esac
+echo "reports in $OUT/"
