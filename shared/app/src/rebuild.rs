@@ -12,6 +12,7 @@ use corebank_store::{ProjectionReplacement, RebuildJob, RebuildStatus, Stores};
 use uuid::Uuid;
 
 use crate::projection::project_all;
+use crate::projector::Projector;
 use crate::{AppError, Clock};
 
 const PAGE: usize = 100;
@@ -54,6 +55,13 @@ impl Rebuilder {
                 statement,
             })
             .await?;
+        // The live projector may have applied events appended after our read; the replacement
+        // just took the checkpoint back to `version`. Catch up from the store so the read model
+        // never stays behind what it had already shown.
+        let tail = self.stores.events.load_stream(&account_id.stream_id(), version).await?;
+        if let Some(last) = tail.last() {
+            Projector::new(self.stores.events.clone(), self.stores.read_model.clone()).handle(last).await?;
+        }
         Ok(version)
     }
 
