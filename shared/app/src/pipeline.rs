@@ -105,8 +105,9 @@ impl EmbeddedPipeline {
                     }
                 }
                 position = pos;
-                self.projected.send_replace(pos);
             }
+            // Once per batch, not per event: every change wakes every waiting command.
+            self.projected.send_replace(position);
             backoff_ms = 10;
             self.set_error(None);
         }
