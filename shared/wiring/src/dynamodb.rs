@@ -1,10 +1,125 @@
 //! DynamoDB wiring: an SDK client from the environment and the DynamoDB adapters over it.
+//!
+//! The SDK configuration comes from `aws-config`'s default chain, read once per process: region
+//! (`AWS_REGION`), credentials (environment, profile, the Lambda execution role) and, for a local
+//! DynamoDB-API server, `AWS_ENDPOINT_URL`, which the SDK honours by itself.
+//!
+//! Table names (see `docs/configuration.md`):
+//!
+//! | variable | default |
+//! | --- | --- |
+//! | `TABLE_PREFIX` | `corebank-` |
+//! | `EVENTS_TABLE` | `<prefix>events` |
+//! | `IDEMPOTENCY_TABLE` | `<prefix>idempotency` |
+//! | `TRANSACTIONS_TABLE` | `<prefix>transactions` |
+//! | `SNAPSHOTS_TABLE` | `<prefix>snapshots` |
+//! | `ACCOUNT_SUMMARY_TABLE` | `<prefix>account_summary` |
+//! | `ACCOUNT_STATEMENT_TABLE` | `<prefix>account_statement` |
+//! | `PROJECTION_CHECKPOINTS_TABLE` | `<prefix>projection_checkpoints` |
+//! | `REBUILD_JOBS_TABLE` | `<prefix>rebuild_jobs` |
 
+pub use aws_config::SdkConfig;
 use corebank_store::Stores;
+use corebank_store::dynamodb::{Client, DynamoTables};
 
 use crate::WiringError;
 
-/// The DynamoDB stores named by the environment.
+/// The prefix of every table name unless `TABLE_PREFIX` says otherwise.
+pub const DEFAULT_TABLE_PREFIX: &str = "corebank-";
+
+/// The SDK configuration of this process (region, credentials, endpoint), from the environment.
+pub async fn sdk_config_from_env() -> SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A DynamoDB client over `sdk`.
+pub fn client(sdk: &SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
+/// The table names read through `lookup` (a variable name to its value); blank values count as unset.
+/// The per-table variables win over `TABLE_PREFIX`.
+pub fn tables_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> DynamoTables {
+    let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let prefix = get("TABLE_PREFIX").unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_owned());
+    let defaults = DynamoTables::with_prefix(&prefix);
+    let pick = |name: &str, default: String| get(name).unwrap_or(default);
+    DynamoTables {
+        events: pick("EVENTS_TABLE", defaults.events),
+        idempotency: pick("IDEMPOTENCY_TABLE", defaults.idempotency),
+        transactions: pick("TRANSACTIONS_TABLE", defaults.transactions),
+        snapshots: pick("SNAPSHOTS_TABLE", defaults.snapshots),
+        account_summary: pick("ACCOUNT_SUMMARY_TABLE", defaults.account_summary),
+        account_statement: pick("ACCOUNT_STATEMENT_TABLE", defaults.account_statement),
+        projection_checkpoints: pick("PROJECTION_CHECKPOINTS_TABLE", defaults.projection_checkpoints),
+        rebuild_jobs: pick("REBUILD_JOBS_TABLE", defaults.rebuild_jobs),
+    }
+}
+
+/// The table names of the process environment (see [`tables_from_lookup`]).
+pub fn tables_from_env() -> DynamoTables {
+    tables_from_lookup(|name| std::env::var(name).ok())
+}
+
+/// The DynamoDB stores named by the environment: one client, built once, shared by every adapter.
 pub async fn stores_from_env() -> Result<Stores, WiringError> {
-    Err(WiringError::Setup("dynamodb wiring is not written yet".to_owned()))
+    let sdk = sdk_config_from_env().await;
+    if sdk.region().is_none() {
+        return Err(WiringError::Setup(
+            "no AWS region: set AWS_REGION (Lambda sets it; a local DynamoDB-API server needs it too)"
+                .to_owned(),
+        ));
+    }
+    let tables = tables_from_env();
+    tracing::info!(events_table = %tables.events, "DynamoDB stores");
+    Ok(corebank_store::dynamodb::stores(client(&sdk), tables))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn tables_default_to_the_corebank_prefix() {
+        assert_eq!(tables_from_lookup(lookup(&[])), DynamoTables::with_prefix("corebank-"));
+    }
+
+    #[test]
+    fn a_prefix_names_every_table_and_a_per_table_variable_wins_over_it() {
+        let tables = tables_from_lookup(lookup(&[
+            ("TABLE_PREFIX", "prod_"),
+            ("EVENTS_TABLE", "ledger-events"),
+            ("REBUILD_JOBS_TABLE", "  "),
+        ]));
+        assert_eq!(tables.events, "ledger-events");
+        assert_eq!(tables.idempotency, "prod_idempotency");
+        assert_eq!(tables.rebuild_jobs, "prod_rebuild_jobs");
+        let all = tables_from_lookup(lookup(&[
+            ("IDEMPOTENCY_TABLE", "i"),
+            ("TRANSACTIONS_TABLE", "t"),
+            ("SNAPSHOTS_TABLE", "s"),
+            ("ACCOUNT_SUMMARY_TABLE", "as"),
+            ("ACCOUNT_STATEMENT_TABLE", "ast"),
+            ("PROJECTION_CHECKPOINTS_TABLE", "pc"),
+        ]));
+        assert_eq!(
+            [
+                &all.idempotency,
+                &all.transactions,
+                &all.snapshots,
+                &all.account_summary,
+                &all.account_statement
+            ],
+            ["i", "t", "s", "as", "ast"]
+        );
+        assert_eq!(all.projection_checkpoints, "pc");
+    }
 }

@@ -51,6 +51,29 @@ pub enum WiringError {
     Setup(String),
 }
 
+/// Variables [`stores_from_env`] reads whatever the store kind.
+///
+/// With the kind-specific lists below, this is what `infra/template-check` holds every function that
+/// builds stores to; that check also scans this crate's sources, so a variable read here and missing
+/// from these lists (or listed and no longer read) fails it.
+pub const ENV_VARS: &[&str] = &["STORE_KIND"];
+
+/// Variables the DynamoDB wiring reads (`STORE_KIND=dynamodb`): the table names.
+pub const DYNAMODB_ENV_VARS: &[&str] = &[
+    "TABLE_PREFIX",
+    "EVENTS_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "TRANSACTIONS_TABLE",
+    "SNAPSHOTS_TABLE",
+    "ACCOUNT_SUMMARY_TABLE",
+    "ACCOUNT_STATEMENT_TABLE",
+    "PROJECTION_CHECKPOINTS_TABLE",
+    "REBUILD_JOBS_TABLE",
+];
+
+/// Variables the Postgres wiring reads (`STORE_KIND=postgres`).
+pub const POSTGRES_ENV_VARS: &[&str] = &["DATABASE_URL"];
+
 /// The stores named by `STORE_KIND` (default `memory`).
 pub async fn stores_from_env() -> Result<Stores, WiringError> {
     let kind: StoreKind = corebank_app::config::env_parse("STORE_KIND", StoreKind::Memory)?;
@@ -81,4 +104,26 @@ pub async fn app_from_env() -> Result<App, WiringError> {
 /// The HTTP handlers' dependencies for a Lambda function.
 pub async fn http_deps() -> Result<Deps, WiringError> {
     Ok(Deps::new(app_from_env().await?))
+}
+
+/// The `main` of an HTTP Lambda function: tracing, dependencies from the environment once per cold
+/// start, then the runtime loop calling `$handler(&deps, request)` for every invocation.
+///
+/// ```ignore
+/// corebank_wiring::http_function!(corebank_api::handlers::deposit);
+/// ```
+#[macro_export]
+macro_rules! http_function {
+    ($handler:path) => {
+        #[tokio::main]
+        async fn main() -> Result<(), lambda_http::Error> {
+            lambda_http::tracing::init_default_subscriber();
+            let deps = $crate::http_deps().await?;
+            let deps = &deps;
+            lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
+                Ok::<_, std::convert::Infallible>($handler(deps, req).await)
+            }))
+            .await
+        }
+    };
 }

@@ -1,0 +1,20 @@
+//! Lambda function on the MSK event source mapping of the account events topic: applies each batch to
+//! the account read tables, and fails the invocation (so the whole batch is redelivered) when any
+//! event was not applied. Wiring only; the handler is `corebank_pipeline::projection::handle_kafka_event`.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use corebank_pipeline::projection::handle_kafka_event;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app = corebank_wiring::app_from_env().await?;
+    let projector = &*app.projector;
+    run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
+        let applied = handle_kafka_event(&event.payload, projector).await?;
+        lambda_runtime::tracing::info!(applied, "batch projected");
+        Ok::<(), Error>(())
+    }))
+    .await
+}
