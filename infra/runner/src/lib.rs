@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use lambda_http::Body;
 use tokio::net::TcpListener;
 
+pub mod cli;
 pub mod modes;
 
 /// The base path every route lives under locally.
@@ -41,12 +42,12 @@ pub enum RunnerError {
     Mode(String),
 }
 
-/// The embedded default: memory stores, the in-process pipeline, and handlers over them.
-/// Returns the handlers' dependencies and the pipeline to run.
+/// The embedded default: memory stores, the in-process pipeline (projector and transfer saga), and
+/// handlers over them. Returns the handlers' dependencies and the pipeline to run.
 pub fn embedded(config: AppConfig, wait_for_projection: bool) -> (Deps, Arc<EmbeddedPipeline>) {
     let (stores, feed) = corebank_store::memory::stores();
     let app = App::new(config, stores, corebank_api::renderer(), Arc::new(SystemClock));
-    let pipeline = EmbeddedPipeline::new(feed, app.projector.clone());
+    let pipeline = EmbeddedPipeline::with_saga(feed, app.projector.clone(), app.saga.clone());
     let mut deps = Deps::new(app);
     deps.pipeline = Some(pipeline.clone());
     if wait_for_projection {

@@ -21,6 +21,10 @@ async fn main() -> Result<(), RunnerError> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return corebank_runner::cli::run(&args).await;
+    }
     let config = corebank_app::AppConfig::from_env()?;
     let wait = env_parse("WAIT_FOR_PROJECTION", true)?;
     let store: StoreKind = env_parse("STORE_KIND", StoreKind::Memory)?;

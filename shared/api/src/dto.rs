@@ -1,6 +1,11 @@
 //! Request bodies and their conversion into commands (parse, don't validate).
 
-use corebank_domain::{AccountCommand, AccountId, Amount, Currency, OwnerId, Reason, TransactionId};
+use corebank_app::transfers::transfer_id_for_key;
+use corebank_domain::transfer::LEG_TRANSACTION_PREFIX;
+use corebank_domain::{
+    AccountCommand, AccountId, Amount, Currency, IdError, OwnerId, Reason, TransactionId, TransferId,
+    TransferTerms,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -84,6 +89,11 @@ impl MoneyRequest {
         let amount = Amount::parse_major(self.amount.get(), currency)
             .map_err(|e| ApiError::Validation(format!("amount: {e}")))?;
         let transaction_id = TransactionId::parse(&self.transaction_id).map_err(invalid)?;
+        if transaction_id.as_str().starts_with(LEG_TRANSACTION_PREFIX) {
+            return Err(ApiError::Validation(format!(
+                "transactionId must not start with {LEG_TRANSACTION_PREFIX:?}: that prefix is reserved for transfer legs"
+            )));
+        }
         let command = match direction {
             Direction::Deposit => AccountCommand::Deposit { amount, currency, transaction_id },
             Direction::Withdraw => AccountCommand::Withdraw { amount, currency, transaction_id },
@@ -110,5 +120,59 @@ impl StatusRequest {
         let command =
             if freeze { AccountCommand::Freeze { reason } } else { AccountCommand::Unfreeze { reason } };
         Ok((command, actor(self.actor)?))
+    }
+}
+
+/// `POST /transfers`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The client's id for the transfer; without one, the server derives it from the Idempotency-Key.
+    #[serde(default)]
+    pub transfer_id: Option<String>,
+    /// Debited account.
+    pub source_account_id: String,
+    /// Credited account.
+    pub destination_account_id: String,
+    /// A JSON number in major units, kept as its text.
+    pub amount: Box<RawValue>,
+    /// The currency of both accounts.
+    pub currency: String,
+    /// Who asks.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+fn named(field: &str, e: &IdError) -> ApiError {
+    ApiError::Validation(format!("{field} must be {}", e.rule))
+}
+
+impl TransferRequest {
+    /// The transfer's terms and the actor. Only the request's shape is checked here (ids, amount,
+    /// distinct accounts); existence, currency, funds and status are the saga's to find out.
+    pub fn into_terms(self, idempotency_key: &str) -> Result<(TransferTerms, Option<String>), ApiError> {
+        let transfer_id = match &self.transfer_id {
+            Some(id) => TransferId::parse(id).map_err(invalid)?,
+            None => transfer_id_for_key(idempotency_key),
+        };
+        let source = AccountId::parse(&self.source_account_id).map_err(|e| named("sourceAccountId", &e))?;
+        let destination =
+            AccountId::parse(&self.destination_account_id).map_err(|e| named("destinationAccountId", &e))?;
+        if source == destination {
+            return Err(ApiError::Validation(
+                "destinationAccountId must differ from sourceAccountId".to_owned(),
+            ));
+        }
+        let currency = currency(&self.currency)?;
+        let amount = Amount::parse_major(self.amount.get(), currency)
+            .map_err(|e| ApiError::Validation(format!("amount: {e}")))?;
+        let terms = TransferTerms {
+            transfer_id,
+            source_account_id: source,
+            destination_account_id: destination,
+            amount,
+            currency,
+        };
+        Ok((terms, actor(self.actor)?))
     }
 }

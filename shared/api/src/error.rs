@@ -80,6 +80,7 @@ fn classify_app(error: &AppError) -> (StatusCode, &'static str, String) {
             DomainError::HoldNotFound => (S::CONFLICT, "HOLD_NOT_FOUND"),
             DomainError::TransferNotFound => (S::NOT_FOUND, "TRANSFER_NOT_FOUND"),
             DomainError::TransferIdConflict => (S::CONFLICT, "TRANSFER_ID_CONFLICT"),
+            DomainError::TransferToSameAccount => (S::BAD_REQUEST, "VALIDATION_FAILED"),
             DomainError::TransferStepNotAllowed { .. } => (S::CONFLICT, "TRANSFER_STEP_NOT_ALLOWED"),
         },
         AppError::TransactionIdConflict => (S::CONFLICT, "TRANSACTION_ID_CONFLICT"),

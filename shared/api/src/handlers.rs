@@ -1,7 +1,7 @@
 //! Route handlers: thin adapters from HTTP to the use cases and back.
 
 use corebank_app::command::{CommandContext, Operation, request_hash};
-use corebank_domain::{AccountCommand, AccountId};
+use corebank_domain::{AccountCommand, AccountId, TransferId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -9,9 +9,11 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
-use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest};
+use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, TransferRequest};
 use crate::error::error_response;
-use crate::render::{balance_body, history_body, json_response, stored_response, summary_body, time};
+use crate::render::{
+    balance_body, history_body, json_response, stored_response, summary_body, time, transfer_body,
+};
 use crate::{ApiError, Deps};
 
 type Handled = Result<Response<Body>, ApiError>;
@@ -183,6 +185,53 @@ pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
     .await
 }
 
+/// `POST /transfers`: 202 with `{transferId, status}` and a `Location`, the saga does the rest.
+pub async fn start_transfer(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let key = idempotency_key(&req)?;
+        let (dto, mut body) = decode_json::<TransferRequest>(&req)?;
+        let (terms, actor) = dto.into_terms(&key)?;
+        // The hash sees the amount as exact minor units and the transfer id the request names (chosen
+        // or derived from the key), so equal money and an omitted-but-equal id are the same request.
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("amount".to_owned(), format!("minor:{}", terms.amount.minor()).into());
+            obj.insert("transferId".to_owned(), terms.transfer_id.as_str().into());
+        }
+        let operation = Operation::StartTransfer;
+        let ctx = CommandContext {
+            idempotency_key: key,
+            request_hash: request_hash(operation, Some(terms.transfer_id.as_str()), &body),
+            operation,
+            request_id: request_id(&req),
+            actor,
+        };
+        let stored = deps.app.transfers.start(&ctx, &terms).await?;
+        let accepted = stored.status == StatusCode::ACCEPTED.as_u16();
+        if accepted && let Some(barrier) = &deps.barrier {
+            barrier.settle().await;
+        }
+        let mut response = stored_response(&stored, &ctx.request_id);
+        if accepted
+            && let Ok(v) = http::HeaderValue::from_str(&format!("/api/transfers/{}", terms.transfer_id))
+        {
+            response.headers_mut().insert(http::header::LOCATION, v);
+        }
+        Ok(response)
+    })
+    .await
+}
+
+/// `GET /transfers/{id}?minVersion`: `PENDING`, `COMPLETED` or `FAILED` with the reason, legs and times.
+pub async fn get_transfer(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let raw = path_param(&req, "id").unwrap_or_default();
+        let transfer_id = TransferId::parse(&raw).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let status = deps.app.queries.transfer(&transfer_id, min_version(&req)?).await?;
+        Ok(json_response(StatusCode::OK, transfer_body(&status), ""))
+    })
+    .await
+}
+
 /// `GET /health`: 200 when the store answers and the pipeline is not failing, else 503.
 pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
@@ -222,15 +271,25 @@ pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
     .await
 }
 
+/// The header that carries the admin token when `Authorization` holds a SigV4 signature.
+pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+
 fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &deps.app.config.admin_token else {
         return Err(ApiError::Unauthorized("admin routes are disabled: no ADMIN_TOKEN is configured"));
     };
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
+    // In AWS the admin routes are SigV4-signed (AWS_IAM at API Gateway), which takes the Authorization
+    // header; the token then travels in X-Admin-Token. Elsewhere `Authorization: Bearer` works too.
+    let headers = req.headers();
+    let presented = headers
+        .get(ADMIN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        })
         .map(str::trim);
     let Some(presented) = presented else {
         return Err(ApiError::Unauthorized("a bearer token is required"));

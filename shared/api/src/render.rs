@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use corebank_app::AppError;
-use corebank_app::command::{Accepted, ResponseRenderer};
+use corebank_app::command::{Accepted, ResponseRenderer, TransferAccepted};
 use corebank_domain::money::format_major;
 use corebank_domain::{AccountCommand, Currency};
-use corebank_store::{AccountSummary, StatementEntry, StoredResponse};
+use corebank_store::{AccountSummary, StatementEntry, StoredResponse, TransferStatus};
 use http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde::Serialize;
@@ -72,6 +72,14 @@ impl ResponseRenderer for JsonRenderer {
             accepted.event_ids.iter().map(|id| Value::from(id.to_string())).collect::<Vec<_>>().into(),
         );
         StoredResponse { status: StatusCode::CREATED.as_u16(), body: Value::Object(body).to_string() }
+    }
+
+    fn transfer_accepted(&self, accepted: &TransferAccepted) -> StoredResponse {
+        let body = serde_json::json!({
+            "transferId": accepted.transfer_id.as_str(),
+            "status": accepted.status,
+        });
+        StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: body.to_string() }
     }
 
     fn rejected(&self, error: &AppError) -> StoredResponse {
@@ -211,5 +219,61 @@ pub fn history_body(account_id: &str, entries: &[StatementEntry], offset: usize,
         offset,
         limit,
         entries: entries.iter().map(EntryBody::from).collect(),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LegBody<'a> {
+    leg: &'a str,
+    status: &'a str,
+    at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferBody<'a> {
+    transfer_id: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a str>,
+    source_account_id: &'a str,
+    destination_account_id: &'a str,
+    amount: Box<RawValue>,
+    amount_minor_units: String,
+    currency: &'a str,
+    legs: Vec<LegBody<'a>>,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+/// The `GET /transfers/{id}` body.
+pub fn transfer_body(t: &TransferStatus) -> String {
+    let legs = t
+        .legs
+        .iter()
+        .map(|l| LegBody {
+            leg: l.leg.as_str(),
+            status: match l.status {
+                corebank_store::LegStatus::Completed => "COMPLETED",
+                corebank_store::LegStatus::Failed => "FAILED",
+            },
+            at: time(l.at),
+        })
+        .collect();
+    to_json(&TransferBody {
+        transfer_id: &t.transfer_id,
+        status: t.status.as_str(),
+        failure_reason: t.failure_reason.as_deref(),
+        source_account_id: &t.source_account_id,
+        destination_account_id: &t.destination_account_id,
+        amount: money(t.amount_minor, t.currency),
+        amount_minor_units: t.amount_minor.to_string(),
+        currency: t.currency.code(),
+        legs,
+        version: t.version,
+        created_at: time(t.created_at),
+        updated_at: time(t.updated_at),
     })
 }

@@ -33,6 +33,10 @@ pub enum Route {
     GetBalance,
     /// `GET /accounts/{id}/history`
     GetHistory,
+    /// `POST /transfers`
+    StartTransfer,
+    /// `GET /transfers/{id}`
+    GetTransfer,
     /// `POST /admin/projections/accounts/{id}/rebuild`
     AdminRebuildAccount,
     /// `POST /admin/projections/accounts/rebuild-all`
@@ -52,6 +56,8 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/accounts/{id}", Route::GetAccount),
     ("GET", "/accounts/{id}/balance", Route::GetBalance),
     ("GET", "/accounts/{id}/history", Route::GetHistory),
+    ("POST", "/transfers", Route::StartTransfer),
+    ("GET", "/transfers/{id}", Route::GetTransfer),
     ("POST", "/admin/projections/accounts/rebuild-all", Route::AdminRebuildAll),
     ("POST", "/admin/projections/accounts/{id}/rebuild", Route::AdminRebuildAccount),
     ("GET", "/admin/projections/rebuilds/{id}", Route::AdminRebuildStatus),
@@ -118,6 +124,8 @@ pub async fn call(route: Route, deps: &Deps, req: Request) -> Response<Body> {
         Route::GetAccount => handlers::get_account(deps, req).await,
         Route::GetBalance => handlers::get_balance(deps, req).await,
         Route::GetHistory => handlers::get_history(deps, req).await,
+        Route::StartTransfer => handlers::start_transfer(deps, req).await,
+        Route::GetTransfer => handlers::get_transfer(deps, req).await,
         Route::AdminRebuildAccount => handlers::admin_rebuild_account(deps, req).await,
         Route::AdminRebuildAll => handlers::admin_rebuild_all(deps, req).await,
         Route::AdminRebuildStatus => handlers::admin_rebuild_status(deps, req).await,

@@ -1,10 +1,11 @@
 //! One command through the command service on the memory adapter: idempotency claim, transaction
 //! check, load (cache + tail), decide, atomic append with guards.
+#![allow(clippy::expect_used, reason = "benchmark set-up fails loudly on a broken fixture")]
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use corebank_app::command::{Accepted, CommandContext, Operation, ResponseRenderer};
+use corebank_app::command::{Accepted, CommandContext, Operation, ResponseRenderer, TransferAccepted};
 use corebank_app::{App, AppConfig, AppError, SystemClock};
 use corebank_domain::{AccountCommand, AccountId, Amount, Currency, OwnerId, TransactionId};
 use corebank_store::StoredResponse;
@@ -15,6 +16,9 @@ struct Plain;
 impl ResponseRenderer for Plain {
     fn accepted(&self, a: &Accepted) -> StoredResponse {
         StoredResponse { status: 201, body: format!("{{\"version\":{}}}", a.version) }
+    }
+    fn transfer_accepted(&self, t: &TransferAccepted) -> StoredResponse {
+        StoredResponse { status: 202, body: format!("{{\"transferId\":\"{}\"}}", t.transfer_id) }
     }
     fn rejected(&self, e: &AppError) -> StoredResponse {
         StoredResponse { status: 400, body: format!("{{\"message\":\"{e}\"}}") }

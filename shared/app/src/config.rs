@@ -65,6 +65,19 @@ where
 }
 
 impl AppConfig {
+    /// Every variable [`AppConfig::from_env`] reads. Deployment checks (`infra/template-check`) hold
+    /// each function to it, so a variable added here must be added to the functions that read it.
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "SERVICE_NAME",
+        "SNAPSHOT_EVERY_VERSIONS",
+        "RETRY_ATTEMPTS_MAX",
+        "RETRY_BACKOFF_MAX_MS",
+        "IDEMPOTENCY_TTL_SECS",
+        "IDEMPOTENCY_LEASE_SECS",
+        "HISTORY_LIMIT_MAX",
+        "ADMIN_TOKEN",
+    ];
+
     /// Reads `SERVICE_NAME`, `SNAPSHOT_EVERY_VERSIONS`, `RETRY_ATTEMPTS_MAX`, `RETRY_BACKOFF_MAX_MS`,
     /// `IDEMPOTENCY_TTL_SECS`, `IDEMPOTENCY_LEASE_SECS`, `HISTORY_LIMIT_MAX` and `ADMIN_TOKEN`, each
     /// optional with the defaults of [`AppConfig::default`].

@@ -1,22 +1,30 @@
 //! Use cases of the core bank, written once over the store ports.
 //!
-//! - [`command::CommandService`]: load (cache, snapshot + tail), decide, append with guards, retry on
-//!   version conflicts, snapshot off the critical path; the idempotency and transaction-id contract.
-//! - [`projector::Projector`]: applies events to the read tables once and in order, repairing gaps
-//!   from the event store.
-//! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one account or all.
+//! - [`engine::Engine`]: load (cache, snapshot + tail), decide, append with guards, retry on version
+//!   conflicts, snapshot off the critical path; the idempotency and transaction-id contract; written
+//!   once over any [`Aggregate`](corebank_domain::Aggregate).
+//! - [`command::CommandService`]: account commands on the engine; [`transfers::TransferService`]:
+//!   transfer requests and recorded steps on the engine.
+//! - [`saga::TransferSaga`]: the transfer process manager (hold, credit, capture, or release).
+//! - [`projector::Projector`]: applies events to the read tables (accounts and transfer status) once
+//!   and in order, repairing gaps from the event store.
+//! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one stream or all.
 //! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
-//! - [`pipeline`]: the embedded, in-process delivery of events to the projector.
+//! - [`pipeline`]: the embedded, in-process delivery of events to the projector and the saga.
 #![warn(missing_docs)]
 
 pub mod command;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod pipeline;
 pub mod projection;
 pub mod projector;
 pub mod queries;
 pub mod rebuild;
+pub mod saga;
+pub mod transfer_projection;
+pub mod transfers;
 
 use std::sync::Arc;
 
@@ -50,8 +58,12 @@ pub struct App {
     pub config: Arc<AppConfig>,
     /// The stores.
     pub stores: Stores,
-    /// Command use cases.
+    /// Account command use cases.
     pub commands: Arc<command::CommandService>,
+    /// Transfer requests and recorded steps.
+    pub transfers: Arc<transfers::TransferService>,
+    /// The transfer process manager.
+    pub saga: Arc<saga::TransferSaga>,
     /// Read use cases.
     pub queries: Arc<queries::Queries>,
     /// Applies events to read tables.
@@ -77,14 +89,26 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let config = Arc::new(config);
-        let projector = Arc::new(projector::Projector::new(stores.events.clone(), stores.read_model.clone()));
+        let projector = Arc::new(
+            projector::Projector::new(stores.events.clone(), stores.read_model.clone())
+                .with_transfers(stores.transfers.clone()),
+        );
+        let commands = Arc::new(command::CommandService::new(
+            config.clone(),
+            stores.clone(),
+            renderer.clone(),
+            clock.clone(),
+        ));
+        let transfers = Arc::new(transfers::TransferService::new(
+            config.clone(),
+            stores.clone(),
+            renderer,
+            clock.clone(),
+        ));
         Self {
-            commands: Arc::new(command::CommandService::new(
-                config.clone(),
-                stores.clone(),
-                renderer,
-                clock.clone(),
-            )),
+            saga: Arc::new(saga::TransferSaga::new(commands.clone(), transfers.clone())),
+            commands,
+            transfers,
             queries: Arc::new(queries::Queries::new(stores.clone())),
             rebuilder: Arc::new(rebuild::Rebuilder::new(stores.clone(), clock.clone())),
             projector,

@@ -73,7 +73,7 @@ pub fn project(
                     s.held_minor = s.held_minor.saturating_add(h.amount.minor());
                     entry.amount_minor = Some(h.amount.minor());
                     entry.currency = Some(h.currency);
-                    entry.transaction_id = Some(format!("transfer:{}", h.transfer_id));
+                    entry.transaction_id = Some(h.transaction_id.as_str().to_owned());
                     entry.balance_after_minor = Some(s.balance_minor);
                 }
                 AccountEvent::HoldCaptured(h) | AccountEvent::HoldReleased(h) => {
@@ -83,7 +83,7 @@ pub fn project(
                     }
                     entry.amount_minor = Some(h.amount.minor());
                     entry.currency = Some(h.currency);
-                    entry.transaction_id = Some(format!("transfer:{}", h.transfer_id));
+                    entry.transaction_id = Some(h.transaction_id.as_str().to_owned());
                     entry.balance_after_minor = Some(s.balance_minor);
                 }
                 AccountEvent::Created(_) => {}

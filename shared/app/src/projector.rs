@@ -1,4 +1,5 @@
-//! The live projector: applies account events to the read tables once and in stream order.
+//! The live projector: applies account events to the account read tables and transfer events to
+//! `transfer_status`, once and in stream order.
 //!
 //! Delivery is at-least-once and may reorder across streams or skip ahead (a lost or delayed
 //! record). So each event is judged against the stream's checkpoint: at or below it, a duplicate
@@ -9,10 +10,11 @@
 use std::sync::Arc;
 
 use corebank_domain::EventEnvelope;
-use corebank_store::{EventStore, ProjectionChange, ReadModelStore, StoreError};
+use corebank_store::{EventStore, ProjectionChange, ReadModelStore, StoreError, TransferStatusStore};
 
 use crate::AppError;
 use crate::projection::project_all;
+use crate::transfer_projection::project_transfer_all;
 
 /// What happened to one delivered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,16 +26,17 @@ pub enum Applied {
     },
     /// Already at or below the checkpoint.
     Duplicate,
-    /// Not an account event; left to other projections.
+    /// Not an event this projector keeps a table for.
     Ignored,
 }
 
 const CHECKPOINT_RACE_RETRIES: u32 = 8;
 
-/// Applies events to the account read tables.
+/// Applies events to the account read tables and, when it has one, the transfer status table.
 pub struct Projector {
     events: Arc<dyn EventStore>,
     read_model: Arc<dyn ReadModelStore>,
+    transfers: Option<Arc<dyn TransferStatusStore>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -43,14 +46,26 @@ impl std::fmt::Debug for Projector {
 }
 
 impl Projector {
-    /// Builds a projector over the event store (for gap repair) and the read tables.
+    /// Builds a projector over the event store (for gap repair) and the account read tables; transfer
+    /// events are ignored until [`Projector::with_transfers`] gives it their table.
     pub fn new(events: Arc<dyn EventStore>, read_model: Arc<dyn ReadModelStore>) -> Self {
-        Self { events, read_model }
+        Self { events, read_model, transfers: None }
+    }
+
+    /// Also projects `transfer-*` streams into `transfer_status`.
+    pub fn with_transfers(mut self, transfers: Arc<dyn TransferStatusStore>) -> Self {
+        self.transfers = Some(transfers);
+        self
     }
 
     /// Applies one delivered event, repairing any gap before it.
     #[tracing::instrument(level = "debug", name = "project", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
     pub async fn handle(&self, envelope: &EventEnvelope) -> Result<Applied, AppError> {
+        if envelope.stream_id.starts_with("transfer-")
+            && let Some(transfers) = &self.transfers
+        {
+            return self.handle_transfer(transfers.as_ref(), envelope).await;
+        }
         if !envelope.stream_id.starts_with("account-") {
             return Ok(Applied::Ignored);
         }
@@ -60,21 +75,7 @@ impl Projector {
             if envelope.version <= checkpoint {
                 return Ok(Applied::Duplicate);
             }
-            let run: Vec<EventEnvelope> = if envelope.version == checkpoint + 1 {
-                vec![envelope.clone()]
-            } else {
-                tracing::info!(checkpoint, "gap before delivered event; repairing from the event store");
-                let stored = self.events.load_stream(&envelope.stream_id, checkpoint).await?;
-                let run: Vec<EventEnvelope> =
-                    stored.into_iter().take_while(|e| e.version <= envelope.version).collect();
-                if run.last().map(|e| e.version) != Some(envelope.version) {
-                    return Err(AppError::Corrupt(format!(
-                        "{} v{} was delivered but is not in the event store",
-                        envelope.stream_id, envelope.version
-                    )));
-                }
-                run
-            };
+            let run = self.run_to(envelope, checkpoint).await?;
             match self.apply_run(&envelope.stream_id, checkpoint, &run).await {
                 Ok(()) => return Ok(Applied::Applied { events: run.len() }),
                 Err(AppError::Store(StoreError::CheckpointMoved { .. }))
@@ -85,6 +86,55 @@ impl Projector {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The transfer status row carries its own checkpoint (its `version`); otherwise the same rules
+    /// as accounts: skip what it has seen, repair a gap from the event store, move only from the
+    /// version read.
+    async fn handle_transfer(
+        &self,
+        transfers: &dyn TransferStatusStore,
+        envelope: &EventEnvelope,
+    ) -> Result<Applied, AppError> {
+        let transfer_id = envelope.stream_id.trim_start_matches("transfer-");
+        let mut races = 0;
+        loop {
+            let current = transfers.get(transfer_id).await?;
+            let checkpoint = current.as_ref().map_or(0, |s| s.version);
+            if envelope.version <= checkpoint {
+                return Ok(Applied::Duplicate);
+            }
+            let run = self.run_to(envelope, checkpoint).await?;
+            let Some(status) = project_transfer_all(current, &run)? else { return Ok(Applied::Ignored) };
+            match transfers.apply(checkpoint, status).await {
+                Ok(()) => return Ok(Applied::Applied { events: run.len() }),
+                Err(StoreError::CheckpointMoved { .. }) if races < CHECKPOINT_RACE_RETRIES => races += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The events from `checkpoint + 1` up to the delivered one: just it, or read from the store when
+    /// some before it were not applied yet.
+    async fn run_to(
+        &self,
+        envelope: &EventEnvelope,
+        checkpoint: u64,
+    ) -> Result<Vec<EventEnvelope>, AppError> {
+        if envelope.version == checkpoint + 1 {
+            return Ok(vec![envelope.clone()]);
+        }
+        tracing::info!(checkpoint, "gap before delivered event; repairing from the event store");
+        let stored = self.events.load_stream(&envelope.stream_id, checkpoint).await?;
+        let run: Vec<EventEnvelope> =
+            stored.into_iter().take_while(|e| e.version <= envelope.version).collect();
+        if run.last().map(|e| e.version) != Some(envelope.version) {
+            return Err(AppError::Corrupt(format!(
+                "{} v{} was delivered but is not in the event store",
+                envelope.stream_id, envelope.version
+            )));
+        }
+        Ok(run)
     }
 
     async fn apply_run(

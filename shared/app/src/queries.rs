@@ -2,11 +2,12 @@
 //! (`minVersion`) or have not seen the account yet, the answer is folded from the event store, so
 //! it is immediate and consistent.
 
-use corebank_domain::{AccountId, DomainError};
-use corebank_store::{AccountSummary, StatementEntry, Stores};
+use corebank_domain::{AccountId, DomainError, TransferId};
+use corebank_store::{AccountSummary, StatementEntry, Stores, TransferStatus};
 
 use crate::AppError;
 use crate::projection::project_all;
+use crate::transfer_projection::project_transfer_all;
 
 /// A page of history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,31 @@ impl Queries {
         let (summary, entries) = self.fold_from_store(account_id, min_version).await?;
         let entries = entries.into_iter().skip(offset).take(limit).collect();
         Ok(HistoryPage { summary, entries })
+    }
+
+    /// The status of a transfer at `min_version` or later: from `transfer_status`, else folded from
+    /// the event store (a transfer the projection has not seen yet is still found).
+    pub async fn transfer(
+        &self,
+        transfer_id: &TransferId,
+        min_version: Option<u64>,
+    ) -> Result<TransferStatus, AppError> {
+        if let Some(s) = self.stores.transfers.get(transfer_id.as_str()).await?
+            && min_version.is_none_or(|m| s.version >= m)
+        {
+            return Ok(s);
+        }
+        let events = self.stores.events.load_stream(&transfer_id.stream_id(), 0).await?;
+        let current = events.last().map_or(0, |e| e.version);
+        if current == 0 {
+            return Err(AppError::Domain(DomainError::TransferNotFound));
+        }
+        if let Some(requested) = min_version
+            && requested > current
+        {
+            return Err(AppError::VersionNotReached { requested, current });
+        }
+        project_transfer_all(None, &events)?.ok_or(AppError::Domain(DomainError::TransferNotFound))
     }
 
     async fn fold_from_store(

@@ -1,18 +1,19 @@
-//! Rebuilds of the account read tables from the event store.
+//! Rebuilds of the read tables (accounts and transfer status) from the event store.
 //!
 //! A rebuild folds a stream from version 1 and replaces the stream's rows and checkpoint in one
 //! write, so readers never see the account missing mid-rebuild, and running it twice gives the same
-//! rows. Rebuild-all walks the streams in id order and records its progress after every page, so a
-//! job can be resumed from its last stream.
+//! rows. Rebuild-all walks the account streams in id order, then the transfer streams, and records its
+//! progress after every page, so a job can be resumed from its last stream.
 
 use std::sync::Arc;
 
-use corebank_domain::{AccountId, DomainError};
+use corebank_domain::{AccountId, DomainError, TransferId};
 use corebank_store::{ProjectionReplacement, RebuildJob, RebuildStatus, Stores};
 use uuid::Uuid;
 
 use crate::projection::project_all;
 use crate::projector::Projector;
+use crate::transfer_projection::project_transfer_all;
 use crate::{AppError, Clock};
 
 const PAGE: usize = 100;
@@ -60,9 +61,32 @@ impl Rebuilder {
         // never stays behind what it had already shown.
         let tail = self.stores.events.load_stream(&account_id.stream_id(), version).await?;
         if let Some(last) = tail.last() {
-            Projector::new(self.stores.events.clone(), self.stores.read_model.clone()).handle(last).await?;
+            self.projector().handle(last).await?;
         }
         Ok(version)
+    }
+
+    /// Rebuilds one transfer's status row; returns its version.
+    #[tracing::instrument(name = "rebuild_transfer", skip(self), fields(transfer_id = %transfer_id))]
+    pub async fn rebuild_transfer(&self, transfer_id: &TransferId) -> Result<u64, AppError> {
+        let stream_id = transfer_id.stream_id();
+        let events = self.stores.events.load_stream(&stream_id, 0).await?;
+        let Some(status) = project_transfer_all(None, &events)? else {
+            return Err(AppError::Domain(DomainError::TransferNotFound));
+        };
+        let version = status.version;
+        self.stores.transfers.replace(status).await?;
+        // As for accounts: catch up with events appended while we rebuilt.
+        let tail = self.stores.events.load_stream(&stream_id, version).await?;
+        if let Some(last) = tail.last() {
+            self.projector().handle(last).await?;
+        }
+        Ok(version)
+    }
+
+    fn projector(&self) -> Projector {
+        Projector::new(self.stores.events.clone(), self.stores.read_model.clone())
+            .with_transfers(self.stores.transfers.clone())
     }
 
     /// Records a new rebuild-all job and returns it; run it with [`Rebuilder::run_job`].
@@ -116,12 +140,29 @@ impl Rebuilder {
         job
     }
 
+    /// One page of streams: accounts first, then transfers (every `account-` id sorts before every
+    /// `transfer-` id, so the job's cursor says which phase it is in). `Ok(false)` when done.
     async fn run_page(&self, job: &mut RebuildJob) -> Result<bool, AppError> {
-        let streams =
-            self.stores.events.list_streams("account-", job.last_stream_id.as_deref(), PAGE).await?;
+        let cursor = job.last_stream_id.clone();
+        let in_transfers = cursor.as_deref().is_some_and(|c| c.starts_with("transfer-"));
+        if !in_transfers {
+            let streams = self.stores.events.list_streams("account-", cursor.as_deref(), PAGE).await?;
+            for stream_id in &streams {
+                let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
+                let version = self.rebuild_account(&account_id).await?;
+                job.streams_rebuilt += 1;
+                job.events_replayed += version;
+                job.last_stream_id = Some(stream_id.clone());
+            }
+            if streams.len() == PAGE {
+                return Ok(true);
+            }
+        }
+        let after = if in_transfers { cursor.as_deref() } else { None };
+        let streams = self.stores.events.list_streams("transfer-", after, PAGE).await?;
         for stream_id in &streams {
-            let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
-            let version = self.rebuild_account(&account_id).await?;
+            let Some(transfer_id) = TransferId::from_stream_id(stream_id) else { continue };
+            let version = self.rebuild_transfer(&transfer_id).await?;
             job.streams_rebuilt += 1;
             job.events_replayed += version;
             job.last_stream_id = Some(stream_id.clone());
@@ -132,10 +173,17 @@ impl Rebuilder {
 
 impl Rebuilder {
     /// Handles a rebuild trigger: a direct invoke or an EventBridge event whose `detail` carries the
-    /// request. `{"accountId": "acc-1"}` rebuilds one account; `{"all": true}` runs a new rebuild-all
-    /// job to the end; `{"rebuildId": "..."}` resumes a recorded job from its last stream.
+    /// request. `{"accountId": "acc-1"}` rebuilds one account; `{"transferId": "t-1"}` one transfer;
+    /// `{"all": true}` runs a new rebuild-all job to the end; `{"rebuildId": "..."}` resumes a recorded
+    /// job from its last stream.
     pub async fn handle_event(&self, event: &serde_json::Value) -> Result<serde_json::Value, AppError> {
         let request = event.get("detail").filter(|d| d.is_object()).unwrap_or(event);
+        if let Some(id) = request.get("transferId").and_then(serde_json::Value::as_str) {
+            let transfer_id =
+                TransferId::parse(id).map_err(|e| AppError::Corrupt(format!("rebuild request: {e}")))?;
+            let version = self.rebuild_transfer(&transfer_id).await?;
+            return Ok(serde_json::json!({"transferId": id, "version": version}));
+        }
         if let Some(id) = request.get("accountId").and_then(serde_json::Value::as_str) {
             let account_id =
                 AccountId::parse(id).map_err(|e| AppError::Corrupt(format!("rebuild request: {e}")))?;
@@ -154,7 +202,7 @@ impl Rebuilder {
             }
             None => {
                 return Err(AppError::Corrupt(
-                    "rebuild request needs accountId, all: true, or rebuildId".to_owned(),
+                    "rebuild request needs accountId, transferId, all: true, or rebuildId".to_owned(),
                 ));
             }
         };

@@ -78,16 +78,22 @@ pub enum AccountCommand {
         amount: Amount,
         /// Must be the account's currency.
         currency: Currency,
+        /// The transfer leg's transaction id (see [`crate::transfer::leg_transaction_id`]).
+        transaction_id: TransactionId,
     },
     /// Turn a transfer's hold into a debit.
     CaptureHold {
         /// The transfer.
         transfer_id: TransferId,
+        /// The transfer leg's transaction id.
+        transaction_id: TransactionId,
     },
     /// Give a transfer's hold back to the available balance.
     ReleaseHold {
         /// The transfer.
         transfer_id: TransferId,
+        /// The transfer leg's transaction id.
+        transaction_id: TransactionId,
     },
 }
 
@@ -144,6 +150,8 @@ pub struct HoldPlaced {
     pub amount: Amount,
     /// The currency.
     pub currency: Currency,
+    /// The transaction id of the transfer's hold leg.
+    pub transaction_id: TransactionId,
 }
 
 /// Payload of `ReservationCaptured` and `ReservationReleased`.
@@ -159,6 +167,8 @@ pub struct HoldSettled {
     pub amount: Amount,
     /// The currency.
     pub currency: Currency,
+    /// The transaction id of the transfer's capture or release leg.
+    pub transaction_id: TransactionId,
     /// The posted balance after this event, in minor units.
     #[serde(rename = "balanceAfterMinorUnits", with = "minor_string")]
     pub balance_after: i64,
@@ -249,10 +259,21 @@ impl AccountEvent {
         })
     }
 
-    /// The transaction id of a money movement.
+    /// The transaction id of a money movement or of a transfer's hold leg.
     pub fn transaction_id(&self) -> Option<&TransactionId> {
         match self {
             Self::Deposited(m) | Self::Withdrawn(m) => Some(&m.transaction_id),
+            Self::HoldPlaced(h) => Some(&h.transaction_id),
+            Self::HoldCaptured(h) | Self::HoldReleased(h) => Some(&h.transaction_id),
+            Self::Created(_) | Self::Frozen(_) | Self::Unfrozen(_) => None,
+        }
+    }
+
+    /// The transfer a hold event belongs to.
+    pub fn transfer_id(&self) -> Option<&TransferId> {
+        match self {
+            Self::HoldPlaced(h) => Some(&h.transfer_id),
+            Self::HoldCaptured(h) | Self::HoldReleased(h) => Some(&h.transfer_id),
             _ => None,
         }
     }
@@ -273,8 +294,9 @@ pub struct Account {
     /// Posted balance in minor units.
     #[serde(with = "minor_string")]
     pub balance: i64,
-    /// Money reserved by open holds, in minor units (the sum of `holds`).
-    #[serde(with = "minor_string")]
+    /// Money reserved by open holds, in minor units (the sum of `holds`). Defaults to zero so a
+    /// snapshot written before holds existed still reads.
+    #[serde(default, with = "minor_string")]
     pub held: i64,
     /// Open holds by transfer id, in minor units.
     #[serde(default)]
@@ -363,7 +385,7 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
                 reason: reason.clone(),
             })
         }
-        AccountCommand::PlaceHold { transfer_id, amount, currency } => {
+        AccountCommand::PlaceHold { transfer_id, amount, currency, transaction_id } => {
             check_movement(account, *currency)?;
             if account.holds.contains_key(transfer_id.as_str()) {
                 return Err(DomainError::HoldAlreadyExists);
@@ -379,27 +401,31 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
                 transfer_id: transfer_id.clone(),
                 amount: *amount,
                 currency: *currency,
+                transaction_id: transaction_id.clone(),
             })
         }
         // Settling an open hold is allowed on a frozen account: the money was committed to the
-        // transfer before the freeze, and refusing would strand it.
-        AccountCommand::CaptureHold { transfer_id } => {
+        // transfer before the freeze, and refusing would strand it (a capture that could never run
+        // would leave the destination credited and the source's hold open for ever).
+        AccountCommand::CaptureHold { transfer_id, transaction_id } => {
             let amount = open_hold(account, transfer_id)?;
             AccountEvent::HoldCaptured(HoldSettled {
                 account_id: account.account_id.clone(),
                 transfer_id: transfer_id.clone(),
                 amount,
                 currency: account.currency,
+                transaction_id: transaction_id.clone(),
                 balance_after: account.balance - amount.minor(),
             })
         }
-        AccountCommand::ReleaseHold { transfer_id } => {
+        AccountCommand::ReleaseHold { transfer_id, transaction_id } => {
             let amount = open_hold(account, transfer_id)?;
             AccountEvent::HoldReleased(HoldSettled {
                 account_id: account.account_id.clone(),
                 transfer_id: transfer_id.clone(),
                 amount,
                 currency: account.currency,
+                transaction_id: transaction_id.clone(),
                 balance_after: account.balance,
             })
         }

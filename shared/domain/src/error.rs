@@ -48,6 +48,9 @@ pub enum DomainError {
     /// A transfer id reused with other accounts, amount or currency.
     #[error("transferId was already used for a different transfer")]
     TransferIdConflict,
+    /// A transfer whose source and destination are the same account.
+    #[error("a transfer needs two different accounts")]
+    TransferToSameAccount,
     /// A transfer step that its current state does not allow.
     #[error("transfer is {state}; {step} is not allowed")]
     TransferStepNotAllowed {

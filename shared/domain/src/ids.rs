@@ -86,7 +86,20 @@ id_type!(
     TransferId, "transferId", 1, 128, "1 to 128 characters of [A-Za-z0-9._:-]"
 );
 
+impl TransactionId {
+    /// Wraps text this crate built from a fixed alphabet (the transfer legs' ids).
+    pub(crate) fn from_trusted(value: String) -> Self {
+        debug_assert!(Self::parse(&value).is_ok(), "{value}");
+        Self(value)
+    }
+}
+
 impl TransferId {
+    /// A server-chosen transfer id: a hyphenated UUID, always valid.
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id.hyphenated().to_string())
+    }
+
     /// The event stream that holds this transfer: `transfer-{id}`.
     pub fn stream_id(&self) -> String {
         format!("transfer-{}", self.0)

@@ -9,43 +9,58 @@
 //! # Ok::<(), String>(())
 //! ```
 
-use crate::account::{decide, replay};
-use crate::{AccountCommand, AccountEvent, AccountState, DomainError};
+use crate::aggregate::{AccountAggregate, Aggregate, TransferAggregate};
+use crate::{AccountEvent, DomainError, TransferEvent};
 
 /// The state after some past events.
 #[derive(Debug)]
-pub struct Given {
-    state: AccountState,
+pub struct Given<A: Aggregate = AccountAggregate> {
+    state: A::State,
 }
 
 /// The outcome of one command on a given state.
 #[derive(Debug)]
-pub struct When {
-    before: AccountState,
-    outcome: Result<Vec<AccountEvent>, DomainError>,
+pub struct When<A: Aggregate = AccountAggregate> {
+    before: A::State,
+    outcome: Result<Vec<A::Event>, DomainError>,
 }
 
-/// Starts a scenario from past events.
-pub fn given(events: &[AccountEvent]) -> Given {
-    Given { state: replay(AccountState::default(), events) }
+/// Starts an account scenario from past events.
+pub fn given(events: &[AccountEvent]) -> Given<AccountAggregate> {
+    given_events::<AccountAggregate>(events)
 }
 
-impl Given {
+/// Starts a transfer scenario from past events.
+pub fn given_transfer(events: &[TransferEvent]) -> Given<TransferAggregate> {
+    given_events::<TransferAggregate>(events)
+}
+
+/// Starts a scenario of any aggregate from past events.
+pub fn given_events<A: Aggregate>(events: &[A::Event]) -> Given<A> {
+    Given { state: events.iter().fold(A::State::default(), A::evolve) }
+}
+
+impl<A: Aggregate> Given<A> {
     /// Runs a command through `decide`.
-    pub fn when(self, command: &AccountCommand) -> When {
-        let outcome = decide(&self.state, command);
+    pub fn when(self, command: &A::Command) -> When<A> {
+        let outcome = A::decide(&self.state, command);
         When { before: self.state, outcome }
+    }
+
+    /// The state the past events fold to.
+    pub fn state(&self) -> &A::State {
+        &self.state
     }
 }
 
-impl When {
+impl<A: Aggregate> When<A> {
     /// Asserts the command produced exactly these events; returns the state after them.
     #[track_caller]
-    pub fn then_events(self, expected: &[AccountEvent]) -> AccountState {
+    pub fn then_events(self, expected: &[A::Event]) -> A::State {
         match self.outcome {
             Ok(events) => {
                 assert_eq!(events, expected, "unexpected events");
-                replay(self.before, &events)
+                events.iter().fold(self.before, A::evolve)
             }
             Err(e) => panic!("expected events, got error {e:?}"),
         }

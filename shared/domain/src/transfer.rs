@@ -8,8 +8,9 @@
 //! step never moves money twice.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::{AccountId, Amount, Currency, DomainError, TransferId};
+use crate::{AccountCommand, AccountId, Amount, Currency, DomainError, TransactionId, TransferId};
 
 /// The schema version every transfer event is written with today.
 pub const TRANSFER_EVENT_SCHEMA_VERSION: u32 = 1;
@@ -196,6 +197,9 @@ pub fn decide(state: &TransferState, command: &TransferCommand) -> Result<Vec<Tr
     };
     let (Some(terms), Some(step)) = (&state.terms, &state.step) else {
         return match command {
+            TransferCommand::Request(terms) if terms.source_account_id == terms.destination_account_id => {
+                Err(DomainError::TransferToSameAccount)
+            }
             TransferCommand::Request(terms) => Ok(vec![TransferEvent::Requested(terms.clone())]),
             _ => Err(DomainError::TransferNotFound),
         };
@@ -254,7 +258,7 @@ pub fn evolve(mut state: TransferState, event: &TransferEvent) -> TransferState 
 }
 
 /// What the process manager does next for a transfer in this state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
     /// Place a hold on the source.
     PlaceHold,
@@ -276,5 +280,139 @@ pub fn next_step(state: &TransferState) -> NextStep {
         Some(TransferStep::Credited) => NextStep::Capture,
         Some(TransferStep::CreditFailed { .. }) => NextStep::Release,
         Some(TransferStep::Completed | TransferStep::Failed { .. }) | None => NextStep::Done,
+    }
+}
+
+/// The four account steps of a transfer, each with its own transaction id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Leg {
+    /// The hold on the source.
+    Hold,
+    /// The credit of the destination.
+    Credit,
+    /// The capture of the source hold.
+    Capture,
+    /// The release of the source hold (compensation).
+    Release,
+}
+
+impl Leg {
+    /// `hold`, `credit`, `capture` or `release`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Credit => "credit",
+            Self::Capture => "capture",
+            Self::Release => "release",
+        }
+    }
+}
+
+/// Every leg transaction id starts with this prefix; the API refuses client transaction ids that do,
+/// so no client command can collide with a transfer's leg.
+pub const LEG_TRANSACTION_PREFIX: &str = "xfer-";
+
+/// The UUID v5 namespace of leg transaction ids. Fixed for ever: changing it would give running
+/// transfers new leg ids and let a replayed step move money again.
+const LEG_NAMESPACE: Uuid = Uuid::from_u128(0x8f1e_0c52_7a4b_5d3e_9c61_2b7f_4e0a_9d13);
+
+/// The deterministic transaction id of one leg: `xfer-<uuid v5 of the transfer id>-<leg>`, at most
+/// 49 characters whatever the transfer id's length. The same transfer and leg always give the same id,
+/// so the transaction-record guard answers a repeated step as the first one was answered and never
+/// moves money twice.
+pub fn leg_transaction_id(transfer_id: &TransferId, leg: Leg) -> TransactionId {
+    let id = Uuid::new_v5(&LEG_NAMESPACE, transfer_id.as_str().as_bytes());
+    // Always a valid transaction id: 41 to 49 characters of [a-z0-9-].
+    TransactionId::from_trusted(format!("{LEG_TRANSACTION_PREFIX}{}-{}", id.hyphenated(), leg.as_str()))
+}
+
+/// The account command one step issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegCommand {
+    /// Which leg.
+    pub leg: Leg,
+    /// The account it runs on.
+    pub account_id: AccountId,
+    /// The command, carrying the leg's transaction id.
+    pub command: AccountCommand,
+}
+
+/// The account command of a step: the hold and its capture or release on the source, the credit (a
+/// deposit) on the destination. `None` when the transfer is done.
+pub fn leg_command(terms: &TransferTerms, step: &NextStep) -> Option<LegCommand> {
+    let id = &terms.transfer_id;
+    let (leg, account_id, command) = match step {
+        NextStep::PlaceHold => (
+            Leg::Hold,
+            &terms.source_account_id,
+            AccountCommand::PlaceHold {
+                transfer_id: id.clone(),
+                amount: terms.amount,
+                currency: terms.currency,
+                transaction_id: leg_transaction_id(id, Leg::Hold),
+            },
+        ),
+        NextStep::Credit => (
+            Leg::Credit,
+            &terms.destination_account_id,
+            AccountCommand::Deposit {
+                amount: terms.amount,
+                currency: terms.currency,
+                transaction_id: leg_transaction_id(id, Leg::Credit),
+            },
+        ),
+        NextStep::Capture => (
+            Leg::Capture,
+            &terms.source_account_id,
+            AccountCommand::CaptureHold {
+                transfer_id: id.clone(),
+                transaction_id: leg_transaction_id(id, Leg::Capture),
+            },
+        ),
+        NextStep::Release => (
+            Leg::Release,
+            &terms.source_account_id,
+            AccountCommand::ReleaseHold {
+                transfer_id: id.clone(),
+                transaction_id: leg_transaction_id(id, Leg::Release),
+            },
+        ),
+        NextStep::Done => return None,
+    };
+    Some(LegCommand { leg, account_id: account_id.clone(), command })
+}
+
+/// How an account answered a leg's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegOutcome {
+    /// The command was accepted (now or, for a repeated step, the first time).
+    Accepted,
+    /// The command was refused with this error code (`INSUFFICIENT_FUNDS`, `ACCOUNT_NOT_ACTIVE`, ...).
+    Refused(String),
+}
+
+/// The transfer command that records a leg's outcome, or `None` when the outcome breaks the process's
+/// own guarantees (a capture or release refused: the hold was placed by this transfer and only this
+/// transfer settles it), which a caller must treat as an error to retry and investigate.
+///
+/// A refused hold fails the transfer at once (nothing moved); a refused credit records the failure so
+/// that the release runs next; the release then fails the transfer with the credit's reason.
+pub fn record_leg(state: &TransferState, leg: Leg, outcome: &LegOutcome) -> Option<TransferCommand> {
+    match (leg, outcome) {
+        (Leg::Hold, LegOutcome::Accepted) => Some(TransferCommand::RecordHoldPlaced),
+        (Leg::Hold, LegOutcome::Refused(code)) => Some(TransferCommand::Fail { reason: code.clone() }),
+        (Leg::Credit, LegOutcome::Accepted) => Some(TransferCommand::RecordCredited),
+        (Leg::Credit, LegOutcome::Refused(code)) => {
+            Some(TransferCommand::RecordCreditFailed { reason: code.clone() })
+        }
+        (Leg::Capture, LegOutcome::Accepted) => Some(TransferCommand::Complete),
+        (Leg::Release, LegOutcome::Accepted) => match &state.step {
+            Some(TransferStep::CreditFailed { reason }) => {
+                Some(TransferCommand::Fail { reason: reason.clone() })
+            }
+            _ => None,
+        },
+        (Leg::Capture | Leg::Release, LegOutcome::Refused(_)) => None,
     }
 }

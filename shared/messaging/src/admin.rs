@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
+use crate::context::KafkaContext;
 use crate::error::KafkaSetupError;
 
 /// Creates each of `topics` that does not exist yet, with `partitions` partitions and the brokers'
@@ -20,9 +20,9 @@ pub async fn ensure_topics(
     if topics.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = config
+    let admin: AdminClient<KafkaContext> = config
         .client_config()
-        .create()
+        .create_with_context(KafkaContext::for_config(config)?)
         .map_err(|source| KafkaSetupError::Create { role: "admin client", source })?;
     let timeout = Duration::from_millis(config.message_timeout_ms);
     let options = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));

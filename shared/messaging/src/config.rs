@@ -4,9 +4,6 @@ use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 
 /// How clients authenticate to the brokers.
-///
-/// IAM (`AWS_MSK_IAM` / OAUTHBEARER) is not offered yet: it needs a token-refresh callback, and a variant
-/// that half-works would be worse than none.
 #[derive(Debug, Clone)]
 pub enum KafkaSecurity {
     /// No TLS, no authentication: local brokers only.
@@ -22,6 +19,25 @@ pub enum KafkaSecurity {
         /// The SCRAM password.
         password: SecretString,
     },
+    /// MSK IAM access control: SASL/OAUTHBEARER over TLS (MSK's IAM listener, port 9098) with a SigV4
+    /// presigned `kafka-cluster:Connect` token, refreshed by librdkafka before it expires. Signing needs
+    /// the `msk-iam` feature and TLS the `tls` feature; the credentials are [`KafkaConfig::aws`].
+    MskIam,
+}
+
+/// The AWS identity that signs MSK IAM tokens and calls the MSK API, read from the variables the Lambda
+/// runtime sets for the execution role (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`). They stay valid for the life of the execution environment.
+#[derive(Debug, Clone)]
+pub struct AwsIdentity {
+    /// The region of the cluster and of the signature.
+    pub region: String,
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: SecretString,
+    /// The session token of temporary credentials.
+    pub session_token: Option<SecretString>,
 }
 
 /// A SASL/SCRAM mechanism.
@@ -70,6 +86,9 @@ impl Compression {
     }
 }
 
+/// The `KAFKA_SASL_MECHANISM` value that selects [`KafkaSecurity::MskIam`].
+pub const MSK_IAM_MECHANISM: &str = "AWS_MSK_IAM";
+
 /// Settings shared by the publisher, the batch consumer and topic administration.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -91,6 +110,11 @@ pub struct KafkaConfig {
     pub max_message_bytes: usize,
     /// Consumer group session timeout; the heartbeat interval is a third of it.
     pub session_timeout_ms: u64,
+    /// The MSK cluster whose bootstrap brokers [`KafkaConfig::resolve_bootstrap`] looks up when
+    /// [`KafkaConfig::brokers`] is empty.
+    pub msk_cluster_arn: Option<String>,
+    /// The AWS identity, read when IAM auth or an MSK cluster ARN asks for it.
+    pub aws: Option<AwsIdentity>,
 }
 
 /// Defaults of the optional settings.
@@ -127,6 +151,26 @@ pub enum ConfigError {
 }
 
 impl KafkaConfig {
+    /// Every variable [`KafkaConfig::from_lookup`] may read. Deployment checks (`infra/template-check`)
+    /// hold the functions that build a Kafka client to it. The `AWS_*` ones are set by the Lambda runtime.
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "KAFKA_BOOTSTRAP",
+        "MSK_CLUSTER_ARN",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_CLIENT_ID",
+        "KAFKA_MESSAGE_TIMEOUT_MS",
+        "KAFKA_LINGER_MS",
+        "KAFKA_COMPRESSION",
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ];
+
     /// Plaintext settings for `brokers` with every default.
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
@@ -138,6 +182,8 @@ impl KafkaConfig {
             compression: Compression::None,
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             session_timeout_ms: Self::DEFAULT_SESSION_TIMEOUT_MS,
+            msk_cluster_arn: None,
+            aws: None,
         }
     }
 
@@ -150,9 +196,11 @@ impl KafkaConfig {
     ///
     /// | variable | meaning | default |
     /// | --- | --- | --- |
-    /// | `KAFKA_BOOTSTRAP` | bootstrap brokers | required |
+    /// | `KAFKA_BOOTSTRAP` | bootstrap brokers | required unless `MSK_CLUSTER_ARN` is set |
+    /// | `MSK_CLUSTER_ARN` | MSK cluster whose brokers [`KafkaConfig::resolve_bootstrap`] looks up | unset |
     /// | `KAFKA_SECURITY_PROTOCOL` | `plaintext`, `ssl` or `sasl_ssl` | `plaintext` |
-    /// | `KAFKA_SASL_MECHANISM` | `SCRAM-SHA-256` or `SCRAM-SHA-512` (with `sasl_ssl`) | `SCRAM-SHA-512` |
+    /// | `KAFKA_SASL_MECHANISM` | `SCRAM-SHA-256`, `SCRAM-SHA-512` or `AWS_MSK_IAM` (with `sasl_ssl`) | `SCRAM-SHA-512` |
+    /// | `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | the AWS identity (see [`AwsIdentity`]) | required with `AWS_MSK_IAM` or `MSK_CLUSTER_ARN` |
     /// | `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD` | SCRAM credentials | required with `sasl_ssl` |
     /// | `KAFKA_CLIENT_ID` | `client.id` | `corebank` |
     /// | `KAFKA_MESSAGE_TIMEOUT_MS` | delivery bound | 30000 |
@@ -165,8 +213,15 @@ impl KafkaConfig {
         let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing { name });
 
-        let brokers = required("KAFKA_BOOTSTRAP")?;
+        let msk_cluster_arn = get("MSK_CLUSTER_ARN");
+        let brokers = match (get("KAFKA_BOOTSTRAP"), &msk_cluster_arn) {
+            (Some(brokers), _) => brokers,
+            // Looked up by `resolve_bootstrap` at cold start.
+            (None, Some(_)) => String::new(),
+            (None, None) => return Err(ConfigError::Missing { name: "KAFKA_BOOTSTRAP" }),
+        };
         let mut config = Self::new(brokers);
+        config.msk_cluster_arn = msk_cluster_arn;
 
         let protocol = get("KAFKA_SECURITY_PROTOCOL").unwrap_or_else(|| "plaintext".to_owned());
         config.security = match protocol.to_ascii_lowercase().as_str() {
@@ -183,6 +238,18 @@ impl KafkaConfig {
                     KafkaSecurity::Plaintext
                 }
             }
+            "sasl_ssl"
+                if get("KAFKA_SASL_MECHANISM").is_some_and(|m| m.eq_ignore_ascii_case(MSK_IAM_MECHANISM)) =>
+            {
+                if get("KAFKA_SASL_USERNAME").is_some() {
+                    return Err(ConfigError::Invalid {
+                        name: "KAFKA_SASL_MECHANISM",
+                        reason: "is AWS_MSK_IAM but KAFKA_SASL_USERNAME is set; IAM needs no password"
+                            .to_owned(),
+                    });
+                }
+                KafkaSecurity::MskIam
+            }
             "sasl_ssl" => {
                 let mechanism = match get("KAFKA_SASL_MECHANISM") {
                     None => ScramMechanism::Sha512,
@@ -191,7 +258,7 @@ impl KafkaConfig {
                     Some(m) => {
                         return Err(ConfigError::Invalid {
                             name: "KAFKA_SASL_MECHANISM",
-                            reason: format!("{m:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"),
+                            reason: format!("{m:?} is not SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM"),
                         });
                     }
                 };
@@ -238,6 +305,14 @@ impl KafkaConfig {
         if let Some(ms) = parse_positive(&get, "KAFKA_SESSION_TIMEOUT_MS")? {
             config.session_timeout_ms = ms;
         }
+        if matches!(config.security, KafkaSecurity::MskIam) || config.msk_cluster_arn.is_some() {
+            config.aws = Some(AwsIdentity {
+                region: required("AWS_REGION")?,
+                access_key_id: required("AWS_ACCESS_KEY_ID")?,
+                secret_access_key: SecretString::from(required("AWS_SECRET_ACCESS_KEY")?),
+                session_token: get("AWS_SESSION_TOKEN").map(SecretString::from),
+            });
+        }
         Ok(config)
     }
 
@@ -263,6 +338,10 @@ impl KafkaConfig {
                     .set("sasl.mechanism", mechanism.as_str())
                     .set("sasl.username", username)
                     .set("sasl.password", password.expose_secret());
+            }
+            KafkaSecurity::MskIam => {
+                // The token comes from the client context's refresh callback (`crate::context`).
+                config.set("security.protocol", "sasl_ssl").set("sasl.mechanism", "OAUTHBEARER");
             }
         }
         config
@@ -377,6 +456,45 @@ mod tests {
                 other => panic!("{vars:?}: expected Invalid({expected}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn msk_iam_reads_the_cluster_arn_and_the_lambda_identity_instead_of_brokers() {
+        let config = KafkaConfig::from_lookup(lookup(&[
+            ("MSK_CLUSTER_ARN", "arn:aws:kafka:eu-west-1:123456789012:cluster/events/uuid-1"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "aws_msk_iam"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-key"),
+            ("AWS_SESSION_TOKEN", "session-token"),
+        ]))
+        .unwrap();
+        assert!(matches!(config.security, KafkaSecurity::MskIam));
+        assert_eq!(config.brokers, "");
+        assert_eq!(
+            config.msk_cluster_arn.as_deref(),
+            Some("arn:aws:kafka:eu-west-1:123456789012:cluster/events/uuid-1")
+        );
+        let aws = config.aws.as_ref().unwrap();
+        assert_eq!((aws.region.as_str(), aws.access_key_id.as_str()), ("eu-west-1", "AKIDEXAMPLE"));
+        assert!(!format!("{config:?}").contains("secret-key"));
+        assert!(!format!("{config:?}").contains("session-token"));
+        let client = config.client_config();
+        assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(client.get("sasl.mechanism"), Some("OAUTHBEARER"));
+    }
+
+    #[test]
+    fn msk_iam_without_credentials_names_the_missing_variable() {
+        let err = KafkaConfig::from_lookup(lookup(&[
+            ("KAFKA_BOOTSTRAP", "b-1:9098"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM"),
+            ("AWS_REGION", "eu-west-1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err, ConfigError::Missing { name: "AWS_ACCESS_KEY_ID" });
     }
 
     #[test]

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::codec::{CodecError, OutgoingRecord, decode_value};
 use crate::config::KafkaConfig;
+use crate::context::KafkaContext;
 use crate::error::KafkaSetupError;
 
 /// The `eventSource` of an MSK batch.
@@ -272,7 +273,7 @@ pub enum ConsumerError {
 /// A consumer-group member that turns Kafka records into [`KafkaEvent`] batches and commits a batch only
 /// after its handler succeeds (see the module docs).
 pub struct KafkaBatchConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<KafkaContext>>,
     config: ConsumerConfig,
     bootstrap_servers: String,
 }
@@ -303,8 +304,9 @@ impl KafkaBatchConsumer {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", kafka.heartbeat_interval_ms().to_string());
-        let consumer: StreamConsumer =
-            client.create().map_err(|source| KafkaSetupError::Create { role: "consumer", source })?;
+        let consumer: StreamConsumer<KafkaContext> = client
+            .create_with_context(KafkaContext::for_config(kafka)?)
+            .map_err(|source| KafkaSetupError::Create { role: "consumer", source })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

@@ -26,6 +26,20 @@ pub enum KafkaSetupError {
     /// The CreateTopics request itself failed.
     #[error("topic administration failed: {0}")]
     Admin(#[source] KafkaError),
+    /// MSK IAM auth cannot be set up (feature missing, no identity, or the signature failed).
+    #[error("MSK IAM: {0}")]
+    MskIam(String),
+    /// The bootstrap brokers could not be looked up from the MSK cluster ARN.
+    #[error("could not look up the bootstrap brokers of {cluster_arn}: {reason}")]
+    BootstrapBrokers {
+        /// `MSK_CLUSTER_ARN`.
+        cluster_arn: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Kafka settings in the environment are unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The broker refused to create a topic.
     #[error("could not create topic {topic}: {code}")]
     CreateTopic {

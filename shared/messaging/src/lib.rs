@@ -29,24 +29,28 @@
 //! | batching window | 20 ms | [`ConsumerConfig::max_wait_ms`] |
 //! | pause between retries of a failed batch | 100 ms doubling to 10 s, jittered | [`ConsumerConfig::retry_backoff`] |
 //!
-//! # TLS
-//! [`KafkaSecurity::Ssl`] and [`KafkaSecurity::SaslScram`] need librdkafka built with OpenSSL (rdkafka's
-//! `ssl` or `ssl-vendored` feature). The workspace builds rdkafka with its default features (no
-//! OpenSSL, so it compiles under `cargo lambda` with no system packages); with those, creating a client
-//! with TLS settings fails at start-up with librdkafka's "OpenSSL not available at build time".
+//! # TLS and MSK
+//! [`KafkaSecurity::Ssl`], [`KafkaSecurity::SaslScram`] and [`KafkaSecurity::MskIam`] need librdkafka
+//! built with OpenSSL: this crate's `tls` feature (rdkafka's `ssl-vendored`, OpenSSL compiled from
+//! source). Without it, creating a client with TLS settings fails at start-up with librdkafka's
+//! "OpenSSL not available at build time". [`KafkaSecurity::MskIam`] and broker lookup from
+//! `MSK_CLUSTER_ARN` also need the `msk-iam` feature; see [`msk`]. The Lambda functions that talk to MSK
+//! enable both; the local runner and tests use plaintext brokers.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod consumer;
+mod context;
 pub mod error;
+pub mod msk;
 pub mod producer;
 pub mod publisher;
 
 pub use admin::ensure_topics;
 pub use codec::{CodecError, OutgoingRecord, Topics, decode_value, encode, topic_for};
-pub use config::{Compression, ConfigError, KafkaConfig, KafkaSecurity, ScramMechanism};
+pub use config::{AwsIdentity, Compression, ConfigError, KafkaConfig, KafkaSecurity, ScramMechanism};
 pub use consumer::{
     ConsumedRecord, ConsumerConfig, ConsumerError, KafkaBatchConsumer, envelopes_from_kafka_event,
     kafka_event_from_records,

@@ -12,6 +12,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::codec::{OutgoingRecord, Topics, encode};
 use crate::config::KafkaConfig;
+use crate::context::KafkaContext;
 use crate::error::KafkaSetupError;
 use crate::publisher::{EventPublisher, PublishError};
 
@@ -28,7 +29,7 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 ///
 /// Build it once per process (cold start) and share it: the producer owns connections and threads.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     topics: Topics,
     max_message_bytes: usize,
     enqueue_timeout: Duration,
@@ -57,8 +58,9 @@ impl KafkaPublisher {
             .set("compression.codec", config.compression.as_str())
             // The partitioner of the Java client, so tools and other producers agree on where a stream lives.
             .set("partitioner", "murmur2_random");
-        let producer: FutureProducer =
-            client.create().map_err(|source| KafkaSetupError::Create { role: "producer", source })?;
+        let producer: FutureProducer<KafkaContext> = client
+            .create_with_context(KafkaContext::for_config(config)?)
+            .map_err(|source| KafkaSetupError::Create { role: "producer", source })?;
         Ok(Self {
             producer,
             topics,

@@ -1,8 +1,9 @@
 //! Persistence ports of the core bank and their adapters.
 //!
 //! The ports are narrow traits named for what they do ([`EventStore`], [`IdempotencyStore`],
-//! [`SnapshotStore`], [`ReadModelStore`], [`RebuildJobStore`]). Every adapter passes the same contract
-//! suite (`tests/contract`), so the application cannot tell them apart except by speed.
+//! [`SnapshotStore`], [`ReadModelStore`], [`TransferStatusStore`], [`RebuildJobStore`]). Every adapter
+//! passes the same contract suite (`tests/contract`), so the application cannot tell them apart except
+//! by speed.
 //!
 //! The one rule every adapter keeps: [`EventStore::append`] writes the events and their guard records
 //! (idempotency completion, transaction record) atomically, or writes nothing.
@@ -34,6 +35,8 @@ pub struct Stores {
     pub snapshots: Arc<dyn SnapshotStore>,
     /// Account read tables and their checkpoints.
     pub read_model: Arc<dyn ReadModelStore>,
+    /// The transfer status read table.
+    pub transfers: Arc<dyn TransferStatusStore>,
     /// Progress of rebuild-all jobs.
     pub rebuilds: Arc<dyn RebuildJobStore>,
 }

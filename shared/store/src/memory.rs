@@ -15,7 +15,8 @@ use crate::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, EventFeed, EventStore, IdempotencyClaim,
     IdempotencyCompletion, IdempotencyKey, IdempotencyRecord, IdempotencyState, IdempotencyStore,
     ProjectionChange, ProjectionReplacement, ReadModelStore, RebuildJob, RebuildJobStore, Snapshot,
-    SnapshotStore, StatementEntry, StoreError, Stores, TransactionRecord,
+    SnapshotStore, StatementEntry, StoreError, Stores, TransactionRecord, TransferStatus,
+    TransferStatusStore,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,6 +33,7 @@ pub fn stores() -> (Stores, Arc<MemoryEventStore>) {
         idempotency: events.clone(),
         snapshots: Arc::new(MemorySnapshotStore::default()),
         read_model: Arc::new(MemoryReadModelStore::default()),
+        transfers: Arc::new(MemoryTransferStatusStore::default()),
         rebuilds: Arc::new(MemoryRebuildJobStore::default()),
     };
     (stores, events)
@@ -321,6 +323,38 @@ impl ReadModelStore for MemoryReadModelStore {
             .get(account_id)
             .map(|rows| rows.values().skip(offset).take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+}
+
+/// Transfer status rows in a map, each carrying its own checkpoint (`version`).
+#[derive(Debug, Default)]
+pub struct MemoryTransferStatusStore {
+    inner: Mutex<HashMap<String, TransferStatus>>,
+}
+
+#[async_trait]
+impl TransferStatusStore for MemoryTransferStatusStore {
+    async fn get(&self, transfer_id: &str) -> Result<Option<TransferStatus>, StoreError> {
+        Ok(lock(&self.inner).get(transfer_id).cloned())
+    }
+
+    async fn apply(&self, expected_version: u64, status: TransferStatus) -> Result<(), StoreError> {
+        let mut inner = lock(&self.inner);
+        let actual = inner.get(&status.transfer_id).map_or(0, |s| s.version);
+        if actual != expected_version {
+            return Err(StoreError::CheckpointMoved {
+                stream_id: format!("transfer-{}", status.transfer_id),
+                expected: expected_version,
+                actual,
+            });
+        }
+        inner.insert(status.transfer_id.clone(), status);
+        Ok(())
+    }
+
+    async fn replace(&self, status: TransferStatus) -> Result<(), StoreError> {
+        lock(&self.inner).insert(status.transfer_id.clone(), status);
+        Ok(())
     }
 }
 

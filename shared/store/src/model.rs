@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use corebank_domain::money::minor_string;
+use corebank_domain::transfer::Leg;
 use corebank_domain::{AccountStatus, Currency, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -315,5 +316,91 @@ pub struct RebuildJob {
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where a transfer stands: `PENDING` until it is `COMPLETED`, or `FAILED` once any compensation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferPhase {
+    /// Still moving.
+    Pending,
+    /// Money moved.
+    Completed,
+    /// No money moved (any hold was released).
+    Failed,
+}
+
+impl TransferPhase {
+    /// `PENDING`, `COMPLETED` or `FAILED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Reads the stored name back.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "PENDING" => Some(Self::Pending),
+            "COMPLETED" => Some(Self::Completed),
+            "FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a leg's account command was accepted or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LegStatus {
+    /// The account took the command.
+    Completed,
+    /// The account refused it (the transfer's `failureReason` says why).
+    Failed,
+}
+
+/// One leg of a transfer as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferLegStatus {
+    /// `hold`, `credit`, `capture` or `release`.
+    pub leg: Leg,
+    /// Done or refused.
+    pub status: LegStatus,
+    /// When the transfer recorded it (the time of the recording event).
+    pub at: DateTime<Utc>,
+}
+
+/// The `transfer_status` row: one per transfer. Its `version` is the last transfer event applied, and
+/// serves as the row's projection checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferStatus {
+    /// The transfer.
+    pub transfer_id: String,
+    /// Pending, completed or failed.
+    pub status: TransferPhase,
+    /// A failed transfer's reason code (`INSUFFICIENT_FUNDS`, `ACCOUNT_NOT_FOUND`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Debited account.
+    pub source_account_id: String,
+    /// Credited account.
+    pub destination_account_id: String,
+    /// The amount in minor units.
+    #[serde(with = "minor_string")]
+    pub amount_minor: i64,
+    /// The currency.
+    pub currency: Currency,
+    /// Legs recorded so far, in order.
+    pub legs: Vec<TransferLegStatus>,
+    /// The transfer stream version this row reflects.
+    pub version: u64,
+    /// Time of the request.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last event.
     pub updated_at: DateTime<Utc>,
 }

@@ -6,7 +6,7 @@ use corebank_domain::EventEnvelope;
 use crate::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion,
     IdempotencyKey, ProjectionChange, ProjectionReplacement, RebuildJob, Snapshot, StatementEntry,
-    StoreError, TransactionRecord,
+    StoreError, TransactionRecord, TransferStatus,
 };
 
 /// Event streams with optimistic concurrency and atomic guard records.
@@ -84,6 +84,21 @@ pub trait ReadModelStore: Send + Sync {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<StatementEntry>, StoreError>;
+}
+
+/// The `transfer_status` read table. A row's `version` is its projection checkpoint: the row and its
+/// checkpoint are one item, so they always move together.
+#[async_trait]
+pub trait TransferStatusStore: Send + Sync {
+    /// The status row of a transfer.
+    async fn get(&self, transfer_id: &str) -> Result<Option<TransferStatus>, StoreError>;
+
+    /// Writes `status` only if the stored row is at `expected_version` (an absent row counts as 0);
+    /// otherwise nothing is written and the answer is `CheckpointMoved` (stream `transfer-{id}`).
+    async fn apply(&self, expected_version: u64, status: TransferStatus) -> Result<(), StoreError>;
+
+    /// Overwrites the row with a rebuilt one, whatever is stored.
+    async fn replace(&self, status: TransferStatus) -> Result<(), StoreError>;
 }
 
 /// Progress records of rebuild-all jobs.

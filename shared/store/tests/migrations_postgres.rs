@@ -25,8 +25,8 @@ const EVENT_STORE_TABLES: [&str; 7] = [
     "transaction_records",
 ];
 
-const READ_MODEL_TABLES: [&str; 4] =
-    ["account_statement", "account_summary", "projection_checkpoints", "rebuild_jobs"];
+const READ_MODEL_TABLES: [&str; 5] =
+    ["account_statement", "account_summary", "projection_checkpoints", "rebuild_jobs", "transfer_status"];
 
 fn all_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|m| m.version).collect()
@@ -235,4 +235,49 @@ async fn migrating_to_a_version_this_build_does_not_have_is_refused_before_touch
 
     assert!(matches!(err, MigrationError::UnknownTarget(99)), "got {err:?}");
     assert!(tables(&db.pool).await.is_empty());
+}
+
+#[tokio::test]
+async fn upgrade_from_0002_adds_the_relay_columns_and_keeps_pending_outbox_rows_claimable_in_order() {
+    let db = pg::empty_database().await;
+    postgres::migrate_to(&db.pool, 2).await.unwrap();
+    // What a build that only knew migrations 1 and 2 wrote: events with their pending outbox rows.
+    let stores = PgStores::new(db.pool.clone());
+    let stream = format!("account-{}", Uuid::new_v4());
+    let events = vec![envelope(&stream, 1), envelope(&stream, 2), envelope(&stream, 3)];
+    let request = AppendRequest {
+        stream_id: stream.clone(),
+        expected_version: 0,
+        events: events.clone(),
+        idempotency: None,
+        transaction: None,
+    };
+    stores.stores().events.append(request).await.unwrap();
+
+    let report = postgres::migrate(&db.pool).await.unwrap();
+
+    assert!(report.applied.contains(&3), "0003 applied on top of 0002: {report:?}");
+    assert_eq!(report.already_applied, [1, 2]);
+    assert_records_exactly(&recorded(&db.pool).await, MIGRATIONS);
+    let client = db.pool.get().await.unwrap();
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = 'outbox_events' AND column_name IN \
+                 ('next_attempt_at', 'dead_lettered_at', 'claim_token') ORDER BY column_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, ["claim_token", "dead_lettered_at", "next_attempt_at"]);
+    let outbox = postgres::PgOutbox::new(db.pool.clone());
+    let claim = outbox.claim(10, std::time::Duration::from_secs(30)).await.unwrap();
+    let claimed: Vec<EventEnvelope> = claim.rows.iter().map(|r| r.envelope.clone()).collect();
+    assert_eq!(claimed, events, "the old rows are claimed whole, in version order");
+    let positions: Vec<u64> = claim.rows.iter().map(|r| r.position).collect();
+    assert_eq!(outbox.mark_published(claim.token, &positions).await.unwrap(), 3);
+    assert_eq!(outbox.stats().await.unwrap().pending, 0);
 }

@@ -17,6 +17,8 @@
 //! | `ACCOUNT_STATEMENT_TABLE` | `<prefix>account_statement` |
 //! | `PROJECTION_CHECKPOINTS_TABLE` | `<prefix>projection_checkpoints` |
 //! | `REBUILD_JOBS_TABLE` | `<prefix>rebuild_jobs` |
+//! | `TRANSFER_STATUS_TABLE` | `<prefix>transfer_status` |
+//! | `TRANSFER_STATUS_TABLE` | `<prefix>transfer_status` |
 
 pub use aws_config::SdkConfig;
 use corebank_store::Stores;
@@ -42,18 +44,24 @@ pub fn client(sdk: &SdkConfig) -> Client {
 pub fn tables_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> DynamoTables {
     let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let prefix = get("TABLE_PREFIX").unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_owned());
-    let defaults = DynamoTables::with_prefix(&prefix);
-    let pick = |name: &str, default: String| get(name).unwrap_or(default);
-    DynamoTables {
-        events: pick("EVENTS_TABLE", defaults.events),
-        idempotency: pick("IDEMPOTENCY_TABLE", defaults.idempotency),
-        transactions: pick("TRANSACTIONS_TABLE", defaults.transactions),
-        snapshots: pick("SNAPSHOTS_TABLE", defaults.snapshots),
-        account_summary: pick("ACCOUNT_SUMMARY_TABLE", defaults.account_summary),
-        account_statement: pick("ACCOUNT_STATEMENT_TABLE", defaults.account_statement),
-        projection_checkpoints: pick("PROJECTION_CHECKPOINTS_TABLE", defaults.projection_checkpoints),
-        rebuild_jobs: pick("REBUILD_JOBS_TABLE", defaults.rebuild_jobs),
+    let mut tables = DynamoTables::with_prefix(&prefix);
+    let overrides: [(&str, &mut String); 9] = [
+        ("EVENTS_TABLE", &mut tables.events),
+        ("IDEMPOTENCY_TABLE", &mut tables.idempotency),
+        ("TRANSACTIONS_TABLE", &mut tables.transactions),
+        ("SNAPSHOTS_TABLE", &mut tables.snapshots),
+        ("ACCOUNT_SUMMARY_TABLE", &mut tables.account_summary),
+        ("ACCOUNT_STATEMENT_TABLE", &mut tables.account_statement),
+        ("PROJECTION_CHECKPOINTS_TABLE", &mut tables.projection_checkpoints),
+        ("REBUILD_JOBS_TABLE", &mut tables.rebuild_jobs),
+        ("TRANSFER_STATUS_TABLE", &mut tables.transfer_status),
+    ];
+    for (name, table) in overrides {
+        if let Some(value) = get(name) {
+            *table = value;
+        }
     }
+    tables
 }
 
 /// The table names of the process environment (see [`tables_from_lookup`]).
@@ -109,6 +117,7 @@ mod tests {
             ("ACCOUNT_SUMMARY_TABLE", "as"),
             ("ACCOUNT_STATEMENT_TABLE", "ast"),
             ("PROJECTION_CHECKPOINTS_TABLE", "pc"),
+            ("TRANSFER_STATUS_TABLE", "ts"),
         ]));
         assert_eq!(
             [
@@ -120,6 +129,6 @@ mod tests {
             ],
             ["i", "t", "s", "as", "ast"]
         );
-        assert_eq!(all.projection_checkpoints, "pc");
+        assert_eq!((all.projection_checkpoints.as_str(), all.transfer_status.as_str()), ("pc", "ts"));
     }
 }

@@ -69,10 +69,23 @@ pub const DYNAMODB_ENV_VARS: &[&str] = &[
     "ACCOUNT_STATEMENT_TABLE",
     "PROJECTION_CHECKPOINTS_TABLE",
     "REBUILD_JOBS_TABLE",
+    "TRANSFER_STATUS_TABLE",
 ];
 
-/// Variables the Postgres wiring reads (`STORE_KIND=postgres`).
-pub const POSTGRES_ENV_VARS: &[&str] = &["DATABASE_URL"];
+/// Variables the Postgres wiring reads (`STORE_KIND=postgres`): `DATABASE_URL`, or libpq's `PG*`
+/// variables without it, and the pool and migration settings.
+pub const POSTGRES_ENV_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PG_POOL_MAX_SIZE",
+    "PG_CONNECT_TIMEOUT_SECS",
+    "PG_POOL_WAIT_TIMEOUT_MS",
+    "RUN_MIGRATIONS",
+];
 
 /// The stores named by `STORE_KIND` (default `memory`).
 pub async fn stores_from_env() -> Result<Stores, WiringError> {

@@ -18,7 +18,10 @@ use tokio::sync::watch;
 
 use crate::RunnerError;
 
+pub mod dynamodb;
 pub mod memory;
+pub mod postgres;
+pub mod saga;
 
 /// The store behind the ports (`STORE_KIND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,15 @@ pub async fn start(
     match (store, pipeline) {
         (StoreKind::Memory, PipelineKind::Embedded) => {
             Ok(memory::start(config, wait_for_projection, shutdown))
+        }
+        (StoreKind::Dynamodb, PipelineKind::Kafka) => {
+            dynamodb::start(config, wait_for_projection, shutdown).await
+        }
+        (StoreKind::Postgres, PipelineKind::Embedded) => {
+            postgres::start_embedded_from_env(config, wait_for_projection, shutdown).await
+        }
+        (StoreKind::Postgres, PipelineKind::Kafka) => {
+            postgres::start_kafka_from_env(config, wait_for_projection, shutdown).await
         }
         (store, pipeline) => Err(RunnerError::Mode(format!(
             "STORE_KIND={store:?} with PIPELINE={pipeline:?} is not available in this runner"

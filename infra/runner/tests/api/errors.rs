@@ -44,8 +44,7 @@ async fn send(app: &TestApp, req: &Req) -> Resp {
 async fn every_error_code_is_reachable() {
     // IDEMPOTENCY_REQUEST_IN_PROGRESS and CONCURRENCY_CONFLICT depend on timing in real life; here
     // they are reached deterministically (a request parked while it holds its key; a store whose
-    // appends always conflict), and concurrency.rs reaches them with real concurrent requests. TRANSFER_ID_CONFLICT belongs to the
-    // transfer routes, which this API does not serve yet, so it has no row.
+    // appends always conflict), and concurrency.rs reaches them with real concurrent requests.
     let (app, faults) = spawn_faulty_app(corebank_app::AppConfig { retry_attempts_max: 2, ..config() }).await;
     let app = Arc::new(app);
 
@@ -61,6 +60,13 @@ async fn every_error_code_is_reachable() {
     }
     let used_key = key();
     app.post_deposit(&used_key, "acc-e", "1", "USD", "tx-used").await.accepted("acc-e");
+    let transfer = |amount: &str| {
+        format!(
+            r#"{{"transferId":"t-used","sourceAccountId":"acc-e","destinationAccountId":"acc-frozen","amount":{amount},"currency":"USD"}}"#
+        )
+    };
+    let started = app.post_json("/api/transfers", Some(&key()), &transfer("1")).await;
+    assert_eq!(started.code(), 202, "{}", started.text);
     let events_before = app.total_events().await;
     let held_key = key();
     let held_body = money_body("2", "USD", "tx-held");
@@ -201,6 +207,12 @@ async fn every_error_code_is_reachable() {
         },
         row("VERSION_NOT_REACHED", 409, Req::Get("/api/accounts/acc-e/balance?minVersion=99")),
         row(
+            "TRANSFER_ID_CONFLICT",
+            409,
+            Req::Post { path: "/api/transfers", key: Some(key()), body: transfer("2") },
+        ),
+        row("TRANSFER_NOT_FOUND", 404, Req::Get("/api/transfers/no-such-transfer")),
+        row(
             "UNAUTHORIZED",
             401,
             Req::Raw {
@@ -257,6 +269,8 @@ async fn every_error_code_is_reachable() {
         "BALANCE_LIMIT_EXCEEDED",
         "CONCURRENCY_CONFLICT",
         "VERSION_NOT_REACHED",
+        "TRANSFER_ID_CONFLICT",
+        "TRANSFER_NOT_FOUND",
         "UNAUTHORIZED",
         "NOT_FOUND",
         "METHOD_NOT_ALLOWED",

@@ -14,3 +14,4 @@ mod malformed;
 mod money;
 mod reads;
 mod transactions;
+mod transfers;

@@ -187,6 +187,15 @@ pub(crate) fn event_from_item(item: &Item) -> Result<EventEnvelope, StoreError> 
     })
 }
 
+/// Rebuilds the event an `events` item holds from its DynamoDB Streams image (`NewImage` of an
+/// `INSERT`): the image is the item exactly as the append wrote it, so this is the inverse of the
+/// append's encoding. A missing or mistyped attribute is [`StoreError::Corrupt`].
+pub fn envelope_from_stream_image(
+    image: &HashMap<String, AttributeValue>,
+) -> Result<EventEnvelope, StoreError> {
+    event_from_item(image)
+}
+
 /// The partition key of an idempotency record. Scopes are fixed names chosen by the application, so
 /// refusing a `#` in them keeps the key unambiguous whatever the client's key holds.
 pub(crate) fn idempotency_pk(key: &IdempotencyKey) -> Result<String, StoreError> {

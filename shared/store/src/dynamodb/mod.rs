@@ -18,6 +18,7 @@
 //! | `account_statement` | `account_id` (S), `stream_version` (N) | statement rows |
 //! | `projection_checkpoints` | `stream_id` (S) | `checkpoint` (N) |
 //! | `rebuild_jobs` | `rebuild_id` (S) | rebuild-all progress |
+//! | `transfer_status` | `transfer_id` (S) | the transfer status row; its `version` is its checkpoint |
 //!
 //! Why one table per record kind rather than a single-table design: the table stream then carries events
 //! and nothing else, so the outbox publisher needs no filter and cannot publish a guard record by
@@ -77,6 +78,7 @@ mod events;
 mod read_model;
 mod records;
 mod tables;
+mod transfers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,10 +88,12 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, WriteRequest};
 pub use aws_sdk_dynamodb::{self, Client};
 
+pub use self::codec::envelope_from_stream_image;
 pub use self::events::DynamoEventStore;
 pub use self::read_model::DynamoReadModelStore;
 pub use self::records::{DynamoRebuildJobStore, DynamoSnapshotStore};
 pub use self::tables::create_tables;
+pub use self::transfers::DynamoTransferStatusStore;
 use crate::{StoreError, Stores};
 
 /// The name of the sparse index on `events` that lists streams.
@@ -132,6 +136,8 @@ pub struct DynamoTables {
     pub projection_checkpoints: String,
     /// Rebuild-all job records.
     pub rebuild_jobs: String,
+    /// Transfer status rows.
+    pub transfer_status: String,
 }
 
 impl DynamoTables {
@@ -147,6 +153,7 @@ impl DynamoTables {
             account_statement: name("account_statement"),
             projection_checkpoints: name("projection_checkpoints"),
             rebuild_jobs: name("rebuild_jobs"),
+            transfer_status: name("transfer_status"),
         }
     }
 }
@@ -160,6 +167,7 @@ pub fn stores(client: Client, tables: DynamoTables) -> Stores {
         idempotency: events,
         snapshots: Arc::new(DynamoSnapshotStore::new(client.clone(), Arc::clone(&tables))),
         read_model: Arc::new(DynamoReadModelStore::new(client.clone(), Arc::clone(&tables))),
+        transfers: Arc::new(DynamoTransferStatusStore::new(client.clone(), Arc::clone(&tables))),
         rebuilds: Arc::new(DynamoRebuildJobStore::new(client, tables)),
     }
 }

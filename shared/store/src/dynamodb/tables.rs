@@ -19,7 +19,7 @@ use super::{DynamoTables, sdk_error};
 use crate::StoreError;
 
 /// `(suffix, definition)` of every table, in the order they are created.
-pub(crate) const DEFINITIONS: [(&str, &str); 8] = [
+pub(crate) const DEFINITIONS: [(&str, &str); 9] = [
     ("events", include_str!("../../../../infra/dynamodb/tables/events.json")),
     ("idempotency", include_str!("../../../../infra/dynamodb/tables/idempotency.json")),
     ("transactions", include_str!("../../../../infra/dynamodb/tables/transactions.json")),
@@ -28,6 +28,7 @@ pub(crate) const DEFINITIONS: [(&str, &str); 8] = [
     ("account_statement", include_str!("../../../../infra/dynamodb/tables/account_statement.json")),
     ("projection_checkpoints", include_str!("../../../../infra/dynamodb/tables/projection_checkpoints.json")),
     ("rebuild_jobs", include_str!("../../../../infra/dynamodb/tables/rebuild_jobs.json")),
+    ("transfer_status", include_str!("../../../../infra/dynamodb/tables/transfer_status.json")),
 ];
 
 /// How long `create_tables` waits for one table to become `ACTIVE`, polling once a second.
@@ -239,6 +240,7 @@ mod tests {
             &tables.account_statement,
             &tables.projection_checkpoints,
             &tables.rebuild_jobs,
+            &tables.transfer_status,
         ];
         for ((suffix, json), name) in DEFINITIONS.iter().zip(names) {
             let def = parse(json).unwrap();

@@ -60,6 +60,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_read_model",
         sql: include_str!("../../../../infra/migrations/postgres/0002_read_model.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_outbox_relay",
+        sql: include_str!("../../../../infra/migrations/postgres/0003_outbox_relay.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_transfer_status",
+        sql: include_str!("../../../../infra/migrations/postgres/0004_transfer_status.sql"),
+    },
 ];
 
 /// Why migrating stopped.

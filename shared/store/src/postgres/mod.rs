@@ -39,12 +39,19 @@
 //! notification only delays the head until then. Without a listener the head reflects local appends and
 //! [`PgEventStore::refresh_head`] only.
 //!
+//! # Outbox
+//!
+//! [`PgOutbox`] is the relay's side of `outbox_events`: claims with `FOR UPDATE SKIP LOCKED` and a
+//! lease, per-stream order, backoff, dead letters and retention (see its module docs).
+//!
 //! [`EventFeed`]: crate::EventFeed
 //! [`EventFeed::head`]: crate::EventFeed::head
 
 mod events;
 mod migrate;
+mod outbox;
 mod read;
+mod transfers;
 
 use std::sync::Arc;
 
@@ -53,7 +60,9 @@ pub use events::PgEventStore;
 pub use migrate::{
     MIGRATIONS, Migration, MigrationError, MigrationReport, migrate, migrate_to, migrate_with,
 };
+pub use outbox::{FailureReport, MAX_CLAIM_BATCH, OutboxClaim, OutboxRow, OutboxStats, PgOutbox, RetryLater};
 pub use read::{PgReadModelStore, PgRebuildJobStore, PgSnapshotStore};
+pub use transfers::PgTransferStatusStore;
 
 use crate::{StoreError, Stores};
 
@@ -67,6 +76,8 @@ pub struct PgStores {
     pub snapshots: Arc<PgSnapshotStore>,
     /// Account read tables and checkpoints.
     pub read_model: Arc<PgReadModelStore>,
+    /// The transfer status table.
+    pub transfers: Arc<PgTransferStatusStore>,
     /// Rebuild-all jobs.
     pub rebuilds: Arc<PgRebuildJobStore>,
 }
@@ -78,6 +89,7 @@ impl PgStores {
             events: Arc::new(PgEventStore::new(pool.clone())),
             snapshots: Arc::new(PgSnapshotStore::new(pool.clone())),
             read_model: Arc::new(PgReadModelStore::new(pool.clone())),
+            transfers: Arc::new(PgTransferStatusStore::new(pool.clone())),
             rebuilds: Arc::new(PgRebuildJobStore::new(pool)),
         }
     }
@@ -89,6 +101,7 @@ impl PgStores {
             idempotency: self.events.clone(),
             snapshots: self.snapshots.clone(),
             read_model: self.read_model.clone(),
+            transfers: self.transfers.clone(),
             rebuilds: self.rebuilds.clone(),
         }
     }

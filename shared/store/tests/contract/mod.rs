@@ -23,12 +23,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use corebank_domain::transfer::Leg;
 use corebank_domain::{AccountStatus, Currency, EventEnvelope, EventMetadata};
 use corebank_store::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion,
-    IdempotencyKey, IdempotencyRecord, IdempotencyState, MAX_EVENTS_PER_APPEND, ProjectionChange,
+    IdempotencyKey, IdempotencyRecord, IdempotencyState, LegStatus, MAX_EVENTS_PER_APPEND, ProjectionChange,
     ProjectionReplacement, RebuildJob, RebuildStatus, Snapshot, StatementEntry, StoreError, StoredResponse,
-    Stores, TransactionIntent, TransactionRecord,
+    Stores, TransactionIntent, TransactionRecord, TransferLegStatus, TransferPhase, TransferStatus,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -81,6 +82,12 @@ macro_rules! contract_suite {
             replace_overwrites_summary_statement_and_checkpoint,
             rebuild_job_put_then_get_round_trips_and_put_overwrites,
             unknown_rebuild_job_is_none,
+            unknown_transfer_has_no_status,
+            transfer_status_applied_from_zero_reads_back_every_field,
+            transfer_status_moves_only_from_the_version_the_projector_read,
+            transfer_status_from_a_stale_version_fails_and_changes_nothing,
+            replace_overwrites_a_transfer_status_whatever_its_version,
+            concurrent_transfer_status_applies_from_one_version_let_exactly_one_win,
         );
     };
     (@tests $factory:expr; $($name:ident),+ $(,)?) => {
@@ -1376,4 +1383,150 @@ pub(crate) async fn rebuild_job_put_then_get_round_trips_and_put_overwrites(s: S
 
 pub(crate) async fn unknown_rebuild_job_is_none(s: Stores) {
     assert_eq!(s.rebuilds.get(&new_id("rebuild")).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Transfer status
+// ---------------------------------------------------------------------------------------------------------
+
+/// A transfer's status row at `version`: pending with its first `version - 1` legs, or completed at 4.
+fn transfer_status(transfer_id: &str, version: u64) -> TransferStatus {
+    let created = now() - Duration::seconds(60);
+    let legs = [Leg::Hold, Leg::Credit, Leg::Capture]
+        .into_iter()
+        .zip(1_i64..)
+        .take(usize::try_from(version.saturating_sub(1)).unwrap())
+        .map(|(leg, i)| TransferLegStatus {
+            leg,
+            status: LegStatus::Completed,
+            at: created + Duration::seconds(i),
+        })
+        .collect();
+    TransferStatus {
+        transfer_id: transfer_id.to_owned(),
+        status: if version >= 4 { TransferPhase::Completed } else { TransferPhase::Pending },
+        failure_reason: None,
+        source_account_id: "acc-source".to_owned(),
+        destination_account_id: "acc-destination".to_owned(),
+        amount_minor: 1025,
+        currency: eur(),
+        legs,
+        version,
+        created_at: created,
+        updated_at: created + Duration::seconds(i64::try_from(version).unwrap()),
+    }
+}
+
+fn failed_transfer_status(transfer_id: &str) -> TransferStatus {
+    let mut status = transfer_status(transfer_id, 2);
+    status.status = TransferPhase::Failed;
+    status.failure_reason = Some("ACCOUNT_NOT_FOUND".to_owned());
+    status.legs.push(TransferLegStatus {
+        leg: Leg::Credit,
+        status: LegStatus::Failed,
+        at: status.updated_at,
+    });
+    status.legs.push(TransferLegStatus {
+        leg: Leg::Release,
+        status: LegStatus::Completed,
+        at: status.updated_at,
+    });
+    status.version = 4;
+    status
+}
+
+pub(crate) async fn unknown_transfer_has_no_status(s: Stores) {
+    assert_eq!(s.transfers.get(&new_id("t")).await.unwrap(), None);
+}
+
+pub(crate) async fn transfer_status_applied_from_zero_reads_back_every_field(s: Stores) {
+    let id = new_id("t");
+    let first = transfer_status(&id, 1);
+    s.transfers.apply(0, first.clone()).await.unwrap();
+    assert_eq!(s.transfers.get(&id).await.unwrap(), Some(first));
+
+    // A failed transfer has a reason and legs of both statuses; every field round-trips.
+    let other = new_id("t");
+    let failed = failed_transfer_status(&other);
+    s.transfers.apply(0, failed.clone()).await.unwrap();
+    assert_eq!(s.transfers.get(&other).await.unwrap(), Some(failed));
+}
+
+pub(crate) async fn transfer_status_moves_only_from_the_version_the_projector_read(s: Stores) {
+    let id = new_id("t");
+    s.transfers.apply(0, transfer_status(&id, 1)).await.unwrap();
+    s.transfers.apply(1, transfer_status(&id, 3)).await.unwrap();
+    let done = transfer_status(&id, 4);
+    s.transfers.apply(3, done.clone()).await.unwrap();
+    assert_eq!(s.transfers.get(&id).await.unwrap(), Some(done));
+}
+
+pub(crate) async fn transfer_status_from_a_stale_version_fails_and_changes_nothing(s: Stores) {
+    let id = new_id("t");
+    let at_two = transfer_status(&id, 2);
+    s.transfers.apply(0, transfer_status(&id, 1)).await.unwrap();
+    s.transfers.apply(1, at_two.clone()).await.unwrap();
+
+    for expected in [0, 1, 3, 7] {
+        let err = s.transfers.apply(expected, transfer_status(&id, expected + 1)).await.unwrap_err();
+        let StoreError::CheckpointMoved { stream_id, expected: reported, actual } = err else {
+            panic!("expected CheckpointMoved from {expected}, got {err:?}");
+        };
+        assert_eq!(stream_id, format!("transfer-{id}"));
+        assert_eq!((reported, actual), (expected, 2));
+    }
+    assert_eq!(s.transfers.get(&id).await.unwrap(), Some(at_two));
+
+    // A row that does not exist yet only takes a change from zero.
+    let absent = new_id("t");
+    let err = s.transfers.apply(2, transfer_status(&absent, 3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::CheckpointMoved { expected: 2, actual: 0, .. }), "got {err:?}");
+    assert_eq!(s.transfers.get(&absent).await.unwrap(), None);
+}
+
+pub(crate) async fn replace_overwrites_a_transfer_status_whatever_its_version(s: Stores) {
+    let id = new_id("t");
+    s.transfers.apply(0, transfer_status(&id, 1)).await.unwrap();
+    s.transfers.apply(1, transfer_status(&id, 4)).await.unwrap();
+
+    // A rebuild may take the row back (the live projector then catches up from it) or forward.
+    let rebuilt = transfer_status(&id, 2);
+    s.transfers.replace(rebuilt.clone()).await.unwrap();
+    assert_eq!(s.transfers.get(&id).await.unwrap(), Some(rebuilt));
+    let failed = failed_transfer_status(&id);
+    s.transfers.replace(failed.clone()).await.unwrap();
+    assert_eq!(s.transfers.get(&id).await.unwrap(), Some(failed));
+
+    let fresh = new_id("t");
+    s.transfers.replace(transfer_status(&fresh, 3)).await.unwrap();
+    assert_eq!(s.transfers.get(&fresh).await.unwrap(), Some(transfer_status(&fresh, 3)));
+    s.transfers.apply(3, transfer_status(&fresh, 4)).await.unwrap();
+}
+
+pub(crate) async fn concurrent_transfer_status_applies_from_one_version_let_exactly_one_win(s: Stores) {
+    const WRITERS: usize = 16;
+    let id = new_id("t");
+    s.transfers.apply(0, transfer_status(&id, 1)).await.unwrap();
+    let start = Arc::new(Barrier::new(WRITERS));
+    let mut tasks = JoinSet::new();
+    for writer in 0..WRITERS {
+        let transfers = Arc::clone(&s.transfers);
+        let start = Arc::clone(&start);
+        let mut status = transfer_status(&id, 2);
+        status.amount_minor = 1000 + i64::try_from(writer).unwrap();
+        tasks.spawn(async move {
+            start.wait().await;
+            (status.clone(), transfers.apply(1, status).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (status, Ok(())) => winners.push(status),
+            (_, Err(StoreError::CheckpointMoved { expected: 1, actual: 2, .. })) => {}
+            (_, Err(other)) => panic!("expected success or CheckpointMoved, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins");
+    assert_eq!(s.transfers.get(&id).await.unwrap().as_ref(), winners.first());
 }

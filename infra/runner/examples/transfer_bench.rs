@@ -1,0 +1,287 @@
+//! Benchmark (not a test): transfer completion latency and transfer throughput through the runner.
+//!
+//! ```sh
+//! # the embedded runner, started in this process on an ephemeral port
+//! cargo run --release -p corebank-runner --example transfer_bench
+//! # any running runner (another mode, another machine)
+//! BENCH_BASE_URL=http://127.0.0.1:3000/api cargo run --release -p corebank-runner --example transfer_bench
+//! ```
+//!
+//! It opens `BENCH_ACCOUNTS` (1000) USD accounts with 1,000,000.00 each, then runs `BENCH_CLIENTS` (50)
+//! concurrent clients for `BENCH_SECONDS` (20) seconds. Each client loops: pick two distinct random
+//! accounts, `POST /transfers` (fresh Idempotency-Key and transferId, 1.00 to 100.00), then poll
+//! `GET /transfers/{id}` every `BENCH_POLL_MS` (1) ms until it says COMPLETED or FAILED.
+//!
+//! Reported:
+//! - **completion latency**: from sending the POST until the first GET that shows the transfer done
+//!   (includes the 202, the saga's three account steps and three transfer steps, the projection of
+//!   the transfer's status, and up to one poll interval);
+//! - **POST latency** (the 202);
+//! - **transfers/s**: completed transfers per second of the run, with 50 clients each waiting for its
+//!   transfer to complete before starting the next (a closed loop);
+//! - then, with `BENCH_FIRE=1`, an open burst: every client posts without waiting for completion, and
+//!   the figure is transfers completed per second until the last one is done.
+//!
+//! At the end it checks the books: every transfer done, and the sum of all balances unchanged.
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// xorshift64*, seeded per client: picks accounts and amounts.
+struct Rng(u64);
+
+impl Rng {
+    fn with_seed(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `range`.
+    fn u64(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        range.start + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (range.end - range.start).max(1)
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        println!("{name:<22} no samples");
+        return;
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+    println!(
+        "{name:<22} n={:<7} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>8.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 0.50)),
+        ms(percentile(&samples, 0.90)),
+        ms(percentile(&samples, 0.99)),
+        ms(*samples.last().unwrap()),
+    );
+}
+
+async fn send(
+    http: &Http,
+    method: Method,
+    uri: &str,
+    key: Option<&str>,
+    body: String,
+) -> (StatusCode, serde_json::Value) {
+    let mut builder = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    let response = http.request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// Posts one transfer and returns its id and the POST latency.
+async fn post_transfer(http: &Http, base: &str, accounts: u64, rng: &mut Rng) -> (String, Duration) {
+    let source = rng.u64(0..accounts);
+    let destination = (source + 1 + rng.u64(0..accounts - 1)) % accounts;
+    let id = format!("bench-{}", Uuid::new_v4().simple());
+    let body = format!(
+        r#"{{"transferId":"{id}","sourceAccountId":"bench-{source}","destinationAccountId":"bench-{destination}","amount":{},"currency":"USD"}}"#,
+        rng.u64(1..101)
+    );
+    let started = Instant::now();
+    let (status, answer) =
+        send(http, Method::POST, &format!("{base}/transfers"), Some(&Uuid::new_v4().to_string()), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    (id, started.elapsed())
+}
+
+/// Polls until the transfer is done; returns its status.
+async fn wait_done(http: &Http, base: &str, id: &str, poll: Duration) -> String {
+    loop {
+        let (status, body) =
+            send(http, Method::GET, &format!("{base}/transfers/{id}"), None, String::new()).await;
+        if status == StatusCode::OK && body["status"] != "PENDING" {
+            return body["status"].as_str().unwrap_or_default().to_owned();
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+async fn total_balance(http: &Http, base: &str, accounts: u64) -> i64 {
+    let mut total = 0;
+    for i in 0..accounts {
+        let (status, body) =
+            send(http, Method::GET, &format!("{base}/accounts/bench-{i}/balance"), None, String::new()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let minor: i64 = body["balanceMinorUnits"].as_str().unwrap().parse().unwrap();
+        let available: i64 = body["availableBalanceMinorUnits"].as_str().unwrap().parse().unwrap();
+        assert_eq!(minor, available, "bench-{i}: a hold outlived its transfer");
+        total += minor;
+    }
+    total
+}
+
+#[tokio::main]
+async fn main() {
+    let accounts = env_u64("BENCH_ACCOUNTS", 1_000).max(2);
+    let clients = env_u64("BENCH_CLIENTS", 50);
+    let seconds = env_u64("BENCH_SECONDS", 20);
+    let poll = Duration::from_millis(env_u64("BENCH_POLL_MS", 1));
+    let http: Http = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::try_from(clients * 2).unwrap_or(128))
+        .build_http();
+
+    let (_stop, base) = match std::env::var("BENCH_BASE_URL") {
+        Ok(base) => (None, base.trim_end_matches('/').to_owned()),
+        Err(_) => {
+            let (deps, pipeline) = corebank_runner::embedded(corebank_app::AppConfig::default(), true);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = watch::channel(false);
+            let until = |mut rx: watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            tokio::spawn(pipeline.run(until(stopped.clone())));
+            tokio::spawn(corebank_runner::serve(listener, deps, until(stopped)));
+            (Some(stop), format!("http://{addr}/api"))
+        }
+    };
+    println!("transfers against {base}: {accounts} accounts, {clients} clients, {seconds} s, poll {poll:?}");
+
+    // Open the accounts, 25 at a time.
+    let opened = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in (0..accounts).collect::<Vec<_>>().chunks(usize::try_from(accounts.div_ceil(25)).unwrap()) {
+        let (http, base, chunk) = (http.clone(), base.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for i in chunk {
+                let body = format!(r#"{{"accountId":"bench-{i}","ownerId":"owner-{i}","currency":"USD"}}"#);
+                let key = Uuid::new_v4().to_string();
+                let (status, answer) =
+                    send(&http, Method::POST, &format!("{base}/accounts"), Some(&key), body).await;
+                assert!(
+                    status == StatusCode::CREATED || answer["code"] == "ACCOUNT_ALREADY_EXISTS",
+                    "{answer}"
+                );
+                let body =
+                    format!(r#"{{"amount":1000000,"currency":"USD","transactionId":"{}"}}"#, Uuid::new_v4());
+                let (status, answer) = send(
+                    &http,
+                    Method::POST,
+                    &format!("{base}/accounts/bench-{i}/deposits"),
+                    Some(&Uuid::new_v4().to_string()),
+                    body,
+                )
+                .await;
+                assert_eq!(status, StatusCode::CREATED, "{answer}");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let before = total_balance(&http, &base, accounts).await;
+    println!("opened {accounts} accounts in {:.1} s", opened.elapsed().as_secs_f64());
+
+    // Closed loop: each client waits for its transfer to complete.
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut rng = Rng::with_seed(c);
+            let (mut done, mut posts, mut failed) = (Vec::new(), Vec::new(), 0_u64);
+            while !stop.load(Ordering::Relaxed) {
+                let begun = Instant::now();
+                let (id, post) = post_transfer(&http, &base, accounts, &mut rng).await;
+                posts.push(post);
+                if wait_done(&http, &base, &id, poll).await == "FAILED" {
+                    failed += 1;
+                }
+                done.push(begun.elapsed());
+            }
+            (done, posts, failed)
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut done, mut posts, mut failed) = (Vec::new(), Vec::new(), 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (d, p, f) = joined.unwrap();
+        done.extend(d);
+        posts.extend(p);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = done.len() as f64 / elapsed;
+    println!(
+        "closed loop: {} transfers completed ({failed} FAILED) in {elapsed:.1} s = {rate:.0} transfers/s",
+        done.len()
+    );
+    report("completion latency", done);
+    report("POST /transfers (202)", posts);
+
+    if env_u64("BENCH_FIRE", 0) == 1 {
+        // Open burst: post for the same duration without waiting, then wait for the last completion.
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut rng = Rng::with_seed(1_000 + c);
+                let mut ids = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    ids.push(post_transfer(&http, &base, accounts, &mut rng).await.0);
+                }
+                ids
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut ids = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            ids.extend(joined.unwrap());
+        }
+        let posted = started.elapsed().as_secs_f64();
+        for id in &ids {
+            wait_done(&http, &base, id, Duration::from_millis(5)).await;
+        }
+        let drained = started.elapsed().as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let (accepted, completed) = (ids.len() as f64 / posted, ids.len() as f64 / drained);
+        println!(
+            "open burst: {} transfers accepted in {posted:.1} s ({accepted:.0}/s), all done after {drained:.1} s ({completed:.0} completed/s)",
+            ids.len()
+        );
+    }
+
+    let after = total_balance(&http, &base, accounts).await;
+    assert_eq!(before, after, "transfers changed the sum of all balances");
+    println!("books: sum of {accounts} balances unchanged ({after} minor units), no open hold");
+}

@@ -1,0 +1,541 @@
+//! `template.yaml` against the code: one function resource per crate, the routes of the router, the
+//! variables of each function's configs, its DynamoDB grants, the table definitions, the pipeline's
+//! event source mappings and the alarms. Run: `cargo test -p corebank-template-check`.
+
+#![cfg(test)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use corebank_template_check::{
+    FunctionCrate, LAMBDA_RESERVED, as_list, branches, config_variables, configs, function_crates,
+    level_actions, load_yaml, non_test_code, read, referenced_resource, scanned_variables, table_definitions,
+};
+use serde_json::Value;
+
+fn template() -> Value {
+    load_yaml("template.yaml").unwrap()
+}
+
+fn resources(template: &Value) -> &serde_json::Map<String, Value> {
+    template["Resources"].as_object().unwrap()
+}
+
+/// Function resources by the crate their `CodeUri` names.
+fn functions_by_crate(template: &Value) -> BTreeMap<String, (String, Value)> {
+    let mut out = BTreeMap::new();
+    for (id, resource) in resources(template) {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let code_uri = resource["Properties"]["CodeUri"].as_str().unwrap_or_else(|| panic!("{id}: CodeUri"));
+        let krate = code_uri.strip_prefix("functions/").unwrap_or_else(|| panic!("{id}: CodeUri {code_uri}"));
+        let previous = out.insert(krate.to_owned(), (id.clone(), resource.clone()));
+        assert!(previous.is_none(), "two function resources build functions/{krate}");
+    }
+    out
+}
+
+fn crates() -> Vec<FunctionCrate> {
+    function_crates().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn table_logical_ids(template: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (id, resource) in resources(template) {
+        if resource["Type"] == "AWS::DynamoDB::Table" {
+            let name =
+                resource["Properties"]["TableName"]["Fn::Sub"].as_str().unwrap_or_else(|| panic!("{id}"));
+            let table = name.strip_prefix("${AWS::StackName}-").unwrap_or_else(|| panic!("{id}: {name}"));
+            out.insert(id.clone(), table.to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_function_crate_has_exactly_one_function_resource_and_every_function_resource_a_crate() {
+    let template = template();
+    let in_template: BTreeSet<String> = functions_by_crate(&template).into_keys().collect();
+    let on_disk: BTreeSet<String> = crates().into_iter().map(|c| c.name).collect();
+    let missing: Vec<_> = on_disk.difference(&in_template).collect();
+    let extra: Vec<_> = in_template.difference(&on_disk).collect();
+    assert!(
+        missing.is_empty(),
+        "crates without a function resource in template.yaml (see infra/sam/pending.yaml): {missing:?}"
+    );
+    assert!(extra.is_empty(), "function resources without a crate under functions/: {extra:?}");
+}
+
+#[test]
+fn pending_resources_belong_to_crates_that_do_not_exist_yet() {
+    let pending = load_yaml("infra/sam/pending.yaml").unwrap();
+    let on_disk: BTreeSet<String> = crates().into_iter().map(|c| c.name).collect();
+    let template = template();
+    for (id, resource) in pending["Resources"].as_object().unwrap() {
+        assert!(
+            resources(&template).get(id).is_none(),
+            "{id} is in template.yaml and infra/sam/pending.yaml"
+        );
+        if resource["Type"] == "AWS::Serverless::Function" {
+            let krate = resource["Properties"]["CodeUri"].as_str().unwrap().trim_start_matches("functions/");
+            assert!(
+                !on_disk.contains(krate),
+                "functions/{krate} exists now: move its resources ({id}, its mapping and alarms) from \
+                 infra/sam/pending.yaml into template.yaml and give the crate its [package.metadata.corebank]"
+            );
+        }
+    }
+}
+
+#[test]
+fn functions_are_built_by_cargo_lambda_for_the_architecture_their_dependencies_allow() {
+    let template = template();
+    let by_crate = functions_by_crate(&template);
+    for krate in crates() {
+        let Some((id, resource)) = by_crate.get(&krate.name) else { continue };
+        let props = &resource["Properties"];
+        assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert!(
+            resource["Metadata"].get("BuildProperties").is_none_or(|b| b.get("Binary").is_none()),
+            "{id}: Binary"
+        );
+        assert_eq!(props["Handler"], "bootstrap", "{id}");
+        assert_eq!(props["Runtime"], "provided.al2023", "{id}");
+        assert_eq!(
+            props["Architectures"],
+            Value::from(vec![krate.architecture()]),
+            "{id}: functions/{} {} librdkafka",
+            krate.name,
+            if krate.links_rdkafka() { "links" } else { "does not link" }
+        );
+        let memory = props["MemorySize"].as_u64().unwrap_or_else(|| panic!("{id}: MemorySize"));
+        let timeout = props["Timeout"].as_u64().unwrap_or_else(|| panic!("{id}: Timeout"));
+        assert!(
+            (128..=10_240).contains(&memory) && (1..=900).contains(&timeout),
+            "{id}: {memory} MB, {timeout} s"
+        );
+        if !krate.metadata.routes.is_empty() {
+            // API Gateway gives up after 29 s; a longer timeout would only hide a hung request.
+            assert!(timeout <= 29, "{id}: an HTTP function's timeout is at most 29 s");
+        }
+    }
+}
+
+#[test]
+fn every_route_is_one_api_event_on_the_function_that_declares_it() {
+    let template = template();
+    let by_crate = functions_by_crate(&template);
+    let mut routed: BTreeMap<String, String> = BTreeMap::new();
+    for krate in crates() {
+        let Some((id, resource)) = by_crate.get(&krate.name) else { continue };
+        let mut events = BTreeSet::new();
+        for (name, event) in resource["Properties"]["Events"].as_object().into_iter().flatten() {
+            if event["Type"] != "Api" {
+                continue;
+            }
+            let p = &event["Properties"];
+            assert_eq!(p["RestApiId"], serde_json::json!({"Ref": "CoreBankApi"}), "{id}.{name}");
+            let route =
+                format!("{} {}", p["Method"].as_str().unwrap().to_uppercase(), p["Path"].as_str().unwrap());
+            assert!(events.insert(route.clone()), "{id}: {route} twice");
+            assert!(routed.insert(route.clone(), krate.name.clone()).is_none(), "{route} on two functions");
+        }
+        let declared: BTreeSet<String> = krate.metadata.routes.iter().cloned().collect();
+        assert_eq!(events, declared, "{id}: Api events vs functions/{}'s routes", krate.name);
+    }
+    // Routes whose function crate is still being written are served by a resource of
+    // infra/sam/pending.yaml (which `pending_resources_belong_to_crates_that_do_not_exist_yet` keeps honest).
+    let pending = load_yaml("infra/sam/pending.yaml").unwrap();
+    for (id, resource) in pending["Resources"].as_object().unwrap() {
+        for event in resource["Properties"]["Events"].as_object().into_iter().flatten().map(|(_, e)| e) {
+            if event["Type"] == "Api" {
+                let p = &event["Properties"];
+                let route = format!(
+                    "{} {}",
+                    p["Method"].as_str().unwrap().to_uppercase(),
+                    p["Path"].as_str().unwrap()
+                );
+                assert!(
+                    routed.insert(route.clone(), id.clone()).is_none(),
+                    "{route} in template.yaml and pending"
+                );
+            }
+        }
+    }
+    let table: BTreeSet<String> =
+        corebank_api::router::ROUTES.iter().map(|(method, path, _)| format!("{method} {path}")).collect();
+    let served: BTreeSet<String> = routed.keys().cloned().collect();
+    assert_eq!(
+        served, table,
+        "the API's routes (template.yaml and infra/sam/pending.yaml) vs corebank_api::router::ROUTES"
+    );
+}
+
+#[test]
+fn admin_routes_need_iam_and_command_routes_need_a_body_and_an_idempotency_key() {
+    let template = template();
+    for (id, resource) in resources(&template) {
+        for (name, event) in resource["Properties"]["Events"].as_object().into_iter().flatten() {
+            if event["Type"] != "Api" {
+                continue;
+            }
+            let p = &event["Properties"];
+            let path = p["Path"].as_str().unwrap();
+            let method = p["Method"].as_str().unwrap().to_uppercase();
+            let admin = path.starts_with("/admin/");
+            let auth = p["Auth"]["Authorizer"].as_str();
+            assert_eq!(auth == Some("AWS_IAM"), admin, "{id}.{name}: AWS_IAM exactly on /admin routes");
+            if admin {
+                assert_eq!(p["Auth"]["InvokeRole"], "NONE", "{id}.{name}: invoke with the resource policy");
+            }
+            let command = method == "POST" && !admin;
+            let key_required = as_list(&p["RequestParameters"])
+                .iter()
+                .any(|param| param["method.request.header.Idempotency-Key"]["Required"] == Value::Bool(true));
+            assert_eq!(key_required, command, "{id}.{name}: Idempotency-Key required exactly on commands");
+            if command {
+                let model = &p["RequestModel"];
+                assert_eq!(model["Model"], "JsonObject", "{id}.{name}");
+                for flag in ["Required", "ValidateBody", "ValidateParameters"] {
+                    assert_eq!(model[flag], Value::Bool(true), "{id}.{name}: RequestModel.{flag}");
+                }
+            }
+        }
+    }
+    let api = &resources(&template)["CoreBankApi"]["Properties"];
+    let settings = as_list(&api["MethodSettings"]);
+    assert!(
+        settings.iter().any(|s| s["ResourcePath"] == "/*"
+            && s["HttpMethod"] == "*"
+            && s.get("ThrottlingRateLimit").is_some()
+            && s.get("ThrottlingBurstLimit").is_some()),
+        "stage-wide throttling"
+    );
+    let responses = api["GatewayResponses"].as_object().unwrap();
+    for kind in ["MISSING_AUTHENTICATION_TOKEN", "RESOURCE_NOT_FOUND", "DEFAULT_4XX", "DEFAULT_5XX"] {
+        let body = responses[kind]["ResponseTemplates"]["application/json"].as_str().unwrap();
+        assert!(body.contains("\"statusCode\"") && body.contains("\"code\""), "{kind}: JSON error envelope");
+    }
+    assert_eq!(responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"], 404, "unknown routes are 404");
+}
+
+/// The variables each of a function's configs reads, given its condition (a function that only exists
+/// for one store kind reads only that kind's variables).
+fn expected_variables(krate: &FunctionCrate, condition: Option<&str>) -> BTreeSet<String> {
+    let known = configs();
+    let mut vars = BTreeSet::new();
+    let mut ids: Vec<&str> = Vec::new();
+    for id in &krate.metadata.configs {
+        if id == "store" {
+            // STORE_KIND, then the variables of the kinds this function can be deployed with.
+            vars.extend(corebank_wiring::ENV_VARS.iter().map(|v| (*v).to_owned()));
+            match condition {
+                Some("IsDynamo") => ids.push("dynamodb"),
+                Some("IsPostgres") => ids.push("postgres"),
+                _ => ids.extend(["dynamodb", "postgres"]),
+            }
+        } else {
+            ids.push(id);
+        }
+    }
+    for id in ids {
+        let config = known.iter().find(|c| c.id == id).unwrap_or_else(|| {
+            panic!(
+                "functions/{}: unknown config {id:?}; known: {:?}",
+                krate.name,
+                known.iter().map(|c| c.id).collect::<Vec<_>>()
+            )
+        });
+        vars.extend(config_variables(config).unwrap());
+    }
+    vars
+}
+
+#[test]
+fn every_function_gets_exactly_the_variables_its_configs_read() {
+    let template = template();
+    let by_crate = functions_by_crate(&template);
+    for krate in crates() {
+        let Some((id, resource)) = by_crate.get(&krate.name) else { continue };
+        let condition = resource["Condition"].as_str();
+        let read = expected_variables(&krate, condition);
+        for withheld in &krate.metadata.withheld {
+            assert!(
+                read.contains(withheld),
+                "functions/{}: withheld {withheld} is read by none of its configs",
+                krate.name
+            );
+        }
+        let expected: BTreeSet<String> = read
+            .into_iter()
+            .filter(|v| !krate.metadata.withheld.contains(v) && !LAMBDA_RESERVED.contains(&v.as_str()))
+            .collect();
+        let set: BTreeSet<String> = resource["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .map(|vars| vars.keys().cloned().collect())
+            .unwrap_or_default();
+        let missing: Vec<_> = expected.difference(&set).collect();
+        let extra: Vec<_> = set.difference(&expected).collect();
+        assert!(
+            missing.is_empty(),
+            "{id}: its configs read {missing:?}, which template.yaml does not set (or list them under `withheld`)"
+        );
+        assert!(
+            extra.is_empty(),
+            "{id}: template.yaml sets {extra:?}, which none of its configs {:?} reads",
+            krate.metadata.configs
+        );
+        let reserved: Vec<_> = set.iter().filter(|v| LAMBDA_RESERVED.contains(&v.as_str())).collect();
+        assert!(reserved.is_empty(), "{id}: sets variables the Lambda runtime reserves: {reserved:?}");
+    }
+}
+
+#[test]
+fn declared_config_variables_are_exactly_those_their_sources_read() {
+    for config in configs() {
+        let scanned = scanned_variables(&config).unwrap();
+        if let Some(declared) = &config.declared {
+            let declared: BTreeSet<String> = declared.iter().map(|v| (*v).to_owned()).collect();
+            assert_eq!(
+                declared, scanned,
+                "config {:?}: the ENV_VARS list vs the names {:?} read",
+                config.id, config.sources
+            );
+        }
+        assert!(!scanned.is_empty(), "config {:?} reads nothing?", config.id);
+    }
+}
+
+#[test]
+fn every_source_that_reads_the_environment_belongs_to_a_config() {
+    let registered: BTreeSet<&str> = configs().iter().flat_map(|c| c.sources.iter().copied()).collect();
+    let mut unregistered = Vec::new();
+    let root = corebank_template_check::workspace_root();
+    let mut stack = vec![root.join("shared")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "tests" && n != "benches") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let code = non_test_code(&read(&relative).unwrap());
+            let reads =
+                code.contains("env::var(") || code.contains("env::var_os(") || code.contains("env_parse(\"");
+            if reads && !registered.contains(relative.as_str()) {
+                unregistered.push(relative);
+            }
+        }
+    }
+    assert!(
+        unregistered.is_empty(),
+        "these sources read the environment but are no config of infra/template-check (add them to \
+         `configs()` so the functions that read them get their variables): {unregistered:?}"
+    );
+}
+
+/// DynamoDB actions granted to a function, by table name.
+fn granted(
+    function: &Value,
+    tables: &BTreeMap<String, String>,
+    id: &str,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for policy in as_list(&function["Properties"]["Policies"]) {
+        for doc in branches(policy) {
+            let Some(statements) = doc.get("Statement") else {
+                panic!(
+                    "{id}: a policy that is not an inline document ({doc}); SAM policy templates grant more than needed"
+                )
+            };
+            for statement in as_list(statements) {
+                assert_eq!(statement["Effect"], "Allow", "{id}");
+                let actions: Vec<&str> =
+                    as_list(&statement["Action"]).iter().filter_map(|a| a.as_str()).collect();
+                let dynamo: Vec<&str> =
+                    actions.iter().copied().filter(|a| a.starts_with("dynamodb:")).collect();
+                if dynamo.is_empty() {
+                    continue;
+                }
+                assert_eq!(
+                    dynamo.len(),
+                    actions.len(),
+                    "{id}: mixes DynamoDB and other actions in one statement"
+                );
+                assert!(dynamo.iter().all(|a| !a.contains('*')), "{id}: wildcard DynamoDB action");
+                for resource in as_list(&statement["Resource"]) {
+                    let (logical, attribute, rest) = referenced_resource(resource).unwrap_or_else(|| {
+                        panic!("{id}: DynamoDB grant on {resource}, not on a table of the template")
+                    });
+                    let table = tables
+                        .get(&logical)
+                        .unwrap_or_else(|| panic!("{id}: grant on {logical}, not a table"));
+                    let scope = match (attribute.as_str(), rest.as_str()) {
+                        ("Arn", "") | ("Arn", "/index/*") => "table",
+                        ("StreamArn", "") | ("Arn", "/stream/*") => "stream",
+                        other => panic!("{id}: grant on {logical} {other:?}"),
+                    };
+                    let set = out.entry(table.clone()).or_default();
+                    for action in &dynamo {
+                        set.insert(format!("{scope}:{action}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn each_function_is_granted_exactly_the_tables_and_access_its_metadata_declares() {
+    let template = template();
+    let tables = table_logical_ids(&template);
+    let by_crate = functions_by_crate(&template);
+    let known_tables: BTreeSet<&String> = tables.values().collect();
+    for krate in crates() {
+        let Some((id, resource)) = by_crate.get(&krate.name) else { continue };
+        let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (table, level) in &krate.metadata.tables {
+            assert!(known_tables.contains(table), "functions/{}: unknown table {table}", krate.name);
+            let actions = level_actions(level)
+                .unwrap_or_else(|| panic!("functions/{}: unknown access level {level}", krate.name));
+            let scope = if level == "stream" { "stream" } else { "table" };
+            expected.entry(table.clone()).or_default().extend(actions.iter().map(|a| format!("{scope}:{a}")));
+        }
+        assert_eq!(
+            granted(resource, &tables, id),
+            expected,
+            "{id}: DynamoDB grants vs functions/{}'s tables",
+            krate.name
+        );
+    }
+}
+
+#[test]
+fn table_resources_equal_the_json_definitions() {
+    let template = template();
+    let defs = table_definitions().unwrap();
+    let ids = table_logical_ids(&template);
+    let in_template: BTreeSet<&String> = ids.values().collect();
+    assert_eq!(
+        in_template,
+        defs.keys().collect::<BTreeSet<_>>(),
+        "tables in template.yaml vs infra/dynamodb/tables/*.json"
+    );
+    let sorted = |v: &Value| {
+        let mut items: Vec<String> = as_list(v).iter().map(|x| x.to_string()).collect();
+        items.sort();
+        items
+    };
+    for (id, table) in &ids {
+        let def = &defs[table];
+        let resource = &resources(&template)[id];
+        let p = &resource["Properties"];
+        assert_eq!(resource["Condition"], "IsDynamo", "{id}");
+        assert_eq!(p["BillingMode"], def["BillingMode"], "{id}: BillingMode");
+        assert_eq!(def["BillingMode"], "PAY_PER_REQUEST", "{table}: on-demand");
+        assert_eq!(
+            sorted(&p["AttributeDefinitions"]),
+            sorted(&def["AttributeDefinitions"]),
+            "{id}: attributes"
+        );
+        assert_eq!(p["KeySchema"], def["KeySchema"], "{id}: key schema");
+        assert_eq!(
+            p.get("GlobalSecondaryIndexes").unwrap_or(&Value::Null),
+            def.get("GlobalSecondaryIndexes").unwrap_or(&Value::Null),
+            "{id}: indexes"
+        );
+        let stream = def.get("StreamSpecification").filter(|s| s["StreamEnabled"] == Value::Bool(true));
+        assert_eq!(
+            p["StreamSpecification"]["StreamViewType"],
+            stream.map_or(Value::Null, |s| s["StreamViewType"].clone()),
+            "{id}: stream"
+        );
+        assert_eq!(
+            p.get("TimeToLiveSpecification").unwrap_or(&Value::Null),
+            def.get("TimeToLiveSpecification").unwrap_or(&Value::Null),
+            "{id}: TTL"
+        );
+    }
+    let events = ids.iter().find(|(_, t)| t.as_str() == "events").map(|(id, _)| id).unwrap();
+    let events = &resources(&template)[events];
+    assert_eq!(
+        events["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
+        "events PITR"
+    );
+    assert_eq!(events["DeletionPolicy"], "Retain", "the ledger outlives the stack");
+}
+
+fn function_ref(value: &Value) -> Option<String> {
+    value.get("Ref").and_then(Value::as_str).map(str::to_owned)
+}
+
+#[test]
+fn every_function_has_an_errors_alarm_and_the_pipeline_mappings_are_bounded_and_watched() {
+    let template = template();
+    let res = resources(&template);
+    let alarms: Vec<&Value> = res.values().filter(|r| r["Type"] == "AWS::CloudWatch::Alarm").collect();
+    let alarm_on = |metric: &str, function: &str| {
+        alarms.iter().any(|a| {
+            a["Properties"]["MetricName"] == metric
+                && as_list(&a["Properties"]["Dimensions"]).iter().any(|d| {
+                    d["Name"] == "FunctionName" && function_ref(&d["Value"]).as_deref() == Some(function)
+                })
+        })
+    };
+    for (id, resource) in res {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            assert!(alarm_on("Errors", id), "{id}: no Errors alarm");
+        }
+    }
+    let mut streams = 0;
+    for (id, resource) in res {
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping" {
+            continue;
+        }
+        let p = &resource["Properties"];
+        let function = function_ref(&p["FunctionName"]).unwrap_or_else(|| panic!("{id}: FunctionName"));
+        assert_eq!(p["StartingPosition"], "TRIM_HORIZON", "{id}");
+        if p.get("Topics").is_some() {
+            let group = &p["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"];
+            assert!(group.as_str().is_some_and(|g| !g.is_empty()), "{id}: ConsumerGroupId");
+            assert!(alarm_on("OffsetLag", &function), "{id}: no OffsetLag alarm on {function}");
+        } else {
+            streams += 1;
+            assert_eq!(
+                p["EventSourceArn"],
+                serde_json::json!({"Fn::GetAtt": ["EventsTable", "StreamArn"]}),
+                "{id}"
+            );
+            assert_eq!(p["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]), "{id}");
+            assert_eq!(p["BisectBatchOnFunctionError"], true, "{id}");
+            let retries = p["MaximumRetryAttempts"].as_i64().unwrap_or(-1);
+            assert!((0..=10_000).contains(&retries), "{id}: MaximumRetryAttempts must be bounded");
+            let dlq = referenced_resource(&p["DestinationConfig"]["OnFailure"]["Destination"]).map(|r| r.0);
+            let dlq = dlq.unwrap_or_else(|| panic!("{id}: on-failure destination"));
+            assert_eq!(res[&dlq]["Type"], "AWS::SQS::Queue", "{id}");
+            assert!(alarm_on("IteratorAge", &function), "{id}: no IteratorAge alarm on {function}");
+            let depth = alarms.iter().any(|a| {
+                a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                    && as_list(&a["Properties"]["Dimensions"]).iter().any(|d| {
+                        referenced_resource(&d["Value"])
+                            .is_some_and(|(r, attribute, _)| r == dlq && attribute == "QueueName")
+                    })
+            });
+            assert!(depth, "{id}: no depth alarm on {dlq}");
+        }
+    }
+    let publishes_stream =
+        crates().iter().any(|c| c.metadata.tables.get("events").is_some_and(|l| l == "stream"));
+    assert_eq!(
+        streams,
+        usize::from(publishes_stream),
+        "one events-stream mapping, to the function that reads the stream"
+    );
+}

@@ -1,0 +1,462 @@
+//! The command engine: the write side's one path for every aggregate (accounts, transfers).
+//!
+//! A command runs as: claim its Idempotency-Key (when it has one); answer from a transaction record if
+//! its transaction id was seen; load the aggregate (in-process cache, else snapshot + tail); `decide`;
+//! append the events together with the idempotency completion and the transaction record in one
+//! atomic write; on a version conflict reload and decide again, a bounded number of times with jitter.
+//! Decisions (acceptances and business rejections) are stored under the key and replayed; transient
+//! failures release the key so the client's retry can run.
+//!
+//! The engine knows nothing of HTTP: what a decision answers is rendered by the caller (a closure
+//! over the API's renderer), because that answer must be stored atomically with the events.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use corebank_domain::{Aggregate, DomainError, EventEnvelope, EventMetadata};
+use corebank_store::{
+    AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyState,
+    Snapshot, StoreError, StoredResponse, Stores, TransactionIntent, TransactionRecord,
+};
+use uuid::Uuid;
+
+use crate::{AppConfig, AppError, Clock};
+
+/// The schema version of snapshot state; an unknown one means a full replay.
+pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+const LOCK_SHARDS: usize = 1024;
+const CACHE_CAPACITY: usize = 100_000;
+
+/// The Idempotency-Key guard of a command.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyGuard<'a> {
+    /// The key namespace (`accounts`, `transfers`).
+    pub scope: &'a str,
+    /// The key.
+    pub key: &'a str,
+    /// The operation's stable name.
+    pub operation: &'a str,
+    /// The canonical hash of the request.
+    pub request_hash: &'a str,
+}
+
+/// The transaction-record guard of a command: its business transaction id and intent.
+#[derive(Debug, Clone)]
+pub struct TransactionGuard<'a> {
+    /// The transaction id, unique across the bank.
+    pub transaction_id: &'a str,
+    /// What it does; a second use with another intent is a conflict.
+    pub intent: TransactionIntent,
+}
+
+/// What a command is guarded by besides the stream version.
+#[derive(Debug, Clone, Default)]
+pub struct Guards<'a> {
+    /// Replays the first decision under a key.
+    pub idempotency: Option<IdempotencyGuard<'a>>,
+    /// Makes a money movement happen at most once.
+    pub transaction: Option<TransactionGuard<'a>>,
+}
+
+/// A decision to render into the response that is stored and sent.
+#[derive(Debug)]
+pub enum Decided<'a, S> {
+    /// Accepted: the state after the command, the stream version and the ids of the events written
+    /// (none when the command changed nothing, such as repeating a transfer request).
+    Accepted {
+        /// The aggregate after the command.
+        state: &'a S,
+        /// The stream version after the command.
+        version: u64,
+        /// The events written.
+        event_ids: &'a [Uuid],
+    },
+    /// Refused by a decision (`AppError::is_decision`).
+    Rejected(&'a AppError),
+}
+
+/// Renders a decision into its stored response.
+pub type Render<'r, S> = dyn Fn(Decided<'_, S>) -> StoredResponse + Send + Sync + 'r;
+
+enum Attempt<S> {
+    Done(StoredResponse),
+    Decided(Result<S, DomainError>),
+    Retry,
+    TransactionSeen,
+}
+
+/// Loads, decides and appends commands of one aggregate type, under the idempotency and transaction
+/// contracts.
+pub struct Engine<A: Aggregate> {
+    config: Arc<AppConfig>,
+    stores: Stores,
+    clock: Arc<dyn Clock>,
+    // Commands on one stream are serialised inside a process, so in-process writers never conflict;
+    // writers in other processes are handled by optimistic concurrency and retries.
+    locks: Vec<tokio::sync::Mutex<()>>,
+    // A fixed hasher: shard choice only spreads load, and a fixed one keeps a seeded simulation's
+    // schedule the same from run to run.
+    hasher: BuildHasherDefault<DefaultHasher>,
+    // The last known state per stream. Only ever a starting point: the tail is always read, and the
+    // append is conditional, so a stale entry costs a retry, never correctness.
+    cache: Mutex<HashMap<String, A::State>>,
+}
+
+impl<A: Aggregate> std::fmt::Debug for Engine<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> Engine<A> {
+    /// Builds an engine over the stores.
+    pub fn new(config: Arc<AppConfig>, stores: Stores, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            config,
+            stores,
+            clock,
+            locks: (0..LOCK_SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: BuildHasherDefault::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The clock commands are stamped with.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Runs one command under its guards and returns the response to send (fresh or replayed).
+    /// Errors are failures that were not stored: the caller may retry them.
+    pub async fn execute(
+        &self,
+        guards: &Guards<'_>,
+        stream_id: &str,
+        command: &A::Command,
+        metadata: &EventMetadata,
+        render: &Render<'_, A::State>,
+    ) -> Result<StoredResponse, AppError> {
+        let now = self.clock.now();
+        let Some(idem) = guards.idempotency else {
+            return self.run_claimed(guards, stream_id, command, metadata, render, now, None).await;
+        };
+        let key = IdempotencyKey { scope: idem.scope.to_owned(), key: idem.key.to_owned() };
+        let claim_token = Uuid::new_v4();
+        let expires_at = now + chrono::Duration::seconds(self.config.idempotency_ttl_secs);
+        let claim = IdempotencyClaim {
+            key: key.clone(),
+            operation: idem.operation.to_owned(),
+            request_hash: idem.request_hash.to_owned(),
+            claim_token,
+            lease_expires_at: now + chrono::Duration::seconds(self.config.idempotency_lease_secs),
+            expires_at,
+            now,
+        };
+        match self.stores.idempotency.claim(claim).await? {
+            ClaimOutcome::Claimed => {}
+            ClaimOutcome::Existing(record) => {
+                if record.request_hash != idem.request_hash {
+                    return Err(AppError::IdempotencyKeyReused);
+                }
+                return match record.state {
+                    IdempotencyState::Completed(response) => Ok(response),
+                    IdempotencyState::InProgress { .. } => Err(AppError::IdempotencyInProgress),
+                };
+            }
+        }
+        let completion = |response: StoredResponse| IdempotencyCompletion {
+            key: key.clone(),
+            operation: idem.operation.to_owned(),
+            request_hash: idem.request_hash.to_owned(),
+            claim_token,
+            response,
+            expires_at,
+        };
+        let outcome =
+            self.run_claimed(guards, stream_id, command, metadata, render, now, Some(&completion)).await;
+        match outcome {
+            Ok(response) => Ok(response),
+            Err(AppError::Store(StoreError::IdempotencyClaimLost { .. })) => {
+                Err(AppError::IdempotencyInProgress)
+            }
+            Err(error) => {
+                if let Err(release_error) = self.stores.idempotency.release(&key, claim_token).await {
+                    // The lease expires on its own; a retry after it succeeds.
+                    tracing::warn!(error = %release_error, "could not release idempotency claim");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Decides and appends a command that needs no guards (a process manager recording a step):
+    /// the state after it, or the rule that refused it. Nothing is stored for a refusal.
+    pub async fn decide_and_append(
+        &self,
+        stream_id: &str,
+        command: &A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Result<A::State, DomainError>, AppError> {
+        let now = self.clock.now();
+        let _serialised = self.locks[self.shard(stream_id)].lock().await;
+        let mut attempt = 0;
+        loop {
+            match self.attempt(&Guards::default(), stream_id, command, metadata, None, now, None).await? {
+                Attempt::Decided(outcome) => return Ok(outcome),
+                Attempt::Done(_) | Attempt::TransactionSeen => {
+                    return Err(AppError::Corrupt(
+                        "an unguarded command reported a guard outcome".to_owned(),
+                    ));
+                }
+                Attempt::Retry => self.backoff(&mut attempt).await?,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_claimed(
+        &self,
+        guards: &Guards<'_>,
+        stream_id: &str,
+        command: &A::Command,
+        metadata: &EventMetadata,
+        render: &Render<'_, A::State>,
+        now: DateTime<Utc>,
+        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
+    ) -> Result<StoredResponse, AppError> {
+        let _serialised = self.locks[self.shard(stream_id)].lock().await;
+        let mut attempt = 0;
+        loop {
+            if let Some(tx) = &guards.transaction
+                && let Some(response) = self.answer_from_transaction(tx, render, completion).await?
+            {
+                return Ok(response);
+            }
+            match self.attempt(guards, stream_id, command, metadata, Some(render), now, completion).await? {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Decided(_) => {
+                    return Err(AppError::Corrupt("a rendered command reported no response".to_owned()));
+                }
+                Attempt::TransactionSeen => {
+                    // The transaction record appeared between our check and our append: the next
+                    // pass answers from it. Counted, so a misbehaving store cannot loop us forever.
+                    attempt += 1;
+                    if attempt >= self.config.retry_attempts_max {
+                        return Err(AppError::ConcurrencyConflict);
+                    }
+                }
+                Attempt::Retry => self.backoff(&mut attempt).await?,
+            }
+        }
+    }
+
+    async fn backoff(&self, attempt: &mut u32) -> Result<(), AppError> {
+        *attempt += 1;
+        if *attempt >= self.config.retry_attempts_max {
+            return Err(AppError::ConcurrencyConflict);
+        }
+        let cap = self.config.retry_backoff_max_ms.min(1 << (*attempt).min(10)).max(1);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
+        Ok(())
+    }
+
+    /// When the transaction id is recorded, answers as the first command did (same intent) or with a
+    /// stored `TRANSACTION_ID_CONFLICT` (another intent).
+    async fn answer_from_transaction(
+        &self,
+        tx: &TransactionGuard<'_>,
+        render: &Render<'_, A::State>,
+        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
+    ) -> Result<Option<StoredResponse>, AppError> {
+        let Some(record) = self.stores.events.transaction(tx.transaction_id).await? else { return Ok(None) };
+        let response = if record.intent == tx.intent {
+            record.response
+        } else {
+            render(Decided::Rejected(&AppError::TransactionIdConflict))
+        };
+        if let Some(completion) = completion {
+            self.stores.idempotency.complete(completion(response.clone())).await?;
+        }
+        Ok(Some(response))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        guards: &Guards<'_>,
+        stream_id: &str,
+        command: &A::Command,
+        metadata: &EventMetadata,
+        render: Option<&Render<'_, A::State>>,
+        now: DateTime<Utc>,
+        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
+    ) -> Result<Attempt<A::State>, AppError> {
+        let state = self.load(stream_id).await?;
+        let events = match A::decide(&state, command) {
+            Ok(events) => events,
+            Err(rule) => {
+                let Some(render) = render else { return Ok(Attempt::Decided(Err(rule))) };
+                let response = render(Decided::Rejected(&AppError::Domain(rule)));
+                if let Some(completion) = completion {
+                    self.stores.idempotency.complete(completion(response.clone())).await?;
+                }
+                return Ok(Attempt::Done(response));
+            }
+        };
+        let version = A::version(&state);
+        if events.is_empty() {
+            // Nothing changes (a repeated, already recorded step): nothing to append, and nothing to
+            // guard, since no money moves.
+            let Some(render) = render else { return Ok(Attempt::Decided(Ok(state))) };
+            let response = render(Decided::Accepted { state: &state, version, event_ids: &[] });
+            if let Some(completion) = completion {
+                self.stores.idempotency.complete(completion(response.clone())).await?;
+            }
+            return Ok(Attempt::Done(response));
+        }
+        let envelopes: Vec<EventEnvelope> = events
+            .iter()
+            .zip(version + 1..)
+            .map(|(event, version)| EventEnvelope {
+                event_id: Uuid::new_v4(),
+                stream_id: stream_id.to_owned(),
+                version,
+                event_type: A::event_type(event).to_owned(),
+                schema_version: A::SCHEMA_VERSION,
+                occurred_at: now,
+                payload: A::payload(event),
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let new_version = version + envelopes.len() as u64;
+        let event_ids: Vec<Uuid> = envelopes.iter().map(|e| e.event_id).collect();
+        let new_state = events.iter().fold(state, A::evolve);
+        let response = render.map(|render| {
+            render(Decided::Accepted { state: &new_state, version: new_version, event_ids: &event_ids })
+        });
+        let transaction = match (&guards.transaction, &response) {
+            (Some(tx), Some(response)) => Some(TransactionRecord {
+                transaction_id: tx.transaction_id.to_owned(),
+                intent: tx.intent.clone(),
+                response: response.clone(),
+                recorded_at: now,
+            }),
+            _ => None,
+        };
+        let request = AppendRequest {
+            stream_id: stream_id.to_owned(),
+            expected_version: version,
+            events: envelopes,
+            idempotency: completion.zip(response.clone()).map(|(completion, r)| completion(r)),
+            transaction,
+        };
+        match self.stores.events.append(request).await {
+            Ok(_) => {
+                self.after_append(stream_id, new_state.clone());
+                Ok(match response {
+                    Some(response) => Attempt::Done(response),
+                    None => Attempt::Decided(Ok(new_state)),
+                })
+            }
+            Err(StoreError::VersionConflict { .. }) => {
+                self.forget(stream_id);
+                Ok(Attempt::Retry)
+            }
+            Err(StoreError::TransactionExists { .. }) => Ok(Attempt::TransactionSeen),
+            Err(e) => {
+                self.forget(stream_id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The current state of a stream: cached or snapshot state plus the stored tail.
+    pub async fn load(&self, stream_id: &str) -> Result<A::State, AppError> {
+        let cached = self.cache_lock().get(stream_id).cloned();
+        let base = match cached {
+            Some(state) => state,
+            None => self.load_snapshot(stream_id).await,
+        };
+        let tail = self.stores.events.load_stream(stream_id, A::version(&base)).await?;
+        let mut state = base;
+        for envelope in &tail {
+            if envelope.version != A::version(&state) + 1 {
+                return Err(AppError::Corrupt(format!(
+                    "{stream_id}: version {} follows {}",
+                    envelope.version,
+                    A::version(&state)
+                )));
+            }
+            state = A::evolve(state, &decode::<A>(envelope)?);
+        }
+        Ok(state)
+    }
+
+    async fn load_snapshot(&self, stream_id: &str) -> A::State {
+        match self.stores.snapshots.load(stream_id).await {
+            Ok(Some(s)) if s.schema_version == SNAPSHOT_SCHEMA_VERSION => {
+                match serde_json::from_value::<A::State>(s.state) {
+                    Ok(state) if A::version(&state) == s.version => state,
+                    _ => {
+                        tracing::warn!(stream_id, "unreadable snapshot ignored; replaying the stream");
+                        A::State::default()
+                    }
+                }
+            }
+            Ok(_) => A::State::default(),
+            Err(e) => {
+                tracing::warn!(stream_id, error = %e, "snapshot load failed; replaying the stream");
+                A::State::default()
+            }
+        }
+    }
+
+    fn after_append(&self, stream_id: &str, state: A::State) {
+        let every = self.config.snapshot_every_versions.max(1);
+        let version = A::version(&state);
+        if version.is_multiple_of(every) {
+            let snapshots = self.stores.snapshots.clone();
+            if let Ok(value) = serde_json::to_value(&state) {
+                let snapshot = Snapshot {
+                    stream_id: stream_id.to_owned(),
+                    version,
+                    schema_version: SNAPSHOT_SCHEMA_VERSION,
+                    state: value,
+                };
+                // Off the critical path: a lost snapshot only means a longer replay later.
+                tokio::spawn(async move {
+                    if let Err(e) = snapshots.save(snapshot).await {
+                        tracing::warn!(error = %e, "snapshot save failed");
+                    }
+                });
+            }
+        }
+        let mut cache = self.cache_lock();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(stream_id.to_owned(), state);
+    }
+
+    fn forget(&self, stream_id: &str) {
+        self.cache_lock().remove(stream_id);
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, A::State>> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shard(&self, stream_id: &str) -> usize {
+        (self.hasher.hash_one(stream_id) % LOCK_SHARDS as u64) as usize
+    }
+}
+
+/// Decodes a stored event of aggregate `A`.
+pub fn decode<A: Aggregate>(envelope: &EventEnvelope) -> Result<A::Event, AppError> {
+    A::decode(&envelope.event_type, envelope.schema_version, &envelope.payload)
+        .map_err(|e| AppError::Corrupt(format!("{} v{}: {e}", envelope.stream_id, envelope.version)))
+}

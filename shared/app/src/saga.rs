@@ -1,0 +1,183 @@
+//! The transfer process manager (saga): drives a transfer through hold, credit and capture, or
+//! releases the hold when the credit is impossible.
+//!
+//! It reacts to transfer events and to the hold events of accounts (which name their transfer). The
+//! delivered event is only a trigger: each pass loads the transfer's current state, asks the pure
+//! [`next_step`] what comes next, runs that account command, records its outcome on the transfer, and
+//! repeats until the transfer is done. So a duplicate, stale or reordered delivery finds the transfer
+//! where it is and does only what is left.
+//!
+//! # Why a crash anywhere is safe
+//!
+//! Every step is an account command with a deterministic transaction id per leg
+//! ([`leg_transaction_id`](corebank_domain::transfer::leg_transaction_id)) and an Idempotency-Key per
+//! leg (`saga:<leg transaction id>`):
+//! - the transaction record makes an accepted leg move money at most once: running it again answers
+//!   as the first run did;
+//! - the idempotency record makes a leg's first *decision* final, refusals included. Without it, a
+//!   duplicate delivery running concurrently could see a refused hold succeed a moment later (funds
+//!   arrived) or a refused credit succeed (the destination was unfrozen) after the first run had
+//!   recorded the refusal, and money would be stranded in a hold or created by a credit that the
+//!   release then undoes on the source only.
+//!
+//! A crash between the account step and the transfer step is resumed by the next delivery: the
+//! transfer is still at the earlier step, the leg replays its stored answer, and the outcome is
+//! recorded then. A crash while a leg holds its key makes the next run wait for the lease (answering
+//! `IDEMPOTENCY_REQUEST_IN_PROGRESS`, a retryable error) and then take the key over.
+//!
+//! # How the outcome of an account command is read
+//!
+//! From its stored response, through [`ResponseRenderer::rejection_code`]: a 2xx is accepted, anything
+//! else carries the stable error code that becomes the transfer's `failureReason`. A replayed leg only
+//! has its stored response (the idempotency and transaction records keep the response, byte for byte,
+//! because that is what the HTTP contract replays), so reading fresh and replayed outcomes the same way
+//! means they can never be interpreted differently. A structured copy beside the response would need a
+//! schema change on every adapter to hold a fact the response already holds.
+
+use std::sync::Arc;
+
+use corebank_domain::transfer::{Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg};
+use corebank_domain::{
+    AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, TransferId,
+};
+
+use crate::AppError;
+use crate::command::{CommandContext, CommandService, Operation, Trace, request_hash, transaction_id_of};
+use crate::engine::decode;
+use crate::transfers::{TransferService, status_of};
+
+/// A transfer takes at most four steps; a pass that needs more is looping on a bug.
+const STEPS_MAX: usize = 8;
+
+/// The actor the process manager's commands carry.
+pub const SAGA_ACTOR: &str = "transfer-saga";
+
+/// What one delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaOutcome {
+    /// Not an event the process manager reacts to.
+    Ignored,
+    /// The transfer was driven as far as it goes.
+    Settled {
+        /// Steps taken by this pass (0 when the transfer was already done).
+        steps: usize,
+        /// `COMPLETED` or `FAILED`.
+        status: &'static str,
+    },
+}
+
+/// The transfer process manager.
+pub struct TransferSaga {
+    accounts: Arc<CommandService>,
+    transfers: Arc<TransferService>,
+}
+
+impl std::fmt::Debug for TransferSaga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferSaga").finish_non_exhaustive()
+    }
+}
+
+/// The transfer an event concerns: its own stream, or the transfer a hold event names.
+pub fn transfer_of(envelope: &EventEnvelope) -> Result<Option<TransferId>, AppError> {
+    if let Some(id) = TransferId::from_stream_id(&envelope.stream_id) {
+        return Ok(Some(id));
+    }
+    let is_hold_event = matches!(
+        envelope.event_type.as_str(),
+        "FundsReserved" | "ReservationCaptured" | "ReservationReleased"
+    );
+    if !envelope.stream_id.starts_with("account-") || !is_hold_event {
+        return Ok(None);
+    }
+    Ok(decode::<AccountAggregate>(envelope)?.transfer_id().cloned())
+}
+
+impl TransferSaga {
+    /// A process manager issuing account commands through `accounts` and recording steps through
+    /// `transfers`.
+    pub fn new(accounts: Arc<CommandService>, transfers: Arc<TransferService>) -> Self {
+        Self { accounts, transfers }
+    }
+
+    /// Reacts to one delivered event. Errors are transient (or a broken invariant, logged): the
+    /// delivery must be retried, and retrying is always safe.
+    #[tracing::instrument(level = "debug", name = "saga", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
+    pub async fn handle(&self, envelope: &EventEnvelope) -> Result<SagaOutcome, AppError> {
+        let Some(transfer_id) = transfer_of(envelope)? else { return Ok(SagaOutcome::Ignored) };
+        self.advance(&transfer_id, &envelope.event_id.to_string()).await
+    }
+
+    /// Drives one transfer until it is done; `cause` is the id of the event that triggered the pass.
+    pub async fn advance(&self, transfer_id: &TransferId, cause: &str) -> Result<SagaOutcome, AppError> {
+        let trace = Trace { correlation_id: transfer_id.stream_id(), causation_id: cause.to_owned() };
+        let mut steps = 0;
+        loop {
+            let state = self.transfers.load(transfer_id).await?;
+            let Some(terms) = &state.terms else { return Ok(SagaOutcome::Ignored) };
+            let Some(leg) = leg_command(terms, &next_step(&state)) else {
+                return Ok(SagaOutcome::Settled { steps, status: status_of(&state) });
+            };
+            if steps >= STEPS_MAX {
+                return Err(AppError::Corrupt(format!(
+                    "transfer {transfer_id} did not settle in {STEPS_MAX} steps"
+                )));
+            }
+            let outcome = self.run_leg(&leg, &trace).await?;
+            let Some(command) = record_leg(&state, leg.leg, &outcome) else {
+                tracing::error!(%transfer_id, leg = leg.leg.as_str(), ?outcome, "the transfer's own hold refused its settlement");
+                return Err(AppError::Corrupt(format!(
+                    "transfer {transfer_id}: {} refused with {outcome:?}",
+                    leg.leg.as_str()
+                )));
+            };
+            let metadata = EventMetadata {
+                correlation_id: Some(trace.correlation_id.clone()),
+                causation_id: Some(trace.causation_id.clone()),
+                command_id: None,
+                transaction_id: transaction_id_of(&leg.command).map(str::to_owned),
+                actor: Some(SAGA_ACTOR.to_owned()),
+            };
+            match self.transfers.record(transfer_id, &command, &metadata).await? {
+                Ok(_) => {}
+                // Another pass recorded this step first (a concurrent duplicate delivery): reload.
+                Err(DomainError::TransferStepNotAllowed { .. }) => {}
+                Err(other) => return Err(AppError::Domain(other)),
+            }
+            steps += 1;
+        }
+    }
+
+    /// Runs a leg's account command under its leg Idempotency-Key and transaction id.
+    async fn run_leg(&self, leg: &LegCommand, trace: &Trace) -> Result<LegOutcome, AppError> {
+        let operation = match leg.leg {
+            Leg::Hold => Operation::TransferHold,
+            Leg::Credit => Operation::TransferCredit,
+            Leg::Capture => Operation::TransferCapture,
+            Leg::Release => Operation::TransferRelease,
+        };
+        let txid = transaction_id_of(&leg.command).unwrap_or_default();
+        let body = match &leg.command {
+            AccountCommand::PlaceHold { transfer_id, amount, currency, .. } => serde_json::json!({
+                "transactionId": txid, "transferId": transfer_id.as_str(),
+                "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
+            }),
+            AccountCommand::Deposit { amount, currency, .. } => serde_json::json!({
+                "transactionId": txid, "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
+            }),
+            _ => serde_json::json!({ "transactionId": txid }),
+        };
+        let ctx = CommandContext {
+            idempotency_key: format!("saga:{txid}"),
+            request_hash: request_hash(operation, Some(leg.account_id.as_str()), &body),
+            operation,
+            request_id: trace.causation_id.clone(),
+            actor: Some(SAGA_ACTOR.to_owned()),
+        };
+        let response = self.accounts.execute_traced(&ctx, trace, &leg.account_id, &leg.command).await?;
+        Ok(match self.accounts.renderer().rejection_code(&response) {
+            None => LegOutcome::Accepted,
+            Some(code) => LegOutcome::Refused(code),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The transfer command service: requests (`POST /transfers`) under the `transfers` idempotency scope,
+//! and the steps the process manager records, both through the generic [`Engine`].
+
+use std::sync::Arc;
+
+use corebank_domain::transfer::TransferStep;
+use corebank_domain::{
+    DomainError, EventMetadata, TransferAggregate, TransferCommand, TransferId, TransferState, TransferTerms,
+};
+use corebank_store::{StoredResponse, Stores};
+use uuid::Uuid;
+
+use crate::command::{CommandContext, ResponseRenderer, TRANSFERS_SCOPE, TransferAccepted};
+use crate::engine::{Decided, Engine, Guards, IdempotencyGuard};
+use crate::{AppConfig, AppError, Clock};
+
+/// The UUID v5 namespace of server-chosen transfer ids. Fixed for ever: the id of a request without
+/// a `transferId` is derived from its Idempotency-Key, so a retry names the same transfer.
+const TRANSFER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c9a_61f0_5e2d_4b8a_a1f7_0d6e_93b4_c258);
+
+/// The transfer id of a request that did not name one: a UUID v5 of its Idempotency-Key. The same key
+/// always gives the same transfer, so the answer (and its `Location`) is the same on every retry.
+pub fn transfer_id_for_key(idempotency_key: &str) -> TransferId {
+    TransferId::from_uuid(Uuid::new_v5(&TRANSFER_ID_NAMESPACE, idempotency_key.as_bytes()))
+}
+
+/// `PENDING`, `COMPLETED` or `FAILED`.
+pub fn status_of(state: &TransferState) -> &'static str {
+    state.step.as_ref().map_or("PENDING", TransferStep::status)
+}
+
+/// Transfer use cases on the write side.
+pub struct TransferService {
+    engine: Engine<TransferAggregate>,
+    renderer: Arc<dyn ResponseRenderer>,
+}
+
+impl std::fmt::Debug for TransferService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferService").finish_non_exhaustive()
+    }
+}
+
+impl TransferService {
+    /// Builds the service.
+    pub fn new(
+        config: Arc<AppConfig>,
+        stores: Stores,
+        renderer: Arc<dyn ResponseRenderer>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { engine: Engine::new(config, stores, clock), renderer }
+    }
+
+    /// Requests a transfer under the idempotency contract (scope `transfers`) and returns the
+    /// response to send, fresh or replayed: 202 with the transfer id and status for a new transfer or
+    /// the same terms again, the stored rejection (`TRANSFER_ID_CONFLICT`) for other terms.
+    #[tracing::instrument(
+        level = "debug",
+        name = "start_transfer",
+        skip_all,
+        fields(transfer_id = %terms.transfer_id, idempotency_key = %ctx.idempotency_key, request_id = %ctx.request_id)
+    )]
+    pub async fn start(
+        &self,
+        ctx: &CommandContext,
+        terms: &TransferTerms,
+    ) -> Result<StoredResponse, AppError> {
+        let guards = Guards {
+            idempotency: Some(IdempotencyGuard {
+                scope: TRANSFERS_SCOPE,
+                key: &ctx.idempotency_key,
+                operation: ctx.operation.as_str(),
+                request_hash: &ctx.request_hash,
+            }),
+            transaction: None,
+        };
+        let metadata = EventMetadata {
+            correlation_id: Some(ctx.request_id.clone()),
+            causation_id: Some(ctx.request_id.clone()),
+            command_id: Some(ctx.idempotency_key.clone()),
+            transaction_id: None,
+            actor: ctx.actor.clone(),
+        };
+        let render = |decided: Decided<'_, TransferState>| match decided {
+            Decided::Accepted { state, version, .. } => self.renderer.transfer_accepted(&TransferAccepted {
+                transfer_id: terms.transfer_id.clone(),
+                status: status_of(state),
+                version,
+            }),
+            Decided::Rejected(error) => self.renderer.rejected(error),
+        };
+        let command = TransferCommand::Request(terms.clone());
+        self.engine.execute(&guards, &terms.transfer_id.stream_id(), &command, &metadata, &render).await
+    }
+
+    /// The current state of a transfer (the default state when it was never requested).
+    pub async fn load(&self, transfer_id: &TransferId) -> Result<TransferState, AppError> {
+        self.engine.load(&transfer_id.stream_id()).await
+    }
+
+    /// Records a step of the process: the state after it, or the rule that refused it.
+    pub async fn record(
+        &self,
+        transfer_id: &TransferId,
+        command: &TransferCommand,
+        metadata: &EventMetadata,
+    ) -> Result<Result<TransferState, DomainError>, AppError> {
+        self.engine.decide_and_append(&transfer_id.stream_id(), command, metadata).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_always_names_the_same_transfer_and_different_keys_different_ones() {
+        assert_eq!(transfer_id_for_key("key-1"), transfer_id_for_key("key-1"));
+        assert_ne!(transfer_id_for_key("key-1"), transfer_id_for_key("key-2"));
+        assert_eq!(transfer_id_for_key("key-1").as_str().len(), 36);
+    }
+}
