@@ -42,6 +42,14 @@ wait_port() {
   return 1
 }
 
+# The first port from $1 upwards that nothing listens on, so a run never collides with a server
+# left by another run or a developer's own.
+free_port() {
+  local port=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port"
+}
+
 want() { case " $SERVICES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 pip_install() { python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"; }
@@ -53,13 +61,13 @@ start_postgres() {
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2
     PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
-  local port=${PG_PORT:-55432}
+  local port=$(free_port "${PG_PORT:-55432}")
   PGROOT=$(mktemp -d -t corebank-pg.XXXXXX)
   chown postgres: "$PGROOT"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PGROOT/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/log" -w -o \
     "-p $port -k $PGROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${PG_FSYNC:-off} -c synchronous_commit=${PG_FSYNC:-off} -c full_page_writes=${PG_FSYNC:-off}" \
-    start >/dev/null
+    start >/dev/null || { log "postgres did not start; its log:"; cat "$PGROOT/log" >&2; return 1; }
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   log "postgres up on $port"
 }
@@ -67,7 +75,7 @@ start_postgres() {
 start_dynamodb() {
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then log "dynamodb: using AWS_ENDPOINT_URL"; return; fi
   command -v moto_server >/dev/null 2>&1 || pip_install "moto[server]==5.2.1"
-  local port=${MOTO_PORT:-8000}
+  local port=$(free_port "${MOTO_PORT:-8000}")
   # One request at a time: threaded moto loses committed writes when transactions race (see the script).
   python3 "$(dirname "$0")/moto-serial.py" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
   PIDS+=($!)
@@ -92,7 +100,7 @@ start_kafka() {
       fi
     fi
   fi
-  local port=${KAFKA_PORT:-9092}
+  local port=$(free_port "${KAFKA_PORT:-9092}")
   "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ >"$WORK/kafka.log" 2>&1 &
   PIDS+=($!)
