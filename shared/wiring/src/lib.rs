@@ -122,7 +122,7 @@ pub async fn http_deps() -> Result<Deps, WiringError> {
 /// The `main` of an HTTP Lambda function: tracing, dependencies from the environment once per cold
 /// start, then the runtime loop calling `$handler(&deps, request)` for every invocation.
 ///
-/// ```ignore
+/// ```text
 /// corebank_wiring::http_function!(corebank_api::handlers::deposit);
 /// ```
 #[macro_export]
