@@ -13,6 +13,7 @@
 //! - **projection lag**: from that 201 until the `account_summary` row shows the new version
 //!   (DynamoDB Streams poll -> outbox handler -> Kafka -> consumer -> projector), polled every
 //!   `BENCH_POLL_MS` (2 ms), so each figure is exact to within that;
+//!   split at the Kafka acknowledgement of the event (stream poll + outbox, then consumer + projector);
 //! - **raw append latency**: `EventStore::append` of one event with its transaction record, alone.
 //!
 //! `BENCH_EVENTS` (200) commands over `BENCH_ACCOUNTS` (4) accounts, after `BENCH_WARMUP` (20).
@@ -22,12 +23,17 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use bytes::Bytes;
 use corebank_app::AppConfig;
 use corebank_domain::account::{AccountCreated, AccountEvent, MoneyMoved};
 use corebank_domain::{AccountId, Amount, Currency, EventEnvelope, EventMetadata, OwnerId, TransactionId};
+use corebank_messaging::{EventPublisher, KafkaPublisher, PublishError};
 use corebank_runner::modes::dynamodb::{Settings, start_with};
 use corebank_runner::serve;
 use corebank_store::{AppendRequest, StoredResponse, TransactionIntent, TransactionRecord};
@@ -38,6 +44,27 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// The Kafka publisher, noting when each event was acknowledged, to split the lag into its two halves.
+struct Timed {
+    inner: KafkaPublisher,
+    acked: Mutex<HashMap<(String, u64), Instant>>,
+}
+
+#[async_trait]
+impl EventPublisher for Timed {
+    async fn publish(&self, events: &[EventEnvelope]) -> Vec<Result<(), PublishError>> {
+        let outcomes = self.inner.publish(events).await;
+        let now = Instant::now();
+        let mut acked = self.acked.lock().unwrap();
+        for (event, outcome) in events.iter().zip(&outcomes) {
+            if outcome.is_ok() {
+                acked.entry((event.stream_id.clone(), event.version)).or_insert(now);
+            }
+        }
+        outcomes
+    }
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -99,9 +126,14 @@ async fn main() {
         corebank_messaging::ConsumerConfig::DEFAULT_MAX_WAIT_MS
     );
 
+    let timed = Arc::new(Timed {
+        inner: KafkaPublisher::new(&settings.kafka, settings.topics.clone()).expect("producer"),
+        acked: Mutex::default(),
+    });
     let (stop, stopped) = watch::channel(false);
-    let started =
-        start_with(AppConfig::default(), settings, None, stopped.clone()).await.expect("mode starts");
+    let started = start_with(AppConfig::default(), settings, Some(timed.clone()), stopped.clone())
+        .await
+        .expect("mode starts");
     let app = started.deps.app.clone();
     let mut tasks: Vec<_> = started.tasks.into_iter().map(tokio::spawn).collect();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,6 +175,8 @@ async fn main() {
 
     let mut deposit_latency = Vec::with_capacity(events);
     let mut lag = Vec::with_capacity(events);
+    let mut to_kafka = Vec::with_capacity(events);
+    let mut from_kafka = Vec::with_capacity(events);
     for i in 0..warmup + events {
         let id = &ids[i % ids.len()];
         let body =
@@ -159,9 +193,15 @@ async fn main() {
             assert!(acked.elapsed() < Duration::from_secs(60), "{id} v{version} never projected");
             tokio::time::sleep(poll).await;
         }
+        let projected = Instant::now();
         if i >= warmup {
             deposit_latency.push(acked - sent);
-            lag.push(acked.elapsed());
+            lag.push(projected - acked);
+            let published = timed.acked.lock().unwrap().get(&(format!("account-{id}"), version)).copied();
+            if let Some(published) = published {
+                to_kafka.push(published.saturating_duration_since(acked));
+                from_kafka.push(projected.saturating_duration_since(published));
+            }
         }
     }
 
@@ -215,6 +255,8 @@ async fn main() {
 
     report("deposit (HTTP 201)", deposit_latency);
     report("projection lag (201->row)", lag);
+    report("  201 -> Kafka ack", to_kafka);
+    report("  Kafka ack -> row", from_kafka);
     report("EventStore::append (moto)", raw);
 
     let _ = stop.send(true);

@@ -303,7 +303,10 @@ impl KafkaBatchConsumer {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", kafka.heartbeat_interval_ms().to_string());
+            .set("heartbeat.interval.ms", kafka.heartbeat_interval_ms().to_string())
+            // The batch window is ours (`max_wait_ms`); a long broker-side fetch wait would only add
+            // lag on a quiet topic (librdkafka's default is 500 ms).
+            .set("fetch.wait.max.ms", "10");
         let consumer: StreamConsumer<KafkaContext> = client
             .create_with_context(KafkaContext::for_config(kafka)?)
             .map_err(|source| KafkaSetupError::Create { role: "consumer", source })?;
