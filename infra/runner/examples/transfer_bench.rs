@@ -132,18 +132,19 @@ async fn wait_done(http: &Http, base: &str, id: &str, poll: Duration) -> String 
     }
 }
 
-async fn total_balance(http: &Http, base: &str, accounts: u64) -> i64 {
-    let mut total = 0;
+/// The sum of all posted balances and of all open holds.
+async fn books(http: &Http, base: &str, accounts: u64) -> (i64, i64) {
+    let (mut total, mut held) = (0, 0);
     for i in 0..accounts {
         let (status, body) =
             send(http, Method::GET, &format!("{base}/accounts/bench-{i}/balance"), None, String::new()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let minor: i64 = body["balanceMinorUnits"].as_str().unwrap().parse().unwrap();
         let available: i64 = body["availableBalanceMinorUnits"].as_str().unwrap().parse().unwrap();
-        assert_eq!(minor, available, "bench-{i}: a hold outlived its transfer");
         total += minor;
+        held += minor - available;
     }
-    total
+    (total, held)
 }
 
 #[tokio::main]
@@ -203,7 +204,7 @@ async fn main() {
         });
     }
     while tasks.join_next().await.is_some() {}
-    let before = total_balance(&http, &base, accounts).await;
+    let (before, _) = books(&http, &base, accounts).await;
     println!("opened {accounts} accounts in {:.1} s", opened.elapsed().as_secs_f64());
 
     // Closed loop: each client waits for its transfer to complete.
@@ -281,7 +282,17 @@ async fn main() {
         );
     }
 
-    let after = total_balance(&http, &base, accounts).await;
-    assert_eq!(before, after, "transfers changed the sum of all balances");
+    // Where the read side trails the saga (the Kafka modes), the account summaries converge a little
+    // after the transfers report done: give them up to 30 s.
+    let mut after = books(&http, &base, accounts).await;
+    for _ in 0..300 {
+        if after == (before, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = books(&http, &base, accounts).await;
+    }
+    assert_eq!(after, (before, 0), "transfers changed the sum of all balances or left a hold open");
+    let after = after.0;
     println!("books: sum of {accounts} balances unchanged ({after} minor units), no open hold");
 }

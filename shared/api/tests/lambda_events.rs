@@ -119,6 +119,32 @@ async fn deposit_and_withdrawal_events_move_money_and_a_redelivered_event_replay
 }
 
 #[tokio::test]
+async fn the_transfer_event_is_accepted_with_a_location_and_reads_back_pending_without_a_saga() {
+    let deps = deps();
+    let (req, rid) = event("start_transfer");
+    let response = handlers::start_transfer(&deps, req).await;
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let a = answer(response, &rid);
+    assert_eq!(a.status, 202, "{}", a.text);
+    assert_eq!(a.body, serde_json::json!({"transferId": "t-lambda-1", "status": "PENDING"}));
+    assert_eq!(location.as_deref(), Some("/api/transfers/t-lambda-1"));
+    let stored = deps.app.stores.events.load_stream("transfer-t-lambda-1", 0).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event_type, "TransferRequested");
+    assert_eq!(stored[0].metadata.command_id.as_deref(), Some("idem-transfer-0001"));
+    assert_eq!(stored[0].metadata.actor.as_deref(), Some("teller-3"));
+    assert_eq!(stored[0].metadata.correlation_id.as_deref(), Some(rid.as_str()));
+
+    // Nothing drives these deps' transfers: the read, folded from the event store, is PENDING.
+    let g = call!(handlers::get_transfer, &deps, "get_transfer");
+    assert_eq!(g.status, 200, "{}", g.text);
+    assert_eq!(g.body["status"], "PENDING");
+    assert_eq!(g.body["amountMinorUnits"], "2550");
+    assert!(g.text.contains("\"amount\":25.5,"), "exact amount: {}", g.text);
+    assert_eq!(g.body["legs"], serde_json::json!([]));
+}
+
+#[tokio::test]
 async fn the_balance_event_with_min_version_above_the_stream_is_not_reached() {
     let deps = deps();
     created_account(&deps).await;
@@ -206,6 +232,8 @@ async fn the_events_route_through_the_shared_route_table() {
         ("get_history_paged", corebank_api::Route::GetHistory),
         ("deposit_base64", corebank_api::Route::Deposit),
         ("deposit_missing_idempotency_key", corebank_api::Route::Deposit),
+        ("start_transfer", corebank_api::Route::StartTransfer),
+        ("get_transfer", corebank_api::Route::GetTransfer),
     ] {
         let raw: Value = serde_json::from_str(&fixture_text(name)).expect("JSON");
         let method = raw["httpMethod"].as_str().expect("httpMethod");

@@ -22,7 +22,7 @@ pub enum AppError {
     #[error("the account is being changed concurrently; retry the request")]
     ConcurrencyConflict,
     /// `minVersion` above the stream's version.
-    #[error("version {requested} not reached: the account is at version {current}")]
+    #[error("version {requested} not reached: the stream is at version {current}")]
     VersionNotReached {
         /// What the client asked for.
         requested: u64,

@@ -5,8 +5,14 @@
 //! The projector and the saga each tail the feed on their own lane with their own position, so a
 //! saga step that waits (a retry, a lease) never holds back the read side, nor the other way round.
 //! Neither lane skips an event: a failed handling is retried with backoff until it succeeds, and a
-//! lane's position only moves past an event once its handler has taken it.
+//! lane's position only moves past a batch once its handler has taken every event of it.
+//!
+//! The projector takes events one at a time in feed order. The saga only needs one transfer's events
+//! in order, so within a batch it runs different transfers concurrently (at most
+//! [`KEYED_CONCURRENCY_MAX`] at once): over a remote store, one transfer at a time would cap the lane at
+//! one transfer's round trips.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +30,12 @@ use crate::saga::TransferSaga;
 pub trait EventHandler: Send + Sync {
     /// Handles one event; an error means "deliver it again later".
     async fn handle_event(&self, envelope: &EventEnvelope) -> Result<(), AppError>;
+
+    /// The key whose events must be handled in feed order; events of different keys may be handled
+    /// concurrently. `None` (the default) hands every event over one at a time, in feed order.
+    fn order_key(&self, _envelope: &EventEnvelope) -> Option<String> {
+        None
+    }
 }
 
 #[async_trait]
@@ -37,6 +49,12 @@ impl EventHandler for Projector {
 impl EventHandler for TransferSaga {
     async fn handle_event(&self, envelope: &EventEnvelope) -> Result<(), AppError> {
         self.handle(envelope).await.map(|_| ())
+    }
+
+    /// One transfer's events (its own and its holds') in order; transfers concurrently.
+    fn order_key(&self, envelope: &EventEnvelope) -> Option<String> {
+        let transfer = crate::saga::transfer_of(envelope).ok().flatten();
+        Some(transfer.map_or_else(|| envelope.stream_id.clone(), |t| t.stream_id()))
     }
 }
 
@@ -58,25 +76,68 @@ pub trait ProjectionBarrier: Send + Sync {
 const BATCH: usize = 512;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most keys a keyed lane (the saga) handles at once.
+pub const KEYED_CONCURRENCY_MAX: usize = 64;
+
 /// One tailing reader of the feed: its handler, how far it got, and its current failure.
 struct Lane {
     name: &'static str,
     handler: Arc<dyn EventHandler>,
     position: watch::Sender<u64>,
-    last_error: Mutex<Option<String>>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
+    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
 }
 
 impl Lane {
     fn new(name: &'static str, handler: Arc<dyn EventHandler>) -> Self {
-        Self { name, handler, position: watch::Sender::new(0), last_error: Mutex::new(None) }
+        Self { name, handler, position: watch::Sender::new(0), last_error: Arc::new(Mutex::new(None)) }
     }
 
     fn set_error(&self, error: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+        set_error(&self.last_error, error);
     }
 
     fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// How a batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Every event was taken.
+    Taken,
+    /// Shutdown came first.
+    Stopped,
+    /// Something failed outside the handlers' own retries: deliver the batch again.
+    Retry,
+}
+
+/// Hands one event over until it is taken; `false` when shutdown came first.
+async fn deliver(
+    name: &'static str,
+    handler: &dyn EventHandler,
+    errors: &Mutex<Option<String>>,
+    envelope: &EventEnvelope,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff_ms = 10;
+    loop {
+        match handler.handle_event(envelope).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(error = %e, lane = name, stream_id = %envelope.stream_id, version = envelope.version, "event handling failed; retrying");
+                set_error(errors, Some(format!("{name}: {e}")));
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => return false,
+                    () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                }
+                backoff_ms = (backoff_ms * 2).min(2_000);
+            }
+        }
     }
 }
 
@@ -131,24 +192,20 @@ impl EmbeddedPipeline {
     /// Runs every lane until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);
         };
-        let projection = self.tail(&self.projection, until_stopped(stopped.clone()));
+        let projection = self.tail(&self.projection, stopped.clone());
         let saga = async {
             if let Some(lane) = &self.saga {
-                self.tail(lane, until_stopped(stopped.clone())).await;
+                self.tail(lane, stopped.clone()).await;
             }
         };
         tokio::join!(signal, projection, saga);
     }
 
-    async fn tail(&self, lane: &Lane, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    async fn tail(&self, lane: &Lane, mut stopped: watch::Receiver<bool>) {
         let mut head = self.feed.head();
         let mut position = *lane.position.borrow();
         let mut backoff_ms = 10;
@@ -159,42 +216,97 @@ impl EmbeddedPipeline {
                     tracing::error!(error = %e, lane = lane.name, "feed read failed");
                     lane.set_error(Some(e.to_string()));
                     tokio::select! {
-                        () = &mut shutdown => return,
+                        _ = stopped.wait_for(|s| *s) => return,
                         () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                     }
                     backoff_ms = (backoff_ms * 2).min(2_000);
                     continue;
                 }
             };
-            if batch.is_empty() {
+            let Some(last) = batch.last().map(|(pos, _)| *pos) else {
                 tokio::select! {
-                    () = &mut shutdown => return,
+                    _ = stopped.wait_for(|s| *s) => return,
                     changed = head.changed() => if changed.is_err() { return },
                 }
                 continue;
-            }
-            for (pos, envelope) in batch {
-                loop {
-                    match lane.handler.handle_event(&envelope).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(error = %e, lane = lane.name, stream_id = %envelope.stream_id, version = envelope.version, "event handling failed; retrying");
-                            lane.set_error(Some(format!("{}: {e}", lane.name)));
-                            tokio::select! {
-                                () = &mut shutdown => return,
-                                () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
-                            }
-                            backoff_ms = (backoff_ms * 2).min(2_000);
-                        }
+            };
+            let keyed = batch.first().is_some_and(|(_, e)| lane.handler.order_key(e).is_some());
+            let outcome = if keyed {
+                Self::deliver_keyed(lane, &batch, &stopped).await
+            } else {
+                let mut outcome = Batch::Taken;
+                for (_, envelope) in &batch {
+                    if !deliver(lane.name, lane.handler.as_ref(), &lane.last_error, envelope, &mut stopped)
+                        .await
+                    {
+                        outcome = Batch::Stopped;
+                        break;
                     }
                 }
-                position = pos;
+                outcome
+            };
+            match outcome {
+                Batch::Taken => {}
+                Batch::Stopped => return,
+                Batch::Retry => {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    }
+                    backoff_ms = (backoff_ms * 2).min(2_000);
+                    continue;
+                }
             }
+            position = last;
             // Once per batch, not per event: every change wakes every waiting command.
             lane.position.send_replace(position);
             backoff_ms = 10;
             lane.set_error(None);
         }
+    }
+
+    /// Hands a batch over key by key: each key's events in order, different keys concurrently.
+    async fn deliver_keyed(
+        lane: &Lane,
+        batch: &[(u64, EventEnvelope)],
+        stopped: &watch::Receiver<bool>,
+    ) -> Batch {
+        let mut by_key: BTreeMap<String, Vec<EventEnvelope>> = BTreeMap::new();
+        for (_, envelope) in batch {
+            let key = lane.handler.order_key(envelope).unwrap_or_else(|| envelope.stream_id.clone());
+            by_key.entry(key).or_default().push(envelope.clone());
+        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(KEYED_CONCURRENCY_MAX));
+        let mut tasks = tokio::task::JoinSet::new();
+        for events in by_key.into_values() {
+            let (handler, errors, name) = (lane.handler.clone(), lane.last_error.clone(), lane.name);
+            let (permits, mut stopped) = (permits.clone(), stopped.clone());
+            tasks.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return false };
+                for envelope in &events {
+                    if !deliver(name, handler.as_ref(), &errors, envelope, &mut stopped).await {
+                        return false;
+                    }
+                }
+                true
+            });
+        }
+        let mut outcome = Batch::Taken;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(true) => {}
+                Ok(false) => outcome = Batch::Stopped,
+                Err(e) => {
+                    // Delivered again (every event of the batch): handlers take duplicates.
+                    tracing::error!(error = %e, lane = lane.name, "an event handler panicked; retrying the batch");
+                    lane.set_error(Some(format!("{}: a handler panicked", lane.name)));
+                    if outcome == Batch::Taken {
+                        outcome = Batch::Retry;
+                    }
+                }
+            }
+        }
+        outcome
     }
 }
 

@@ -1,15 +1,20 @@
 //! The `transfer-saga` handler: MSK batches of transfer events into the transfer process manager.
 //!
-//! Same contract as the projection handler: each partition's records are handed over in offset order,
-//! a partition stops at its first failure, and any failure fails the invocation so that the whole batch
-//! is delivered again. Redelivery is harmless because every saga pass starts from the transfer's stored
-//! state and every account step it issues is idempotent (see `corebank_app::saga`). Partitions are
-//! independent (one transfer's events live on one partition, keyed by stream id), so they run
-//! concurrently.
+//! Same contract as the projection handler: any failure fails the invocation so that the whole batch is
+//! delivered again. Redelivery is harmless because every saga pass starts from the transfer's stored
+//! state and every account step it issues is idempotent (see `corebank_app::saga`).
+//!
+//! Order matters only within one transfer, and one transfer's events share a key (the stream id), so
+//! the records of one stream are handed over in offset order while different streams, in one partition
+//! or in several, run concurrently. A partition holds many transfers; running them one after another
+//! would cap a partition at one transfer's round trips at a time.
+
+use std::collections::BTreeMap;
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use corebank_app::AppError;
 use corebank_app::saga::{SagaOutcome, TransferSaga};
+use corebank_domain::EventEnvelope;
 use corebank_messaging::{CodecError, envelopes_from_kafka_event};
 use futures_util::future::join_all;
 
@@ -76,21 +81,42 @@ async fn run_partition(
     let decoded = envelopes_from_kafka_event(&single);
     let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
     ordered.sort_by_key(|record| record.offset);
-    let mut steps = 0;
+    let mut streams: BTreeMap<String, Vec<(&KafkaRecord, EventEnvelope)>> = BTreeMap::new();
     for (record, envelope) in ordered.into_iter().zip(decoded) {
-        let topic = || record.topic.clone().unwrap_or_else(|| key.to_owned());
         let envelope = envelope.map_err(|source| SagaBatchError::Decode {
-            topic: topic(),
+            topic: topic_of(record, key),
             partition: record.partition,
             offset: record.offset,
             source,
         })?;
+        streams.entry(envelope.stream_id.clone()).or_default().push((record, envelope));
+    }
+    let results = join_all(streams.into_values().map(|events| run_stream(key, events, saga))).await;
+    let mut steps = 0;
+    for result in results {
+        steps += result?;
+    }
+    Ok(steps)
+}
+
+fn topic_of(record: &KafkaRecord, key: &str) -> String {
+    record.topic.clone().unwrap_or_else(|| key.to_owned())
+}
+
+/// One stream's records, in offset order, stopping at the first failure.
+async fn run_stream(
+    key: &str,
+    events: Vec<(&KafkaRecord, EventEnvelope)>,
+    saga: &TransferSaga,
+) -> Result<usize, SagaBatchError> {
+    let mut steps = 0;
+    for (record, envelope) in events {
         match saga.handle(&envelope).await {
             Ok(SagaOutcome::Settled { steps: n, .. }) => steps += n,
             Ok(SagaOutcome::Ignored) => {}
             Err(source) => {
                 return Err(SagaBatchError::Saga {
-                    topic: topic(),
+                    topic: topic_of(record, key),
                     partition: record.partition,
                     offset: record.offset,
                     stream_id: envelope.stream_id,
