@@ -321,7 +321,12 @@ impl ReadModelStore for MemoryReadModelStore {
         Ok(lock(&self.inner)
             .statements
             .get(account_id)
-            .map(|rows| rows.values().skip(offset).take(limit).cloned().collect())
+            .map(|rows| {
+                // Rows are keyed by version and a projected stream's versions run 1..=N without
+                // gaps, so the page starts at version offset + 1: a range seek, not a walk.
+                let from = u64::try_from(offset).unwrap_or(u64::MAX).saturating_add(1);
+                rows.range(from..).map(|(_, row)| row).take(limit).cloned().collect()
+            })
             .unwrap_or_default())
     }
 }
