@@ -23,16 +23,8 @@ pub mod memory;
 pub mod postgres;
 pub mod saga;
 
-/// The store behind the ports (`STORE_KIND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// In memory.
-    Memory,
-    /// PostgreSQL at `DATABASE_URL`.
-    Postgres,
-    /// DynamoDB at the SDK's endpoint (`AWS_ENDPOINT_URL` for a local server).
-    Dynamodb,
-}
+/// The store behind the ports (`STORE_KIND`): the same choice the Lambda functions make.
+pub use corebank_wiring::StoreKind;
 
 /// How appended events reach the projector (`PIPELINE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +33,6 @@ pub enum PipelineKind {
     Embedded,
     /// Through Kafka at `KAFKA_BOOTSTRAP`.
     Kafka,
-}
-
-impl std::str::FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "memory" => Ok(Self::Memory),
-            "postgres" => Ok(Self::Postgres),
-            "dynamodb" => Ok(Self::Dynamodb),
-            other => Err(format!("unknown store kind {other:?} (memory, postgres or dynamodb)")),
-        }
-    }
 }
 
 impl std::str::FromStr for PipelineKind {
