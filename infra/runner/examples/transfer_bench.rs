@@ -22,6 +22,8 @@
 //! - then, with `BENCH_FIRE=1`, an open burst: every client posts without waiting for completion, and
 //!   the figure is transfers completed per second until the last one is done.
 //!
+//! `BENCH_WARMUP_SECONDS` (0) runs the closed loop that long before counting.
+//!
 //! At the end it checks the books: every transfer done, and the sum of all balances unchanged.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -208,8 +210,11 @@ async fn main() {
     println!("opened {accounts} accounts in {:.1} s", opened.elapsed().as_secs_f64());
 
     // Closed loop: each client waits for its transfer to complete.
+    // Transfers posted during the warm-up run but are not counted (a read side still working off the
+    // account openings would otherwise make the first transfers look slow).
+    let warmup = Duration::from_secs(env_u64("BENCH_WARMUP_SECONDS", 0));
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
+    let counted_from = Instant::now() + warmup;
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
@@ -219,15 +224,18 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let begun = Instant::now();
                 let (id, post) = post_transfer(&http, &base, accounts, &mut rng).await;
-                posts.push(post);
-                if wait_done(&http, &base, &id, poll).await == "FAILED" {
-                    failed += 1;
+                let status = wait_done(&http, &base, &id, poll).await;
+                if begun >= counted_from {
+                    posts.push(post);
+                    failed += u64::from(status == "FAILED");
+                    done.push(begun.elapsed());
                 }
-                done.push(begun.elapsed());
             }
             (done, posts, failed)
         });
     }
+    tokio::time::sleep(warmup).await;
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut done, mut posts, mut failed) = (Vec::new(), Vec::new(), 0);
