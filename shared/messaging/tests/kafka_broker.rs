@@ -2,7 +2,7 @@
 //! `infra/scripts/with-services.sh` starts and names in `KAFKA_BOOTSTRAP`.
 //!
 //! Run: `SERVICES=kafka infra/scripts/with-services.sh cargo test -p corebank-messaging`.
-//! Without `KAFKA_BOOTSTRAP` these tests fail; they never skip. Each test uses its own topics and
+//! Without `KAFKA_BOOTSTRAP` these tests fail; nothing is left out. Each test uses its own topics and
 //! consumer group, so they run in parallel against one broker.
 
 #![cfg(test)]
