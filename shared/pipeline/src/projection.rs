@@ -75,11 +75,12 @@ pub async fn handle_kafka_event(
     Ok(applied)
 }
 
-async fn apply_partition(
+/// One partition's records in offset order, each beside its decoded envelope (or why it would not
+/// decode). Shared by every Kafka batch handler of this crate.
+pub(crate) fn decode_partition<'a>(
     key: &str,
-    records: &[KafkaRecord],
-    projector: &Projector,
-) -> Result<usize, ProjectionBatchError> {
+    records: &'a [KafkaRecord],
+) -> Vec<(&'a KafkaRecord, Result<corebank_domain::EventEnvelope, CodecError>)> {
     // The codec decodes a partition in offset order (a stable sort); sorting the records the same way
     // pairs each decoded envelope with the record it came from.
     let mut single = KafkaEvent::default();
@@ -87,8 +88,16 @@ async fn apply_partition(
     let decoded = envelopes_from_kafka_event(&single);
     let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
     ordered.sort_by_key(|record| record.offset);
+    ordered.into_iter().zip(decoded).collect()
+}
+
+async fn apply_partition(
+    key: &str,
+    records: &[KafkaRecord],
+    projector: &Projector,
+) -> Result<usize, ProjectionBatchError> {
     let mut applied = 0;
-    for (record, envelope) in ordered.into_iter().zip(decoded) {
+    for (record, envelope) in decode_partition(key, records) {
         let topic = || record.topic.clone().unwrap_or_else(|| key.to_owned());
         let envelope = envelope.map_err(|source| ProjectionBatchError::Decode {
             topic: topic(),

@@ -15,7 +15,7 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use corebank_app::AppError;
 use corebank_app::saga::{SagaOutcome, TransferSaga};
 use corebank_domain::EventEnvelope;
-use corebank_messaging::{CodecError, envelopes_from_kafka_event};
+use corebank_messaging::CodecError;
 use futures_util::future::join_all;
 
 /// Why a batch was not fully handled; the batch must be delivered again.
@@ -74,15 +74,8 @@ async fn run_partition(
     records: &[KafkaRecord],
     saga: &TransferSaga,
 ) -> Result<usize, SagaBatchError> {
-    // The codec decodes a partition in offset order (a stable sort); sorting the records the same way
-    // pairs each decoded envelope with the record it came from.
-    let mut single = KafkaEvent::default();
-    single.records.insert(key.to_owned(), records.to_vec());
-    let decoded = envelopes_from_kafka_event(&single);
-    let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
-    ordered.sort_by_key(|record| record.offset);
     let mut streams: BTreeMap<String, Vec<(&KafkaRecord, EventEnvelope)>> = BTreeMap::new();
-    for (record, envelope) in ordered.into_iter().zip(decoded) {
+    for (record, envelope) in crate::projection::decode_partition(key, records) {
         let envelope = envelope.map_err(|source| SagaBatchError::Decode {
             topic: topic_of(record, key),
             partition: record.partition,
