@@ -151,6 +151,9 @@ pub(crate) struct AuditOutcome {
     /// From the end of the load until the read that found the last balance equal to its expectation
     /// completed: an upper bound, with the resolution of one polling round.
     pub(crate) convergence_ms: Option<u64>,
+    /// From the end of the load until the server's `GET /health` first reported a pipeline lag of 0
+    /// (polled every 5 ms); `None` when the server reports no pipeline or never reached 0.
+    pub(crate) server_caught_up_ms: Option<u64>,
     /// Rounds of balance reads (each reads every account not yet matching).
     pub(crate) balance_rounds: u32,
     /// Accounts whose very first read already matched.
@@ -185,6 +188,37 @@ async fn pause(deadline: Instant) {
     tokio::time::sleep(POLL_INTERVAL.min(left)).await;
 }
 
+/// How often the server's health is polled for its pipeline lag.
+const HEALTH_POLL: Duration = Duration::from_millis(5);
+
+/// The pipeline lag `GET /health` reports (`checks.pipeline.lag`), if it reports one.
+fn pipeline_lag(body: &[u8]) -> Option<u64> {
+    let health: serde_json::Value = serde_json::from_slice(body).ok()?;
+    health.get("checks")?.get("pipeline")?.get("lag")?.as_u64()
+}
+
+/// Polls `GET /health` until the server says its read side has applied every event, and returns how long
+/// after the load's end that was. A server without a pipeline check (or an unreadable health) gives `None`
+/// at once: the balance reads below are the audit's evidence either way.
+async fn server_caught_up(ctx: &Ctx, deadline: Instant, load_end: Instant) -> Option<Duration> {
+    let uri: http::Uri = format!("{}/health", ctx.base).parse().ok()?;
+    loop {
+        let reply = ctx.http.get(uri.clone(), BodyMode::Always).await;
+        ctx.audit_requests.fetch_add(1, Ordering::Relaxed);
+        match reply.status() {
+            Some(200 | 503) => {}
+            _ => return None,
+        }
+        if pipeline_lag(reply.body())? == 0 {
+            return Some(load_end.elapsed());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
 /// Runs the audit; `load_end` is when the last worker finished.
 pub(crate) async fn run(ctx: &Arc<Ctx>, config: &Config, load_end: Instant) -> Result<AuditOutcome, Error> {
     let started = Instant::now();
@@ -192,6 +226,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, config: &Config, load_end: Instant) -> R
     let concurrency = config.workers.max(config.seed_concurrency);
     let requests_before = ctx.audit_requests.load(Ordering::Relaxed);
 
+    let server_caught_up = server_caught_up(ctx, deadline, load_end).await;
     let pending_writes = settle_pending(ctx, concurrency, deadline).await?;
     let transfers = settle_transfers(ctx, concurrency, deadline, load_end).await?;
 
@@ -294,6 +329,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, config: &Config, load_end: Instant) -> R
         transfers,
         converged,
         convergence_ms: convergence.map(millis),
+        server_caught_up_ms: server_caught_up.map(millis),
         balance_rounds: rounds,
         first_read_matched,
         mismatches: open.len(),
@@ -582,6 +618,15 @@ async fn check_histories(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pipeline_lag_reads_the_health_check() {
+        let body =
+            br#"{"status":"ok","checks":{"eventStore":{"status":"ok"},"pipeline":{"status":"ok","lag":7}}}"#;
+        assert_eq!(super::pipeline_lag(body), Some(7));
+        assert_eq!(super::pipeline_lag(br#"{"status":"ok","checks":{}}"#), None);
+        assert_eq!(super::pipeline_lag(b"not json"), None);
+    }
+
     use super::*;
 
     fn ok(body: &'static str) -> Reply {

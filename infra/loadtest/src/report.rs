@@ -535,6 +535,9 @@ impl fmt::Display for Report {
                 }
             )?,
         }
+        if let Some(ms) = a.server_caught_up_ms {
+            writeln!(f, "  read side       the server reported pipeline lag 0 at {ms} ms after the load's end")?;
+        }
         for m in &a.mismatch_sample {
             writeln!(
                 f,
@@ -637,6 +640,7 @@ mod tests {
             transfers: crate::audit::TransferAudit::default(),
             converged: true,
             convergence_ms: Some(12),
+            server_caught_up_ms: Some(3),
             balance_rounds: 1,
             first_read_matched: 3,
             mismatches: 0,
@@ -694,6 +698,8 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["verdict"]["pass"], true);
         assert_eq!(json["audit"]["convergenceMs"], 12);
+        assert!(text.contains("pipeline lag 0 at 3 ms after the load's end"), "{text}");
+        assert_eq!(json["audit"]["serverCaughtUpMs"], 3);
         assert_eq!(json["scenarioSeed"], 42);
 
         let failing = full_report(clean_audit(), stats());

@@ -1,9 +1,13 @@
 //! In-memory adapters: the embedded default and the reference behaviour for the contract suite.
 //!
 //! Each adapter keeps its data behind one lock, so an append and its guards are atomic exactly as a
-//! database transaction would make them. Nothing survives the process.
+//! database transaction would make them. Maps that grow with the traffic are [`ShardedMap`]s (or
+//! B-trees), so no single growth step holds the lock for long. Nothing survives the process.
+
+mod sharded;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -11,6 +15,7 @@ use corebank_domain::EventEnvelope;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use self::sharded::ShardedMap;
 use crate::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, EventFeed, EventStore, IdempotencyClaim,
     IdempotencyCompletion, IdempotencyKey, IdempotencyRecord, IdempotencyState, IdempotencyStore,
@@ -41,10 +46,11 @@ pub fn stores() -> (Stores, Arc<MemoryEventStore>) {
 
 #[derive(Default)]
 struct EventsInner {
-    streams: HashMap<String, Vec<Arc<EventEnvelope>>>,
+    /// Ordered, so listing a prefix is a range walk.
+    streams: BTreeMap<String, Vec<Arc<EventEnvelope>>>,
     log: Vec<Arc<EventEnvelope>>,
-    idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
-    transactions: HashMap<String, TransactionRecord>,
+    idempotency: ShardedMap<IdempotencyKey, IdempotencyRecord>,
+    transactions: ShardedMap<String, TransactionRecord>,
 }
 
 /// Event streams, idempotency records and transaction records under one lock, plus a global log.
@@ -135,13 +141,18 @@ impl EventStore for MemoryEventStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let inner = lock(&self.inner);
-        let mut ids: Vec<&String> = inner
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        Ok(inner
             .streams
-            .keys()
-            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-            .collect();
-        ids.sort_unstable();
-        Ok(ids.into_iter().take(limit).cloned().collect())
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(id, _)| id)
+            .take_while(|id| id.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn transaction(&self, transaction_id: &str) -> Result<Option<TransactionRecord>, StoreError> {
@@ -258,9 +269,9 @@ impl SnapshotStore for MemorySnapshotStore {
 
 #[derive(Debug, Default)]
 struct ReadInner {
-    checkpoints: HashMap<String, u64>,
-    summaries: HashMap<String, AccountSummary>,
-    statements: HashMap<String, BTreeMap<u64, StatementEntry>>,
+    checkpoints: ShardedMap<String, u64>,
+    summaries: ShardedMap<String, AccountSummary>,
+    statements: ShardedMap<String, BTreeMap<u64, StatementEntry>>,
 }
 
 /// Read tables in maps, under one lock so a change and its checkpoint move together.
@@ -334,7 +345,7 @@ impl ReadModelStore for MemoryReadModelStore {
 /// Transfer status rows in a map, each carrying its own checkpoint (`version`).
 #[derive(Debug, Default)]
 pub struct MemoryTransferStatusStore {
-    inner: Mutex<HashMap<String, TransferStatus>>,
+    inner: Mutex<ShardedMap<String, TransferStatus>>,
 }
 
 #[async_trait]
