@@ -83,6 +83,8 @@ pub const KEYED_CONCURRENCY_MAX: usize = 64;
 struct Lane {
     name: &'static str,
     handler: Arc<dyn EventHandler>,
+    /// Hand different streams' events over concurrently even when the handler names no order key.
+    by_stream: bool,
     position: watch::Sender<u64>,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -93,7 +95,13 @@ fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
 
 impl Lane {
     fn new(name: &'static str, handler: Arc<dyn EventHandler>) -> Self {
-        Self { name, handler, position: watch::Sender::new(0), last_error: Arc::new(Mutex::new(None)) }
+        Self {
+            name,
+            handler,
+            by_stream: false,
+            position: watch::Sender::new(0),
+            last_error: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn set_error(&self, error: Option<String>) {
@@ -176,6 +184,20 @@ impl EmbeddedPipeline {
         })
     }
 
+    /// As [`Self::with_saga`], but the projector takes different streams' events concurrently (each
+    /// stream's in order), at most [`KEYED_CONCURRENCY_MAX`] streams at once. Worth it over a remote
+    /// read store, where one event at a time caps the lane at one round trip per event; the projector
+    /// keeps one checkpoint per stream, so streams need no order between them.
+    pub fn with_saga_concurrent_projection(
+        feed: Arc<dyn EventFeed>,
+        projector: Arc<Projector>,
+        saga: Arc<TransferSaga>,
+    ) -> Arc<Self> {
+        let mut projection = Lane::new("projection", projector);
+        projection.by_stream = true;
+        Arc::new(Self { feed, projection, saga: Some(Lane::new("saga", saga)) })
+    }
+
     /// The last position projected.
     pub fn projected(&self) -> u64 {
         *self.projection.position.borrow()
@@ -230,7 +252,8 @@ impl EmbeddedPipeline {
                 }
                 continue;
             };
-            let keyed = batch.first().is_some_and(|(_, e)| lane.handler.order_key(e).is_some());
+            let keyed =
+                lane.by_stream || batch.first().is_some_and(|(_, e)| lane.handler.order_key(e).is_some());
             let outcome = if keyed {
                 Self::deliver_keyed(lane, &batch, &stopped).await
             } else {

@@ -21,7 +21,7 @@ use corebank_messaging::{
 };
 use corebank_pipeline::relay::{Relay, RelayConfig};
 use corebank_store::EventFeed;
-use corebank_store::postgres::PgOutbox;
+use corebank_store::postgres::{PgOutbox, PgReadModelStore};
 use corebank_wiring::postgres::{PgSettings, PgWiring};
 use tokio::sync::watch;
 
@@ -99,10 +99,14 @@ pub async fn start_embedded(
     wait_for_projection: bool,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, RunnerError> {
-    let pg = connect(settings).await?;
+    let mut pg = connect(settings).await?;
+    // The embedded pipeline replays the feed from the start on every start, so a projection write lost
+    // in a server crash is written again: it need not wait for its WAL flush (see `with_async_commit`).
+    pg.stores.read_model = Arc::new(PgReadModelStore::new(pg.pool.clone()).with_async_commit(true));
     let app = App::new(config, pg.stores.stores(), corebank_api::renderer(), Arc::new(SystemClock));
     let feed: Arc<dyn EventFeed> = pg.stores.events.clone();
-    let pipeline = EmbeddedPipeline::with_saga(feed, app.projector.clone(), app.saga.clone());
+    let pipeline =
+        EmbeddedPipeline::with_saga_concurrent_projection(feed, app.projector.clone(), app.saga.clone());
     let mut deps = Deps::new(app);
     deps.pipeline = Some(pipeline.clone());
     if wait_for_projection {

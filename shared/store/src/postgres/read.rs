@@ -129,12 +129,26 @@ impl SnapshotStore for PgSnapshotStore {
 #[derive(Debug, Clone)]
 pub struct PgReadModelStore {
     pool: Pool,
+    async_commit: bool,
 }
 
 impl PgReadModelStore {
-    /// A read-model store over `pool`.
+    /// A read-model store over `pool`; every write waits for its WAL flush.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, async_commit: false }
+    }
+
+    /// Lets [`ReadModelStore::apply`] commit without waiting for the WAL flush
+    /// (`synchronous_commit = off` for that transaction). The write is visible to every session as soon
+    /// as the commit returns; a server crash can lose the last fraction of a second of applies, each
+    /// together with its checkpoint, so the read tables stay consistent but behind. Only for a consumer
+    /// that replays the events after a restart, such as the embedded pipeline, which starts from the
+    /// beginning of the feed and lets the checkpoints skip what is already applied. A consumer that
+    /// records its own position elsewhere (a Kafka group offset) must keep the default.
+    #[must_use]
+    pub fn with_async_commit(mut self, on: bool) -> Self {
+        self.async_commit = on;
+        self
     }
 }
 
@@ -356,6 +370,12 @@ impl ReadModelStore for PgReadModelStore {
     async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        if self.async_commit
+            && let Err(e) = tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await
+        {
+            abandon(tx).await;
+            return Err(db_error(&e));
+        }
         match apply_in(&tx, &change).await {
             Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
             Err(e) => {
