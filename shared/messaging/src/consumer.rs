@@ -40,6 +40,9 @@ pub const EVENT_SOURCE_MSK: &str = "aws:kafka";
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a consumer error, so a broker outage does not become a busy loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// librdkafka's `max.poll.interval.ms`, set explicitly: a member that does not come back for records
+/// within it (its handler still busy with the last batch) leaves the group and loses its partitions.
+const MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
 /// What one [`KafkaBatchConsumer`] reads and how it batches.
 #[derive(Debug, Clone)]
@@ -304,11 +307,12 @@ impl KafkaBatchConsumer {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", kafka.heartbeat_interval_ms().to_string())
+            .set("max.poll.interval.ms", MAX_POLL_INTERVAL_MS.to_string())
             // The batch window is ours (`max_wait_ms`); a long broker-side fetch wait would only add
             // lag on a quiet topic (librdkafka's default is 500 ms).
             .set("fetch.wait.max.ms", "10");
         let consumer: StreamConsumer<KafkaContext> = client
-            .create_with_context(KafkaContext::for_config(kafka)?)
+            .create_with_context(KafkaContext::for_config(kafka)?.for_group(&config.group_id))
             .map_err(|source| KafkaSetupError::Create { role: "consumer", source })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
@@ -331,19 +335,33 @@ impl KafkaBatchConsumer {
         S: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
+        tracing::info!(
+            group_id = %self.config.group_id,
+            topics = ?self.config.topics,
+            "batch consumer started; partitions come with the group's first rebalance"
+        );
         let mut failures: u32 = 0;
         loop {
             let batch = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                batch = self.next_batch() => batch?,
+                batch = self.next_batch() => match batch {
+                    Ok(batch) => batch,
+                    Err(err) => {
+                        tracing::error!(group_id = %self.config.group_id, error = %err, "batch consumer stopped");
+                        return Err(err);
+                    }
+                },
             };
             let event = kafka_event_from_records(
                 &batch,
                 self.config.event_source_arn.as_deref(),
                 Some(&self.bootstrap_servers),
             );
-            match handler(event).await {
+            let started = Instant::now();
+            let outcome = handler(event).await;
+            self.warn_if_slow(&batch, started.elapsed());
+            match outcome {
                 Ok(()) => {
                     failures = 0;
                     self.commit(&batch).await;
@@ -359,7 +377,10 @@ impl KafkaBatchConsumer {
                         error = %err,
                         "batch handler failed; the batch will be redelivered"
                     );
-                    self.rewind(&batch).await?;
+                    if let Err(err) = self.rewind(&batch).await {
+                        tracing::error!(group_id = %self.config.group_id, error = %err, "batch consumer stopped");
+                        return Err(err);
+                    }
                     tokio::select! {
                         biased;
                         () = &mut shutdown => return Ok(()),
@@ -367,6 +388,20 @@ impl KafkaBatchConsumer {
                     }
                 }
             }
+        }
+    }
+
+    /// A batch that took more than half of `max.poll.interval.ms` to handle came close to costing this
+    /// member its partitions (librdkafka leaves the group when the next poll comes later than that).
+    fn warn_if_slow(&self, batch: &[ConsumedRecord], took: Duration) {
+        if took >= Duration::from_millis(MAX_POLL_INTERVAL_MS / 2) {
+            tracing::warn!(
+                group_id = %self.config.group_id,
+                records = batch.len(),
+                took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                max_poll_interval_ms = MAX_POLL_INTERVAL_MS,
+                "a batch handler ran for more than half of max.poll.interval.ms"
+            );
         }
     }
 
@@ -416,11 +451,22 @@ impl KafkaBatchConsumer {
             }
         }
         let consumer = Arc::clone(&self.consumer);
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let committed = consumer.commit(&offsets, CommitMode::Sync);
+            (committed, offsets)
+        })
+        .await;
         match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(group_id = %self.config.group_id, error = %err, "offset commit failed");
+            Ok((Ok(()), _)) => {}
+            Ok((Err(err), offsets)) => {
+                // Typically a rebalance took a partition while the batch was in hand: its next owner
+                // starts from the last commit and gets the batch's records again (as duplicates).
+                tracing::warn!(
+                    group_id = %self.config.group_id,
+                    offsets = %crate::context::describe_partitions(&offsets),
+                    error = %err,
+                    "offset commit failed; a later commit covers these records, or the partition's next owner reads them again"
+                );
             }
             Err(join) => {
                 tracing::warn!(group_id = %self.config.group_id, error = %join, "offset commit task failed");

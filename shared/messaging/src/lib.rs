@@ -29,6 +29,15 @@
 //! | batching window | 20 ms | [`ConsumerConfig::max_wait_ms`] |
 //! | pause between retries of a failed batch | 100 ms doubling to 10 s, jittered | [`ConsumerConfig::retry_backoff`] |
 //!
+//! # What the consumer logs
+//! Every consumer-group rebalance is logged at info level with the group and the partitions (target
+//! `corebank_messaging::context`): `partitions assigned`, and `partitions revoked` with `lost=true` when
+//! the group moved on without this member (a missed session timeout). librdkafka's own log lines go to
+//! target `librdkafka`, client errors are warnings, a failed offset commit is a warning naming the
+//! offsets, a batch handler that runs for more than half of `max.poll.interval.ms` (300 s) is a warning,
+//! and a consumer that stops for good logs an error. To watch rebalances in the runner:
+//! `RUST_LOG=warn,corebank_messaging=info`.
+//!
 //! # TLS and MSK
 //! [`KafkaSecurity::Ssl`], [`KafkaSecurity::SaslScram`] and [`KafkaSecurity::MskIam`] need librdkafka
 //! built with OpenSSL: this crate's `tls` feature (rdkafka's `ssl-vendored`, OpenSSL compiled from

@@ -298,3 +298,107 @@ async fn a_failed_batch_is_redelivered_and_its_offsets_are_committed_only_after_
         "the second member was given events the first had committed"
     );
 }
+
+/// Every event seen by one member of a group, in the order that member handled them.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(char, Uuid)>>>;
+
+/// A handler for member `member` that records what it handles and takes `pause` per batch.
+fn recording(
+    member: char,
+    seen: &Seen,
+    pause: Duration,
+) -> impl Fn(KafkaEvent) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + use<> {
+    let seen = seen.clone();
+    move |event: KafkaEvent| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            let ids = envelopes_of(&event).into_iter().map(|e| (member, e.event_id));
+            seen.lock().expect("no panic while holding the lock").extend(ids);
+            Ok(())
+        })
+    }
+}
+
+/// Waits (bounded by [`DELIVERY_GUARD`]) until `ready` holds for what the members have seen.
+async fn wait_for(seen: &Seen, what: &str, ready: impl Fn(&[(char, Uuid)]) -> bool) {
+    let waited = tokio::time::timeout(DELIVERY_GUARD, async {
+        while !ready(&seen.lock().expect("no panic while holding the lock")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let count = seen.lock().expect("no panic while holding the lock").len();
+    assert!(waited.is_ok(), "{what}: not within {DELIVERY_GUARD:?} ({count} records handled so far)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_and_another_leaving_mid_stream_leave_no_partition_behind() {
+    let config = kafka_config();
+    let topics = fresh_topics(&config).await;
+    let publisher = KafkaPublisher::new(&config, topics.clone()).unwrap();
+    let names = streams("account", 12);
+    let first_wave = interleaved(&names, 10);
+    publish_all_ok(&publisher, &first_wave).await;
+    let group_id = format!("test-group-{}", Uuid::new_v4());
+    let mut member_config = consumer_config(&topics, &group_id);
+    member_config.max_batch = 10;
+    let seen: Seen = Seen::default();
+
+    // Member `a` works through the first wave slowly, so `b` joins while it is still busy.
+    let a = KafkaBatchConsumer::new(&config, member_config.clone()).unwrap();
+    let (stop_a, a_stopped) = oneshot::channel::<()>();
+    let handler_a = recording('a', &seen, Duration::from_millis(100));
+    let run_a = async move {
+        let ran = a
+            .run(handler_a, async {
+                let _ = a_stopped.await;
+            })
+            .await;
+        // Dropping the consumer closes it: it leaves the group and its partitions go to `b`.
+        drop(a);
+        ran
+    };
+    let steer = async {
+        wait_for(&seen, "member a handles some of the first wave", |s| s.len() >= 20).await;
+        let b = KafkaBatchConsumer::new(&config, member_config.clone()).unwrap();
+        let (stop_b, b_stopped) = oneshot::channel::<()>();
+        let run_b = b.run(recording('b', &seen, Duration::from_millis(10)), async {
+            let _ = b_stopped.await;
+        });
+        let script = async {
+            // `b` takes its share of the first wave (or the wave ends first); then `a` leaves.
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while !seen.lock().expect("no panic while holding the lock").iter().any(|(m, _)| *m == 'b') {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            let _ = stop_a.send(());
+            let second_wave: Vec<EventEnvelope> =
+                (11..=15).flat_map(|v| names.iter().map(move |s| envelope(s, v))).collect();
+            publish_all_ok(&publisher, &second_wave).await;
+            let wanted: HashSet<Uuid> = second_wave.iter().map(|e| e.event_id).collect();
+            wait_for(&seen, "member b, alone in the group, handles the whole second wave", |s| {
+                let by_b: HashSet<Uuid> = s.iter().filter(|(m, _)| *m == 'b').map(|(_, id)| *id).collect();
+                wanted.is_subset(&by_b)
+            })
+            .await;
+            let _ = stop_b.send(());
+            second_wave
+        };
+        let (ran_b, second_wave) = tokio::join!(run_b, script);
+        ran_b.expect("member b runs without a fatal error");
+        second_wave
+    };
+    let (ran_a, second_wave) = tokio::join!(run_a, steer);
+    ran_a.expect("member a runs without a fatal error");
+
+    let seen = seen.lock().unwrap();
+    let by = |member: char| seen.iter().filter(|(m, _)| *m == member).count();
+    eprintln!("records handled: a {}, b {} (duplicates included)", by('a'), by('b'));
+    let handled: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    for event in first_wave.iter().chain(&second_wave) {
+        assert!(handled.contains(&event.event_id), "{}@{} was never handled", event.stream_id, event.version);
+    }
+}

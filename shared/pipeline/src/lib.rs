@@ -7,6 +7,7 @@
 #[cfg(feature = "postgres")]
 pub mod relay;
 
+pub mod fanout;
 #[cfg(feature = "dynamodb")]
 pub mod outbox;
 pub mod projection;

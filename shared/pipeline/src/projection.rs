@@ -1,21 +1,25 @@
-//! The `projector-accounts` handler: MSK batches of account events into the read tables.
+//! The `projector-accounts` handler: MSK batches of account and transfer events into the read tables.
 //!
 //! The MSK event source mapping commits a batch's offsets only when the function succeeds and
 //! otherwise delivers the whole batch again. [`handle_kafka_event`] fits that contract: it applies each
-//! partition's records in offset order through [`Projector::handle`], stops a partition at its first
-//! failure, and returns an error so the batch comes back. Redelivery is harmless because the projector
-//! skips every event at or below its checkpoint (so a batch applied halfway, or twice, ends in the same
-//! state as one applied once) and repairs a gap from the event store when an event arrives before the
-//! ones it follows.
+//! stream's records in offset order through [`Projector::handle`], stops a stream at its first failure,
+//! and returns an error so the batch comes back. Redelivery is harmless because the projector skips
+//! every event at or below its stream's checkpoint (so a batch applied halfway, or twice, ends in the
+//! same state as one applied once) and repairs a gap from the event store when an event arrives before
+//! the ones it follows.
 //!
-//! Partitions are independent (one stream lives on one partition), so they are applied concurrently;
-//! within a partition, strictly in order.
+//! The projector keeps one checkpoint per stream, so streams need no order between them: different
+//! streams, of one partition or of several, are applied concurrently (at most
+//! [`STREAMS_IN_FLIGHT_MAX`](crate::fanout::STREAMS_IN_FLIGHT_MAX) at once), each stream's records in
+//! offset order (see [`crate::fanout`]). A partition applied one record at a time would cap the read
+//! side at one store round trip per event.
 
-use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_app::AppError;
 use corebank_app::projector::{Applied, Projector};
-use corebank_messaging::{CodecError, envelopes_from_kafka_event};
-use futures_util::future::join_all;
+use corebank_messaging::CodecError;
+
+use crate::fanout::{RecordFailure, STREAMS_IN_FLIGHT_MAX, for_each_stream};
 
 /// Why a batch was not fully applied. The batch must be delivered again (all of it); what was applied
 /// before the failure is skipped then.
@@ -55,8 +59,9 @@ pub enum ProjectionBatchError {
     },
 }
 
-/// Applies one MSK batch to the account read tables and returns how many events were applied
-/// (including events repaired from the event store, excluding duplicates and non-account events).
+/// Applies one MSK batch to the account read tables (and `transfer_status`, when the projector keeps
+/// it) and returns how many events were applied (including events repaired from the event store,
+/// excluding duplicates and events of streams it keeps no table for).
 ///
 /// On `Err`, the caller must fail the invocation so that the whole batch is delivered again.
 #[tracing::instrument(name = "project_batch", skip_all, fields(partitions = event.records.len()))]
@@ -64,61 +69,240 @@ pub async fn handle_kafka_event(
     event: &KafkaEvent,
     projector: &Projector,
 ) -> Result<usize, ProjectionBatchError> {
-    let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
-    partitions.sort_by(|a, b| a.0.cmp(b.0));
-    let results =
-        join_all(partitions.into_iter().map(|(key, records)| apply_partition(key, records, projector))).await;
-    let mut applied = 0;
-    for result in results {
-        applied += result?;
-    }
-    Ok(applied)
+    for_each_stream(event, STREAMS_IN_FLIGHT_MAX, |envelope| async move {
+        match projector.handle(&envelope).await? {
+            Applied::Applied { events } => Ok(events),
+            Applied::Duplicate | Applied::Ignored => Ok(0),
+        }
+    })
+    .await
+    .map_err(ProjectionBatchError::from_failure)
 }
 
-/// One partition's records in offset order, each beside its decoded envelope (or why it would not
-/// decode). Shared by every Kafka batch handler of this crate.
-pub(crate) fn decode_partition<'a>(
-    key: &str,
-    records: &'a [KafkaRecord],
-) -> Vec<(&'a KafkaRecord, Result<corebank_domain::EventEnvelope, CodecError>)> {
-    // The codec decodes a partition in offset order (a stable sort); sorting the records the same way
-    // pairs each decoded envelope with the record it came from.
-    let mut single = KafkaEvent::default();
-    single.records.insert(key.to_owned(), records.to_vec());
-    let decoded = envelopes_from_kafka_event(&single);
-    let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
-    ordered.sort_by_key(|record| record.offset);
-    ordered.into_iter().zip(decoded).collect()
-}
-
-async fn apply_partition(
-    key: &str,
-    records: &[KafkaRecord],
-    projector: &Projector,
-) -> Result<usize, ProjectionBatchError> {
-    let mut applied = 0;
-    for (record, envelope) in decode_partition(key, records) {
-        let topic = || record.topic.clone().unwrap_or_else(|| key.to_owned());
-        let envelope = envelope.map_err(|source| ProjectionBatchError::Decode {
-            topic: topic(),
-            partition: record.partition,
-            offset: record.offset,
-            source,
-        })?;
-        match projector.handle(&envelope).await {
-            Ok(Applied::Applied { events }) => applied += events,
-            Ok(Applied::Duplicate | Applied::Ignored) => {}
-            Err(source) => {
-                return Err(ProjectionBatchError::Apply {
-                    topic: topic(),
-                    partition: record.partition,
-                    offset: record.offset,
-                    stream_id: envelope.stream_id,
-                    version: envelope.version,
-                    source,
-                });
+impl ProjectionBatchError {
+    fn from_failure(failure: RecordFailure<AppError>) -> Self {
+        match failure {
+            RecordFailure::Decode { topic, partition, offset, source } => {
+                Self::Decode { topic, partition, offset, source }
+            }
+            RecordFailure::Handle { topic, partition, offset, stream_id, version, source } => {
+                Self::Apply { topic, partition, offset, stream_id, version, source }
             }
         }
     }
-    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use corebank_domain::account::{AccountCreated, AccountEvent, MoneyMoved};
+    use corebank_domain::{
+        AccountId, Amount, Currency, EventEnvelope, EventMetadata, OwnerId, TransactionId,
+    };
+    use corebank_messaging::{ConsumedRecord, Topics, encode, kafka_event_from_records};
+    use corebank_store::{
+        AccountSummary, AppendRequest, ProjectionChange, ProjectionReplacement, ReadModelStore,
+        StatementEntry, StoreError, Stores,
+    };
+    use rdkafka::message::Timestamp;
+
+    use super::*;
+
+    fn envelope(stream_id: &str, version: u64, event: &AccountEvent) -> EventEnvelope {
+        EventEnvelope {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: stream_id.to_owned(),
+            version,
+            event_type: event.event_type().to_owned(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            payload: event.payload(),
+            metadata: EventMetadata {
+                transaction_id: event.transaction_id().map(|t| t.as_str().to_owned()),
+                ..EventMetadata::default()
+            },
+        }
+    }
+
+    /// The account's opening, then a deposit of each of `deposits` (minor units).
+    fn history(id: &str, deposits: &[i64]) -> Vec<EventEnvelope> {
+        let account = AccountId::parse(id).unwrap();
+        let currency = Currency::parse("USD").unwrap();
+        let stream = format!("account-{id}");
+        let opened = AccountEvent::Created(AccountCreated {
+            account_id: account.clone(),
+            owner_id: OwnerId::parse("owner-1").unwrap(),
+            currency,
+        });
+        let mut events = vec![envelope(&stream, 1, &opened)];
+        let mut balance = 0;
+        for (version, amount) in (2..).zip(deposits) {
+            balance += amount;
+            let deposited = AccountEvent::Deposited(MoneyMoved {
+                account_id: account.clone(),
+                amount: Amount::from_minor(*amount).unwrap(),
+                currency,
+                transaction_id: TransactionId::parse(&format!("tx-{id}-{version}")).unwrap(),
+                balance_after: balance,
+            });
+            events.push(envelope(&stream, version, &deposited));
+        }
+        events
+    }
+
+    /// Every event of `histories` interleaved (each stream's first, then each stream's second, ...) on
+    /// one partition, as the outbox relay would publish concurrent accounts of one partition.
+    fn one_partition(histories: &[Vec<EventEnvelope>]) -> KafkaEvent {
+        let topics = Topics::single("test.account-events");
+        let longest = histories.iter().map(Vec::len).max().unwrap_or(0);
+        let interleaved = (0..longest).flat_map(|i| histories.iter().filter_map(move |h| h.get(i)));
+        let records: Vec<ConsumedRecord> = (0..)
+            .zip(interleaved)
+            .map(|(offset, e)| {
+                ConsumedRecord::from_outgoing(
+                    &encode(&topics, e).unwrap(),
+                    0,
+                    offset,
+                    Timestamp::CreateTime(0),
+                )
+            })
+            .collect();
+        kafka_event_from_records(&records, None, None)
+    }
+
+    async fn append_all(stores: &Stores, histories: &[Vec<EventEnvelope>]) {
+        for event in histories.iter().flatten() {
+            stores
+                .events
+                .append(AppendRequest {
+                    stream_id: event.stream_id.clone(),
+                    expected_version: event.version - 1,
+                    events: vec![event.clone()],
+                    idempotency: None,
+                    transaction: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The read tables of `inner`, each apply taking a little while; counts the applies in flight at
+    /// once and refuses the first apply of each `(stream, checkpoint)` in `refuse`.
+    struct Slow {
+        inner: Arc<dyn ReadModelStore>,
+        running: AtomicUsize,
+        most: AtomicUsize,
+        refuse: Mutex<HashSet<(String, u64)>>,
+    }
+
+    impl Slow {
+        fn new(inner: Arc<dyn ReadModelStore>, refuse: &[(&str, u64)]) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                running: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                refuse: Mutex::new(refuse.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl ReadModelStore for Slow {
+        async fn checkpoint(&self, stream_id: &str) -> Result<u64, StoreError> {
+            self.inner.checkpoint(stream_id).await
+        }
+
+        async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let refused =
+                self.refuse.lock().unwrap().remove(&(change.stream_id.clone(), change.expected_checkpoint));
+            if refused {
+                return Err(StoreError::Unavailable("refused once".to_owned()));
+            }
+            self.inner.apply(change).await
+        }
+
+        async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
+            self.inner.replace(replacement).await
+        }
+
+        async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError> {
+            self.inner.summary(account_id).await
+        }
+
+        async fn statement(
+            &self,
+            account_id: &str,
+            offset: usize,
+            limit: usize,
+        ) -> Result<Vec<StatementEntry>, StoreError> {
+            self.inner.statement(account_id, offset, limit).await
+        }
+    }
+
+    async fn versions_and_balance(stores: &Stores, id: &str) -> (Vec<u64>, i64, u64) {
+        let statement = stores.read_model.statement(id, 0, 100).await.unwrap();
+        let summary = stores.read_model.summary(id).await.unwrap().unwrap();
+        (statement.iter().map(|e| e.stream_version).collect(), summary.balance_minor, summary.version)
+    }
+
+    #[tokio::test]
+    async fn streams_of_one_partition_are_applied_concurrently_each_in_version_order() {
+        let (stores, _) = corebank_store::memory::stores();
+        let histories =
+            vec![history("acc-a", &[1, 2, 3]), history("acc-b", &[10, 20, 30]), history("acc-c", &[5])];
+        append_all(&stores, &histories).await;
+        let slow = Slow::new(stores.read_model.clone(), &[]);
+        let projector = Projector::new(stores.events.clone(), slow.clone());
+
+        let applied = handle_kafka_event(&one_partition(&histories), &projector).await.unwrap();
+
+        assert_eq!(applied, 10);
+        assert_eq!(slow.most.load(Ordering::SeqCst), 3, "the partition's three streams were applied at once");
+        assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3, 4], 6, 4));
+        assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
+        assert_eq!(versions_and_balance(&stores, "acc-c").await, (vec![1, 2], 5, 2));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_mid_batch_holds_back_only_itself_and_the_redelivery_completes_it_once() {
+        let (stores, _) = corebank_store::memory::stores();
+        let histories = vec![history("acc-a", &[1, 2, 3]), history("acc-b", &[10, 20, 30])];
+        append_all(&stores, &histories).await;
+        // `b`'s third event (checkpoint 2) is refused on the first delivery.
+        let slow = Slow::new(stores.read_model.clone(), &[("account-acc-b", 2)]);
+        let projector = Projector::new(stores.events.clone(), slow.clone());
+        let batch = one_partition(&histories);
+
+        let err = handle_kafka_event(&batch, &projector).await.unwrap_err();
+        assert!(
+            matches!(&err, ProjectionBatchError::Apply { stream_id, version: 3, offset: 5, .. } if stream_id == "account-acc-b"),
+            "{err}"
+        );
+        assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3, 4], 6, 4));
+        assert_eq!(
+            versions_and_balance(&stores, "acc-b").await,
+            (vec![1, 2], 10, 2),
+            "nothing of `b` past its failure"
+        );
+
+        // The whole batch comes again: `b` goes on from its checkpoint, everything else is a duplicate.
+        assert_eq!(handle_kafka_event(&batch, &projector).await.unwrap(), 2);
+        assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
+        assert_eq!(
+            handle_kafka_event(&batch, &projector).await.unwrap(),
+            0,
+            "a third delivery applies nothing"
+        );
+        assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3, 4], 6, 4));
+    }
 }
