@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -34,7 +33,7 @@ use corebank_pipeline::topics::topics_from_lookup;
 use corebank_store::dynamodb::{DynamoTables, create_tables};
 use tokio::sync::watch;
 
-use super::{Started, Task, stopped};
+use super::{Started, Task, consume_until_shutdown, stopped};
 use crate::RunnerError;
 
 /// The consumer group of the projection, as the MSK event source mapping of `projector-accounts`.
@@ -42,9 +41,6 @@ pub const DEFAULT_GROUP_ID: &str = "corebank-projector-accounts";
 
 /// Partitions of each event topic when the runner creates it.
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
-
-/// Pause before a consumer that stopped on a fatal error is created again.
-const CONSUMER_RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Everything this mode reads from the environment, typed.
 #[derive(Debug, Clone)]
@@ -197,42 +193,34 @@ pub async fn start_with(
         let projector = app.projector.clone();
         let kafka = settings.kafka.clone();
         Box::pin(async move {
-            let mut consumer = Some(consumer);
-            while !*shutdown.borrow() {
-                let current = match consumer.take() {
-                    Some(current) => current,
-                    None => match KafkaBatchConsumer::new(&kafka, consumer_config.clone()) {
-                        Ok(current) => current,
+            let handler = |event| {
+                let projector = projector.clone();
+                let health = health.clone();
+                async move {
+                    match handle_kafka_event(&event, &projector).await {
+                        Ok(applied) => {
+                            tracing::debug!(applied, "batch projected");
+                            health.projected(&event);
+                            Ok(())
+                        }
                         Err(e) => {
                             health.set_projection_error(Some(e.to_string()));
-                            tokio::time::sleep(CONSUMER_RESTART_PAUSE).await;
-                            continue;
-                        }
-                    },
-                };
-                let handler = |event| {
-                    let projector = projector.clone();
-                    let health = health.clone();
-                    async move {
-                        match handle_kafka_event(&event, &projector).await {
-                            Ok(applied) => {
-                                tracing::debug!(applied, "batch projected");
-                                health.projected(&event);
-                                Ok(())
-                            }
-                            Err(e) => {
-                                health.set_projection_error(Some(e.to_string()));
-                                Err(e)
-                            }
+                            Err(e)
                         }
                     }
-                };
-                if let Err(e) = current.run(handler, stopped(shutdown.clone())).await {
-                    tracing::error!(error = %e, "projection consumer stopped; starting a new one");
-                    health.set_projection_error(Some(e.to_string()));
-                    tokio::time::sleep(CONSUMER_RESTART_PAUSE).await;
                 }
-            }
+            };
+            let on_stop = |e: String| health.set_projection_error(Some(e));
+            consume_until_shutdown(
+                "projection",
+                kafka,
+                consumer_config,
+                Some(consumer),
+                handler,
+                on_stop,
+                shutdown,
+            )
+            .await;
         })
     };
 

@@ -11,9 +11,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
+use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::AppConfig;
+use corebank_messaging::{ConsumerConfig, KafkaBatchConsumer, KafkaConfig};
 use tokio::sync::watch;
 
 use crate::RunnerError;
@@ -95,5 +98,47 @@ pub async fn start(
         (store, pipeline) => Err(RunnerError::Mode(format!(
             "STORE_KIND={store:?} with PIPELINE={pipeline:?} is not available in this runner"
         ))),
+    }
+}
+
+/// Pause before a Kafka consumer that stopped (or could not be created) is created again.
+const CONSUMER_RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs a batch consumer of `config` with `handler` until shutdown, as an MSK event source mapping
+/// keeps polling: when the consumer stops on an error (or cannot be created), `on_stop` hears why and a
+/// new consumer joins the group after a pause, resuming from the group's committed offsets. `first` is
+/// a consumer already created (so that start-up can fail fast on a bad configuration).
+pub(crate) async fn consume_until_shutdown<H, Fut, E>(
+    role: &'static str,
+    kafka: KafkaConfig,
+    config: ConsumerConfig,
+    first: Option<KafkaBatchConsumer>,
+    handler: H,
+    on_stop: impl Fn(String),
+    shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(KafkaEvent) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut first = first;
+    while !*shutdown.borrow() {
+        let consumer = match first.take() {
+            Some(consumer) => consumer,
+            None => match KafkaBatchConsumer::new(&kafka, config.clone()) {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    tracing::error!(error = %e, role, "could not create a consumer; retrying");
+                    on_stop(e.to_string());
+                    tokio::time::sleep(CONSUMER_RESTART_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = consumer.run(&handler, stopped(shutdown.clone())).await {
+            tracing::error!(error = %e, role, "consumer stopped; starting a new one");
+            on_stop(e.to_string());
+            tokio::time::sleep(CONSUMER_RESTART_PAUSE).await;
+        }
     }
 }

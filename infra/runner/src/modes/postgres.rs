@@ -150,15 +150,13 @@ pub async fn start_kafka(
         Relay::new(PgOutbox::new(pg.pool.clone()), Arc::new(publisher), kafka.relay.clone())
             .with_wakeup(pg.stores.events.head()),
     );
-    let consumer = KafkaBatchConsumer::new(
-        &kafka.kafka,
-        // Both topics: the projector also keeps `transfer_status`.
-        ConsumerConfig::new(
-            kafka.group_id.clone(),
-            kafka.topics.all().into_iter().map(str::to_owned).collect(),
-        ),
-    )
-    .map_err(|e| mode_error("kafka consumer")(e.to_string()))?;
+    // Both topics: the projector also keeps `transfer_status`.
+    let consumer_config = ConsumerConfig::new(
+        kafka.group_id.clone(),
+        kafka.topics.all().into_iter().map(str::to_owned).collect(),
+    );
+    let consumer = KafkaBatchConsumer::new(&kafka.kafka, consumer_config.clone())
+        .map_err(|e| mode_error("kafka consumer")(e.to_string()))?;
 
     let app = App::new(config, pg.stores.stores(), corebank_api::renderer(), Arc::new(SystemClock));
     let health = Arc::new(KafkaPipelineHealth { relay: relay.clone(), projection_error: Mutex::new(None) });
@@ -167,7 +165,7 @@ pub async fn start_kafka(
 
     let projector = app.projector.clone();
     let consume = {
-        let shutdown = shutdown.clone();
+        let (shutdown, kafka_config) = (shutdown.clone(), kafka.kafka.clone());
         async move {
             let handler = |event: KafkaEvent| {
                 let projector = projector.clone();
@@ -181,9 +179,17 @@ pub async fn start_kafka(
                     outcome
                 }
             };
-            if let Err(e) = consumer.run(handler, stopped(shutdown)).await {
-                tracing::error!(error = %e, "the projection consumer stopped");
-            }
+            let on_stop = |e: String| health.set_projection_error(Some(e));
+            super::consume_until_shutdown(
+                "projection",
+                kafka_config,
+                consumer_config,
+                Some(consumer),
+                handler,
+                on_stop,
+                shutdown,
+            )
+            .await;
         }
     };
     let saga = super::saga::kafka_saga_task(
