@@ -467,7 +467,8 @@ impl fmt::Display for Report {
             f,
             "reads",
             l.total_requests - write_count,
-            l.throughput_rps - write_rps,
+            // Its own rounding: the difference of two rounded rates can show -0.1 for none at all.
+            rate(l.total_requests - write_count, l.elapsed_secs),
             &l.read_latency_ms,
             "",
         )?;
