@@ -537,7 +537,10 @@ impl fmt::Display for Report {
             )?,
         }
         if let Some(ms) = a.server_caught_up_ms {
-            writeln!(f, "  read side       the server reported pipeline lag 0 at {ms} ms after the load's end")?;
+            writeln!(
+                f,
+                "  read side       the server reported pipeline lag 0 at {ms} ms after the load's end"
+            )?;
         }
         for m in &a.mismatch_sample {
             writeln!(
