@@ -62,15 +62,30 @@ for name in "${names[@]}"; do
   fi
 done
 
+# cargo lambda zips every workspace binary it finds under target/<triple>/release, not only the
+# packages asked for: each architecture zips into its own directory, and only the functions built for
+# that architecture are copied to target/lambda/<function>/ (a stale binary of the other architecture
+# must not overwrite a fresh zip).
+publish_zips() {
+  local arch=$1; shift
+  for name in "$@"; do
+    [ "$name" = -p ] && continue
+    mkdir -p "target/lambda/$name"
+    cp "target/lambda-$arch/$name/bootstrap.zip" "target/lambda/$name/bootstrap.zip"
+  done
+}
+
 start=$(date +%s)
 if [ ${#arm[@]} -gt 0 ]; then
   log "cargo lambda build --release --arm64 ${arm[*]}"
-  cargo lambda build --release --arm64 --output-format zip "${arm[@]}" >&2
+  cargo lambda build --release --arm64 --output-format zip --lambda-dir target/lambda-arm64 "${arm[@]}" >&2
+  publish_zips arm64 "${arm[@]}"
 fi
 arm_done=$(date +%s)
 if [ ${#x86[@]} -gt 0 ]; then
   log "cargo lambda build --release --x86-64 ${x86[*]}"
-  cargo lambda build --release --x86-64 --output-format zip "${x86[@]}" >&2
+  cargo lambda build --release --x86-64 --output-format zip --lambda-dir target/lambda-x86_64 "${x86[@]}" >&2
+  publish_zips x86_64 "${x86[@]}"
 fi
 end=$(date +%s)
 
