@@ -23,6 +23,10 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
+mod common;
+
+use common::{env_or, report};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,29 +70,6 @@ impl EventPublisher for Timed {
     }
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
-    println!(
-        "{name:<28} n={:<5} p50={:>7.1} ms  p90={:>7.1} ms  p99={:>7.1} ms  max={:>7.1} ms",
-        samples.len(),
-        ms(percentile(&samples, 0.50)),
-        ms(percentile(&samples, 0.90)),
-        ms(percentile(&samples, 0.99)),
-        ms(*samples.last().unwrap()),
-    );
-}
-
 fn envelope(stream_id: &str, version: u64, event: &AccountEvent) -> EventEnvelope {
     EventEnvelope {
         event_id: Uuid::new_v4(),
@@ -104,10 +85,10 @@ fn envelope(stream_id: &str, version: u64, event: &AccountEvent) -> EventEnvelop
 
 #[tokio::main]
 async fn main() {
-    let events = env_usize("BENCH_EVENTS", 200);
-    let accounts = env_usize("BENCH_ACCOUNTS", 4).max(1);
-    let warmup = env_usize("BENCH_WARMUP", 20);
-    let poll = Duration::from_millis(env_usize("BENCH_POLL_MS", 2) as u64);
+    let events = env_or::<usize>("BENCH_EVENTS", 200);
+    let accounts = env_or::<usize>("BENCH_ACCOUNTS", 4).max(1);
+    let warmup = env_or::<usize>("BENCH_WARMUP", 20);
+    let poll = Duration::from_millis(env_or::<u64>("BENCH_POLL_MS", 2));
 
     let run = Uuid::new_v4().simple().to_string();
     let settings = Settings::from_lookup(|name| match name {

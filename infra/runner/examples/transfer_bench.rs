@@ -31,6 +31,10 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
+mod common;
+
+use common::{env_or, report};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -62,33 +66,6 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         range.start + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (range.end - range.start).max(1)
     }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    if samples.is_empty() {
-        println!("{name:<22} no samples");
-        return;
-    }
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
-    println!(
-        "{name:<22} n={:<7} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>8.2} ms",
-        samples.len(),
-        ms(percentile(&samples, 0.50)),
-        ms(percentile(&samples, 0.90)),
-        ms(percentile(&samples, 0.99)),
-        ms(*samples.last().unwrap()),
-    );
 }
 
 async fn send(
@@ -167,10 +144,10 @@ async fn books_at(http: &Http, base: &str, min_versions: &[Option<u64>]) -> (i64
 
 #[tokio::main]
 async fn main() {
-    let accounts = env_u64("BENCH_ACCOUNTS", 1_000).max(2);
-    let clients = env_u64("BENCH_CLIENTS", 50);
-    let seconds = env_u64("BENCH_SECONDS", 20);
-    let poll = Duration::from_millis(env_u64("BENCH_POLL_MS", 1));
+    let accounts = env_or::<u64>("BENCH_ACCOUNTS", 1_000).max(2);
+    let clients = env_or::<u64>("BENCH_CLIENTS", 50);
+    let seconds = env_or::<u64>("BENCH_SECONDS", 20);
+    let poll = Duration::from_millis(env_or::<u64>("BENCH_POLL_MS", 1));
     let http: Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::try_from(clients * 2).unwrap_or(128))
         .build_http();
@@ -247,7 +224,7 @@ async fn main() {
     // Closed loop: each client waits for its transfer to complete.
     // Transfers posted during the warm-up run but are not counted (a read side still working off the
     // account openings would otherwise make the first transfers look slow).
-    let warmup = Duration::from_secs(env_u64("BENCH_WARMUP_SECONDS", 0));
+    let warmup = Duration::from_secs(env_or::<u64>("BENCH_WARMUP_SECONDS", 0));
     let stop = Arc::new(AtomicBool::new(false));
     let counted_from = Instant::now() + warmup;
     let mut tasks = tokio::task::JoinSet::new();
@@ -290,7 +267,7 @@ async fn main() {
     report("completion latency", done);
     report("POST /transfers (202)", posts);
 
-    if env_u64("BENCH_FIRE", 0) == 1 {
+    if env_or::<u64>("BENCH_FIRE", 0) == 1 {
         // Open burst: post for the same duration without waiting, then wait for the last completion.
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -329,7 +306,7 @@ async fn main() {
     // the transfers report done, once the projection has worked off its backlog: give them 3 minutes.
     let settling = Instant::now();
     let mut after = books(&http, &base, accounts).await;
-    let deadline = settling + Duration::from_secs(env_u64("BENCH_SETTLE_SECONDS", 180));
+    let deadline = settling + Duration::from_secs(env_or::<u64>("BENCH_SETTLE_SECONDS", 180));
     while after != (before, 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         after = books(&http, &base, accounts).await;
