@@ -62,31 +62,25 @@ for name in "${names[@]}"; do
   fi
 done
 
-# cargo lambda zips every workspace binary it finds under target/<triple>/release, not only the
-# packages asked for: each architecture zips into its own directory, and only the functions built for
-# that architecture are copied to target/lambda/<function>/ (a stale binary of the other architecture
-# must not overwrite a fresh zip).
-publish_zips() {
-  local arch=$1; shift
-  for name in "$@"; do
-    [ "$name" = -p ] && continue
-    mkdir -p "target/lambda/$name"
-    cp "target/lambda-$arch/$name/bootstrap.zip" "target/lambda/$name/bootstrap.zip"
-  done
+# One cargo invocation per function, as `sam build` does: Cargo unifies the features of every package
+# one invocation builds, so building the producers together with a DynamoDB function would link the
+# AWS SDK's rustls HTTPS client (which only the DynamoDB functions use) into them as well. cargo lambda
+# zips every workspace binary it finds under target/<triple>/release, not only the one asked for: each
+# build zips into a scratch directory and only that function's zip is kept.
+build_one() {
+  local arch=$1 name=$2 flag
+  flag=$([ "$arch" = arm64 ] && echo --arm64 || echo --x86-64)
+  log "cargo lambda build --release $flag -p $name"
+  rm -rf "target/lambda-$arch"
+  cargo lambda build --release "$flag" --output-format zip --lambda-dir "target/lambda-$arch" -p "$name" >&2
+  mkdir -p "target/lambda/$name"
+  cp "target/lambda-$arch/$name/bootstrap.zip" "target/lambda/$name/bootstrap.zip"
 }
 
 start=$(date +%s)
-if [ ${#arm[@]} -gt 0 ]; then
-  log "cargo lambda build --release --arm64 ${arm[*]}"
-  cargo lambda build --release --arm64 --output-format zip --lambda-dir target/lambda-arm64 "${arm[@]}" >&2
-  publish_zips arm64 "${arm[@]}"
-fi
+for ((i = 1; i < ${#arm[@]}; i += 2)); do build_one arm64 "${arm[$i]}"; done
 arm_done=$(date +%s)
-if [ ${#x86[@]} -gt 0 ]; then
-  log "cargo lambda build --release --x86-64 ${x86[*]}"
-  cargo lambda build --release --x86-64 --output-format zip --lambda-dir target/lambda-x86_64 "${x86[@]}" >&2
-  publish_zips x86_64 "${x86[@]}"
-fi
+for ((i = 1; i < ${#x86[@]}; i += 2)); do build_one x86_64 "${x86[$i]}"; done
 end=$(date +%s)
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1000000 }'; }

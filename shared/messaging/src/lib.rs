@@ -48,6 +48,8 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+#[cfg(feature = "msk-iam")]
+pub mod aws_http;
 pub mod codec;
 pub mod config;
 pub mod consumer;

@@ -47,12 +47,25 @@ impl KafkaConfig {
 }
 
 /// Looks the bootstrap brokers of `cluster_arn` up through the MSK API at `endpoint_url` (the regional
-/// endpoint when `None`), for the listener `config.security` uses.
+/// endpoint when `None`), for the listener `config.security` uses. HTTPS over OpenSSL, trusting the
+/// system's CA bundle ([`crate::aws_http`]).
 #[cfg(feature = "msk-iam")]
 pub async fn lookup_brokers(
     config: &KafkaConfig,
     cluster_arn: &str,
     endpoint_url: Option<&str>,
+) -> Result<String, KafkaSetupError> {
+    let http = crate::aws_http::openssl_http_client(crate::aws_http::TrustRoots::System);
+    lookup_brokers_with(config, cluster_arn, endpoint_url, http).await
+}
+
+/// [`lookup_brokers`] with the MSK API client sending through `http`.
+#[cfg(feature = "msk-iam")]
+pub async fn lookup_brokers_with(
+    config: &KafkaConfig,
+    cluster_arn: &str,
+    endpoint_url: Option<&str>,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
 ) -> Result<String, KafkaSetupError> {
     use aws_credential_types::Credentials;
     use secrecy::ExposeSecret;
@@ -75,7 +88,8 @@ pub async fn lookup_brokers(
     let mut builder = aws_sdk_kafka::Config::builder()
         .behavior_version(aws_sdk_kafka::config::BehaviorVersion::latest())
         .region(aws_sdk_kafka::config::Region::new(identity.region.clone()))
-        .credentials_provider(credentials);
+        .credentials_provider(credentials)
+        .http_client(http);
     if let Some(url) = endpoint_url {
         builder = builder.endpoint_url(url);
     }

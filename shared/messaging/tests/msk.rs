@@ -192,3 +192,138 @@ async fn configured_brokers_are_used_as_they_are_and_no_lookup_happens() {
     config.resolve_bootstrap().await.unwrap();
     assert_eq!(config.brokers, "127.0.0.1:9092");
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed: (CA certificate PEM, server certificate,
+/// server key).
+fn test_pki() -> (Vec<u8>, openssl::x509::X509, openssl::pkey::PKey<openssl::pkey::Private>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    let key = || {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    };
+    let name = |cn: &str| {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        name.build()
+    };
+    let builder = |serial: u32, subject: &str, issuer: &str, key: &PKey<openssl::pkey::Private>| {
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap()).unwrap();
+        b.set_subject_name(&name(subject)).unwrap();
+        b.set_issuer_name(&name(issuer)).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
+        b
+    };
+
+    let ca_key = key();
+    let mut ca = builder(1, "corebank test CA", "corebank test CA", &ca_key);
+    ca.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+    ca.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap()).unwrap();
+    ca.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = ca.build();
+
+    let server_key = key();
+    let mut server = builder(2, "127.0.0.1", "corebank test CA", &server_key);
+    let san =
+        SubjectAlternativeName::new().ip("127.0.0.1").build(&server.x509v3_context(Some(&ca), None)).unwrap();
+    server.append_extension(san).unwrap();
+    server.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
+    server.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    (ca.to_pem().unwrap(), server.build(), server_key)
+}
+
+/// Serves `GetBootstrapBrokers` answers over TLS on 127.0.0.1 (every connection, until the test process
+/// ends) and sends the request head of each completed exchange, or the handshake error, down the channel.
+fn msk_api_tls_stub(
+    body: &'static str,
+) -> (String, Vec<u8>, std::sync::mpsc::Receiver<Result<String, String>>) {
+    use std::io::{Read, Write};
+
+    use openssl::ssl::{SslAcceptor, SslMethod};
+
+    let (ca_pem, certificate, key) = test_pki();
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    acceptor.set_private_key(&key).unwrap();
+    acceptor.set_certificate(&certificate).unwrap();
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (seen, exchanges) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let outcome = acceptor.accept(socket.unwrap()).map_err(|e| e.to_string()).map(|mut tls| {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tls.read(&mut buf).unwrap();
+                    assert!(n > 0, "connection closed before the request head ended");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.write_all(response.as_bytes()).unwrap();
+                let _ = tls.shutdown();
+                String::from_utf8(head).unwrap()
+            });
+            if seen.send(outcome).is_err() {
+                return;
+            }
+        }
+    });
+    (endpoint, ca_pem, exchanges)
+}
+
+#[tokio::test]
+async fn the_msk_api_is_reached_over_openssl_tls_and_the_answer_read() {
+    use corebank_messaging::aws_http::{TrustRoots, openssl_http_client};
+    use corebank_messaging::msk::lookup_brokers_with;
+
+    let (endpoint, ca_pem, exchanges) = msk_api_tls_stub(
+        r#"{"bootstrapBrokerStringTls":"b-1.tls:9094","bootstrapBrokerStringSaslIam":"b-1.iam:9098"}"#,
+    );
+    let arn = "arn:aws:kafka:eu-west-1:123456789012:cluster/events/1111-2222";
+    let mut config = KafkaConfig::new("");
+    config.security = KafkaSecurity::MskIam;
+    config.aws = Some(identity());
+
+    let http = openssl_http_client(TrustRoots::Pem(ca_pem));
+    let brokers = lookup_brokers_with(&config, arn, Some(&endpoint), http).await.unwrap();
+    assert_eq!(brokers, "b-1.iam:9098");
+    let head = exchanges.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(head.starts_with("GET /v1/clusters/arn%3Aaws%3Akafka%3A"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nauthorization: aws4-hmac-sha256 credential=akidexample/"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn an_msk_api_whose_certificate_does_not_verify_is_refused_before_any_request() {
+    // The system's CA bundle does not hold the stand-in's private CA.
+    let (endpoint, _ca_pem, exchanges) =
+        msk_api_tls_stub(r#"{"bootstrapBrokerStringSaslIam":"b-1.iam:9098"}"#);
+    let arn = "arn:aws:kafka:eu-west-1:123456789012:cluster/events/1111-2222";
+    let mut config = KafkaConfig::new("");
+    config.security = KafkaSecurity::MskIam;
+    config.aws = Some(identity());
+
+    let err = lookup_brokers(&config, arn, Some(&endpoint)).await.unwrap_err();
+    assert!(err.to_string().contains("certificate verify failed"), "{err}");
+    // Every attempt (the SDK retries) ended in the handshake: no request head was ever read.
+    let outcomes: Vec<_> = exchanges.try_iter().collect();
+    assert!(!outcomes.is_empty());
+    assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+}

@@ -18,7 +18,6 @@
 //! | `PROJECTION_CHECKPOINTS_TABLE` | `<prefix>projection_checkpoints` |
 //! | `REBUILD_JOBS_TABLE` | `<prefix>rebuild_jobs` |
 //! | `TRANSFER_STATUS_TABLE` | `<prefix>transfer_status` |
-//! | `TRANSFER_STATUS_TABLE` | `<prefix>transfer_status` |
 
 pub use aws_config::SdkConfig;
 use corebank_store::Stores;
@@ -29,7 +28,9 @@ use crate::WiringError;
 /// The prefix of every table name unless `TABLE_PREFIX` says otherwise.
 pub const DEFAULT_TABLE_PREFIX: &str = "corebank-";
 
-/// The SDK configuration of this process (region, credentials, endpoint), from the environment.
+/// The SDK configuration of this process (region, credentials, endpoint), from the environment, with
+/// aws-config's default HTTPS client (this crate's `dynamodb` feature turns it on; the workspace's SDK
+/// crates name no HTTP client, so every client built from this configuration uses that one).
 pub async fn sdk_config_from_env() -> SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
