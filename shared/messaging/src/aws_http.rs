@@ -11,7 +11,7 @@
 //! Peer verification and host name checks are always on; TLS 1.2 is the oldest version offered.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -51,14 +51,14 @@ pub enum TrustRoots {
 /// An [`HttpClient`] for AWS SDK clients that sends requests with hyper (HTTP/1.1) over OpenSSL,
 /// `https` and `http` URLs alike (the latter for local stand-ins of an AWS API).
 pub fn openssl_http_client(trust: TrustRoots) -> SharedHttpClient {
-    SharedHttpClient::new(OpensslHttpClient { trust, connectors: Arc::new(Mutex::new(Vec::new())) })
+    SharedHttpClient::new(OpensslHttpClient { trust, connectors: Mutex::new(Vec::new()) })
 }
 
 #[derive(Debug)]
 struct OpensslHttpClient {
     trust: TrustRoots,
     /// One connector (and connection pool) per distinct timeout settings the SDK asked for.
-    connectors: Arc<Mutex<Vec<(Timeouts, SharedHttpConnector)>>>,
+    connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
