@@ -52,7 +52,7 @@ declare -A built_arch
 for name in "${names[@]}"; do
   arch=${ARCH_OVERRIDE:-$(arch_of "$name")}
   if [ -z "$arch" ]; then
-    log "functions/$name has no function resource in template.yaml (see infra/sam/pending.yaml); building it for x86_64"
+    log "functions/$name has no function resource in template.yaml; building it for x86_64"
     arch=x86_64
   fi
   if [ "$arch" = arm64 ] && [ "$ARM_OK" = 1 ]; then

@@ -154,7 +154,7 @@ const VALUE_FLAGS: &[&str] = &[
     "audit-timeout",
 ];
 
-/// Largest amount the API accepts, in minor units (DESIGN §6: `1 ..= 10^15`).
+/// Largest amount the API accepts, in minor units (docs/limits.md, "Amount": `1 ..= 10^15`).
 const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
 
 /// Upper bounds of the count-like flags: generous, but they keep timers and allocations sane.

@@ -59,32 +59,8 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_function_res
     let on_disk: BTreeSet<String> = crates().into_iter().map(|c| c.name).collect();
     let missing: Vec<_> = on_disk.difference(&in_template).collect();
     let extra: Vec<_> = in_template.difference(&on_disk).collect();
-    assert!(
-        missing.is_empty(),
-        "crates without a function resource in template.yaml (see infra/sam/pending.yaml): {missing:?}"
-    );
+    assert!(missing.is_empty(), "crates without a function resource in template.yaml: {missing:?}");
     assert!(extra.is_empty(), "function resources without a crate under functions/: {extra:?}");
-}
-
-#[test]
-fn pending_resources_belong_to_crates_that_do_not_exist_yet() {
-    let pending = load_yaml("infra/sam/pending.yaml").unwrap();
-    let on_disk: BTreeSet<String> = crates().into_iter().map(|c| c.name).collect();
-    let template = template();
-    for (id, resource) in pending["Resources"].as_object().unwrap() {
-        assert!(
-            resources(&template).get(id).is_none(),
-            "{id} is in template.yaml and infra/sam/pending.yaml"
-        );
-        if resource["Type"] == "AWS::Serverless::Function" {
-            let krate = resource["Properties"]["CodeUri"].as_str().unwrap().trim_start_matches("functions/");
-            assert!(
-                !on_disk.contains(krate),
-                "functions/{krate} exists now: move its resources ({id}, its mapping and alarms) from \
-                 infra/sam/pending.yaml into template.yaml and give the crate its [package.metadata.corebank]"
-            );
-        }
-    }
 }
 
 #[test]
@@ -143,32 +119,10 @@ fn every_route_is_one_api_event_on_the_function_that_declares_it() {
         let declared: BTreeSet<String> = krate.metadata.routes.iter().cloned().collect();
         assert_eq!(events, declared, "{id}: Api events vs functions/{}'s routes", krate.name);
     }
-    // Routes whose function crate is still being written are served by a resource of
-    // infra/sam/pending.yaml (which `pending_resources_belong_to_crates_that_do_not_exist_yet` keeps honest).
-    let pending = load_yaml("infra/sam/pending.yaml").unwrap();
-    for (id, resource) in pending["Resources"].as_object().unwrap() {
-        for event in resource["Properties"]["Events"].as_object().into_iter().flatten().map(|(_, e)| e) {
-            if event["Type"] == "Api" {
-                let p = &event["Properties"];
-                let route = format!(
-                    "{} {}",
-                    p["Method"].as_str().unwrap().to_uppercase(),
-                    p["Path"].as_str().unwrap()
-                );
-                assert!(
-                    routed.insert(route.clone(), id.clone()).is_none(),
-                    "{route} in template.yaml and pending"
-                );
-            }
-        }
-    }
     let table: BTreeSet<String> =
         corebank_api::router::ROUTES.iter().map(|(method, path, _)| format!("{method} {path}")).collect();
     let served: BTreeSet<String> = routed.keys().cloned().collect();
-    assert_eq!(
-        served, table,
-        "the API's routes (template.yaml and infra/sam/pending.yaml) vs corebank_api::router::ROUTES"
-    );
+    assert_eq!(served, table, "the API's routes in template.yaml vs corebank_api::router::ROUTES");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! API Gateway REST proxy events (tests/fixtures/*.json, modelled on the AWS shape) go through
-//! `lambda_http::request::from_str` into the handler functions, exactly as in Lambda (STYLE 20).
+//! `lambda_http::request::from_str` into the handler functions, exactly as in Lambda.
 //!
 //! The deps are built over the memory stores with no pipeline: reads fall back to the event store,
 //! which is also what `minVersion` asks for.

@@ -1,4 +1,4 @@
-//! Deterministic simulation of durable transfers (STYLE 22).
+//! Deterministic simulation of durable transfers.
 //!
 //! Each seed builds a small bank on the memory adapters and runs it for a number of rounds. A round is
 //! one process incarnation: a fresh `App` (no caches, no locks, no claims carried over) over the same

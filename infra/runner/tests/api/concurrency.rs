@@ -1,5 +1,6 @@
 //! Concurrent commands on one account: serialised or retried, never overdrawn, never a 409 to the
-//! client (DESIGN §6: up to 50 concurrent commands never surface CONCURRENCY_CONFLICT).
+//! client (docs/limits.md, "Attempts per command": up to 50 concurrent commands never surface
+//! CONCURRENCY_CONFLICT).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

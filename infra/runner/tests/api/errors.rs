@@ -1,4 +1,4 @@
-//! One row per error code of DESIGN §6 (STYLE 18): a new code without a row is visible here.
+//! One row per error code of docs/http-api.md ("Error codes"): a new code without a row is visible here.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

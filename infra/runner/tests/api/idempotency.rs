@@ -1,4 +1,4 @@
-//! The Idempotency-Key contract (DESIGN §4 guards, §6 contract details).
+//! The Idempotency-Key contract (docs/idempotency.md, docs/http-api.md "Commands").
 
 use crate::helpers::{key, money_body, spawn_app, txid};
 

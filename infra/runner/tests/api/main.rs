@@ -1,4 +1,4 @@
-//! End-to-end tests of the HTTP contract (DESIGN.md §3-6): a real runner on an ephemeral port,
+//! End-to-end tests of the HTTP contract (docs/http-api.md): a real runner on an ephemeral port,
 //! spoken to over HTTP/1.1 by a real client. One binary, one module per concern.
 
 // Test code: helpers outside `#[test]` functions may panic (clippy.toml allows it in tests).

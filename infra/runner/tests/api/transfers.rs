@@ -1,4 +1,4 @@
-//! Transfers end to end (DESIGN §6 "Contract details"): 202 + Location, the saga driving the transfer
+//! Transfers end to end (docs/transfers.md): 202 + Location, the saga driving the transfer
 //! to COMPLETED or FAILED in process, compensation, idempotent replays and the transfer error codes.
 
 use std::sync::Arc;
