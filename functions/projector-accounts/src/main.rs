@@ -1,6 +1,6 @@
-//! Lambda function on the MSK event source mapping of the account events topic: applies each batch to
-//! the account read tables, and fails the invocation (so the whole batch is redelivered) when any
-//! event was not applied. Wiring only; the handler is `corebank_pipeline::projection::handle_kafka_event`.
+//! Lambda function on two MSK event source mappings, the account and the transfer events topics:
+//! applies each batch to the account read tables and `transfer_status`, and fails the invocation (so
+//! the whole batch is redelivered) when any event was not applied. Wiring only; the handler is `corebank_pipeline::projection::handle_kafka_event`.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_pipeline::projection::handle_kafka_event;

@@ -493,3 +493,91 @@ fn every_function_has_an_errors_alarm_and_the_pipeline_mappings_are_bounded_and_
         "one events-stream mapping, to the function that reads the stream"
     );
 }
+
+/// The names a function's `kafka-cluster:<action>` statements grant, by action: topic and group names
+/// are the last literal of the `Fn::Join` that builds their ARN from the cluster's (`.../<name>`).
+fn msk_grants(id: &str, function: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for policy in as_list(&function["Properties"]["Policies"]) {
+        for doc in branches(policy) {
+            for statement in as_list(&doc["Statement"]) {
+                let actions: Vec<&str> = as_list(&statement["Action"])
+                    .iter()
+                    .filter_map(|a| a.as_str())
+                    .filter(|a| {
+                        matches!(
+                            *a,
+                            "kafka-cluster:ReadData" | "kafka-cluster:WriteData" | "kafka-cluster:AlterGroup"
+                        )
+                    })
+                    .collect();
+                for resource in as_list(&statement["Resource"]) {
+                    let Some(suffix) = resource["Fn::Join"][1].as_array().and_then(|parts| parts.last())
+                    else {
+                        continue;
+                    };
+                    let name = suffix.as_str().and_then(|s| s.strip_prefix('/'));
+                    let name = name.unwrap_or_else(|| panic!("{id}: MSK grant on {resource}"));
+                    for action in &actions {
+                        out.entry((*action).to_owned()).or_default().insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_event_topic_reaches_the_projector_and_each_consumer_reads_exactly_its_mappings() {
+    let template = template();
+    let res = resources(&template);
+    // Function -> (topics, consumer groups) of its MSK event source mappings.
+    let mut mapped: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    let mut groups = BTreeSet::new();
+    for (id, resource) in res {
+        let p = &resource["Properties"];
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping" || p.get("Topics").is_none() {
+            continue;
+        }
+        let function = function_ref(&p["FunctionName"]).unwrap_or_else(|| panic!("{id}: FunctionName"));
+        let topics = as_list(&p["Topics"]);
+        assert_eq!(topics.len(), 1, "{id}: an MSK event source mapping reads exactly one topic");
+        let group = p["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"].as_str().unwrap().to_owned();
+        assert!(groups.insert(group.clone()), "{id}: consumer group {group} on two mappings");
+        let entry = mapped.entry(function).or_default();
+        entry.0.insert(topics[0].as_str().unwrap().to_owned());
+        entry.1.insert(group);
+    }
+    for (function, (topics, groups)) in &mapped {
+        let grants = msk_grants(function, &res[function]);
+        assert_eq!(
+            grants.get("kafka-cluster:ReadData"),
+            Some(topics),
+            "{function}: ReadData vs its mappings' topics"
+        );
+        assert_eq!(
+            grants.get("kafka-cluster:AlterGroup"),
+            Some(groups),
+            "{function}: AlterGroup vs its mappings' groups"
+        );
+    }
+    let published: BTreeSet<String> = res
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .flat_map(|f| {
+            let vars = &f["Properties"]["Environment"]["Variables"];
+            ["KAFKA_ACCOUNT_EVENTS_TOPIC", "KAFKA_TRANSFER_EVENTS_TOPIC"].into_iter().flat_map(|name| {
+                branches(&vars[name]).into_iter().filter_map(Value::as_str).map(str::to_owned)
+            })
+        })
+        .collect();
+    assert_eq!(published.len(), 2, "the producers' topics: {published:?}");
+    let by_crate = functions_by_crate(&template);
+    let projector = &by_crate["projector-accounts"].0;
+    assert_eq!(
+        mapped.get(projector).map(|m| &m.0),
+        Some(&published),
+        "every event topic reaches the read tables"
+    );
+}
