@@ -1,5 +1,6 @@
 //! Request decoding, owned in one place: headers, size cap, JSON, unknown fields, path and query.
 
+use corebank_domain::transfer::LEG_IDEMPOTENCY_KEY_PREFIX;
 use lambda_http::{Body, Request, RequestExt};
 use serde::de::DeserializeOwned;
 
@@ -67,7 +68,8 @@ pub fn decode_json<T: DeserializeOwned>(req: &Request) -> Result<(T, serde_json:
     Ok((typed, value))
 }
 
-/// The Idempotency-Key header: required, non-blank, at most 255 characters.
+/// The Idempotency-Key header: required, non-blank, at most 255 characters, not in the transfer legs'
+/// namespace ([`LEG_IDEMPOTENCY_KEY_PREFIX`]).
 pub fn idempotency_key(req: &Request) -> Result<String, ApiError> {
     let Some(raw) = req.headers().get("idempotency-key") else {
         return Err(ApiError::IdempotencyKeyMissing);
@@ -81,6 +83,11 @@ pub fn idempotency_key(req: &Request) -> Result<String, ApiError> {
     }
     if key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(ApiError::Validation("Idempotency-Key must be at most 255 characters".to_owned()));
+    }
+    if key.starts_with(LEG_IDEMPOTENCY_KEY_PREFIX) {
+        return Err(ApiError::Validation(format!(
+            "Idempotency-Key must not start with {LEG_IDEMPOTENCY_KEY_PREFIX:?}: that prefix is reserved for transfer legs"
+        )));
     }
     Ok(key.to_owned())
 }

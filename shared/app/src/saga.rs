@@ -36,7 +36,9 @@
 
 use std::sync::Arc;
 
-use corebank_domain::transfer::{Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg};
+use corebank_domain::transfer::{
+    LEG_IDEMPOTENCY_KEY_PREFIX, Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg,
+};
 use corebank_domain::{
     AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, TransferId,
 };
@@ -168,7 +170,7 @@ impl TransferSaga {
             _ => serde_json::json!({ "transactionId": txid }),
         };
         let ctx = CommandContext {
-            idempotency_key: format!("saga:{txid}"),
+            idempotency_key: format!("{LEG_IDEMPOTENCY_KEY_PREFIX}{txid}"),
             request_hash: request_hash(operation, Some(leg.account_id.as_str()), &body),
             operation,
             request_id: trace.causation_id.clone(),

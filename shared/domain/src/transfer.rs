@@ -313,6 +313,11 @@ impl Leg {
 /// so no client command can collide with a transfer's leg.
 pub const LEG_TRANSACTION_PREFIX: &str = "xfer-";
 
+/// Every Idempotency-Key the saga gives a leg's account command starts with this prefix (followed by
+/// the leg's transaction id); the API refuses client keys that do, so a client cannot claim a leg's
+/// key first and leave the leg with `IDEMPOTENCY_KEY_REUSED` for ever.
+pub const LEG_IDEMPOTENCY_KEY_PREFIX: &str = "saga:";
+
 /// The UUID v5 namespace of leg transaction ids. Fixed for ever: changing it would give running
 /// transfers new leg ids and let a replayed step move money again.
 const LEG_NAMESPACE: Uuid = Uuid::from_u128(0x8f1e_0c52_7a4b_5d3e_9c61_2b7f_4e0a_9d13);

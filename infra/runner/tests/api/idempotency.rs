@@ -173,3 +173,18 @@ async fn the_same_amount_written_differently_is_the_same_request() {
     app.post_deposit(&k, "acc-eq", "1000.01", "USD", "tx-eq").await.error(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(app.balance_minor("acc-eq").await, ("100000".to_owned(), 2));
 }
+
+#[tokio::test]
+async fn an_idempotency_key_in_the_transfer_legs_namespace_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    app.new_account("acc-legkey", "USD").await;
+    // What the saga would use for a transfer's hold leg: a client must not be able to claim it first.
+    let leg_key = "saga:xfer-0b0e2c3a-5d1f-5a7e-9c2b-1f4e6a8d0c3b-hold";
+    let resp = app.post_deposit(leg_key, "acc-legkey", "1", "USD", &txid()).await;
+    resp.error(400, "VALIDATION_FAILED");
+    assert!(resp.body["message"].as_str().expect("message").contains("\"saga:\""), "{}", resp.text);
+    assert_eq!(app.stored_version("acc-legkey").await, 1);
+    // The prefix only: a key that merely contains it elsewhere is a client key like any other.
+    app.post_deposit("order-saga:1", "acc-legkey", "1", "USD", &txid()).await.accepted("acc-legkey");
+    assert_eq!(app.stored_version("acc-legkey").await, 2);
+}
