@@ -10,7 +10,6 @@
 //! `/etc/pki/tls/certs/ca-bundle.crt` among them); OpenSSL built from source has no usable default.
 //! Peer verification and host name checks are always on; TLS 1.2 is the oldest version offered.
 
-use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,44 +116,40 @@ impl OpensslConnector {
 
 /// A TLS client configuration trusting `trust`.
 fn tls_builder(trust: &TrustRoots) -> Result<SslConnectorBuilder, String> {
-    let builder = tls_builder_with(trust).map_err(|e| e.to_string())?;
-    if let TrustRoots::Pem(pem) = trust
-        && X509::stack_from_pem(pem).map_or(true, |certificates| certificates.is_empty())
-    {
-        return Err("the trust roots hold no PEM certificate".to_owned());
+    let openssl = |e: ErrorStack| e.to_string();
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(openssl)?;
+    builder.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(openssl)?;
+    match trust {
+        TrustRoots::System => add_system_roots(&mut builder).map_err(openssl)?,
+        TrustRoots::Pem(pem) => {
+            let certificates = X509::stack_from_pem(pem).map_err(openssl)?;
+            if certificates.is_empty() {
+                return Err("the trust roots hold no PEM certificate".to_owned());
+            }
+            for certificate in certificates {
+                builder.cert_store_mut().add_cert(certificate).map_err(openssl)?;
+            }
+        }
     }
     Ok(builder)
 }
 
-fn tls_builder_with(trust: &TrustRoots) -> Result<SslConnectorBuilder, ErrorStack> {
-    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-    builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    match trust {
-        TrustRoots::System => {
-            let found = openssl_probe::probe();
-            if found.cert_file.is_none() && found.cert_dir.is_empty() {
-                builder.set_default_verify_paths()?;
-            }
-            if let Some(file) = &found.cert_file {
-                builder.set_ca_file(file)?;
-            }
-            let dirs: Vec<PathBuf> = found.cert_dir;
-            if !dirs.is_empty() {
-                let lookup = builder.cert_store_mut().add_lookup(X509Lookup::hash_dir())?;
-                for dir in &dirs {
-                    if let Some(dir) = dir.to_str() {
-                        lookup.add_dir(dir, SslFiletype::PEM)?;
-                    }
-                }
-            }
-        }
-        TrustRoots::Pem(pem) => {
-            for certificate in X509::stack_from_pem(pem)? {
-                builder.cert_store_mut().add_cert(certificate)?;
-            }
+/// The system's CA bundle and certificate directories, as openssl-probe finds them.
+fn add_system_roots(builder: &mut SslConnectorBuilder) -> Result<(), ErrorStack> {
+    let found = openssl_probe::probe();
+    if found.cert_file.is_none() && found.cert_dir.is_empty() {
+        return builder.set_default_verify_paths();
+    }
+    if let Some(file) = &found.cert_file {
+        builder.set_ca_file(file)?;
+    }
+    if !found.cert_dir.is_empty() {
+        let lookup = builder.cert_store_mut().add_lookup(X509Lookup::hash_dir())?;
+        for dir in found.cert_dir.iter().filter_map(|dir| dir.to_str()) {
+            lookup.add_dir(dir, SslFiletype::PEM)?;
         }
     }
-    Ok(builder)
+    Ok(())
 }
 
 impl HttpConnector for OpensslConnector {
