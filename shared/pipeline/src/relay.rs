@@ -227,6 +227,8 @@ pub struct DrainReport {
     pub batches: u64,
     /// Expired published rows deleted.
     pub deleted: u64,
+    /// Idempotency records deleted an hour or more after their TTL.
+    pub expired_keys_deleted: u64,
     /// Rows still pending at the end (dead-lettered and blocked rows aside).
     pub remaining: u64,
     /// Dead-lettered rows in the outbox at the end, from any run.
@@ -251,6 +253,8 @@ pub struct RelayMetrics {
     pub batches: u64,
     /// Expired published rows deleted.
     pub deleted: u64,
+    /// Idempotency records deleted an hour or more after their TTL.
+    pub expired_keys_deleted: u64,
     /// The last failure (publishing or the database), cleared by a clean cycle.
     pub last_error: Option<String>,
     /// The outbox as last read (after an idle cycle, and at the end of a drain).
@@ -264,6 +268,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     batches: AtomicU64,
     deleted: AtomicU64,
+    expired_keys_deleted: AtomicU64,
 }
 
 /// Publishes the Postgres outbox (see the module docs).
@@ -323,6 +328,7 @@ impl Relay {
             dead_lettered: self.counters.dead_lettered.load(Ordering::Relaxed),
             batches: self.counters.batches.load(Ordering::Relaxed),
             deleted: self.counters.deleted.load(Ordering::Relaxed),
+            expired_keys_deleted: self.counters.expired_keys_deleted.load(Ordering::Relaxed),
             last_error: lock(&self.last_error).clone(),
             outbox: lock(&self.stats).clone(),
         }
@@ -416,19 +422,30 @@ impl Relay {
         Ok(report)
     }
 
-    /// Deletes published rows older than the retention, a batch at a time, until none is left or
-    /// `deadline`.
-    pub async fn cleanup(&self, deadline: Instant) -> Result<u64, StoreError> {
+    /// Deletes published rows older than the retention, then idempotency records an hour or more
+    /// past their TTL, a batch at a time, until none is left or `deadline`; returns (outbox rows,
+    /// idempotency records) deleted.
+    pub async fn cleanup(&self, deadline: Instant) -> Result<(u64, u64), StoreError> {
+        let batch = self.config.cleanup_batch;
         let mut deleted = 0;
         loop {
-            let n =
-                self.outbox.delete_published_before(self.config.retention, self.config.cleanup_batch).await?;
+            let n = self.outbox.delete_published_before(self.config.retention, batch).await?;
             deleted += n;
             self.counters.deleted.fetch_add(n, Ordering::Relaxed);
-            if n < self.config.cleanup_batch as u64 || Instant::now() >= deadline {
-                return Ok(deleted);
+            if n < batch as u64 || Instant::now() >= deadline {
+                break;
             }
         }
+        let mut keys = 0;
+        while Instant::now() < deadline {
+            let n = self.outbox.delete_expired_idempotency_records(batch).await?;
+            keys += n;
+            self.counters.expired_keys_deleted.fetch_add(n, Ordering::Relaxed);
+            if n < batch as u64 {
+                break;
+            }
+        }
+        Ok((deleted, keys))
     }
 
     /// Publishes until nothing is pending or `deadline` passes, then deletes expired rows. A claim
@@ -472,7 +489,7 @@ impl Relay {
             }
             tokio::time::sleep(pause.max(Duration::from_millis(1))).await;
         };
-        let deleted = self.cleanup(deadline).await?;
+        let (deleted, expired_keys_deleted) = self.cleanup(deadline).await?;
         let stats = self.refresh_stats().await?;
         Ok(DrainReport {
             published: total.published,
@@ -480,6 +497,7 @@ impl Relay {
             dead_lettered: total.dead_lettered,
             batches,
             deleted,
+            expired_keys_deleted,
             remaining: stats.pending,
             dead_lettered_total: stats.dead_lettered,
             blocked: stats.blocked,
@@ -499,7 +517,7 @@ impl Relay {
         loop {
             if Instant::now() >= next_cleanup {
                 if let Err(e) = self.cleanup(Instant::now() + Duration::from_secs(1)).await {
-                    tracing::warn!(error = %e, "deleting published outbox rows failed");
+                    tracing::warn!(error = %e, "deleting published outbox rows or expired keys failed");
                 }
                 next_cleanup = Instant::now() + self.config.cleanup_interval;
             }

@@ -610,7 +610,7 @@ async fn published_rows_past_the_retention_are_deleted_in_small_batches() {
         .await
         .unwrap();
 
-    let deleted = relay.cleanup(deadline()).await.unwrap();
+    let (deleted, _) = relay.cleanup(deadline()).await.unwrap();
 
     assert_eq!(deleted, 3);
     let left: Vec<i64> = client
@@ -624,6 +624,47 @@ async fn published_rows_past_the_retention_are_deleted_in_small_batches() {
     assert_eq!(relay.metrics().deleted, 3);
     let events: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
     assert_eq!(events, 5, "the events themselves are never deleted");
+}
+
+#[tokio::test]
+async fn idempotency_records_an_hour_past_their_ttl_are_deleted_in_batches_and_no_other() {
+    let (_, pool) = fresh_database().await;
+    let client = pool.get().await.unwrap();
+    // (key, expires_at relative to now): long expired, just expired (inside the hour's grace), live.
+    let records = [
+        ("old-1", "-3 hours"),
+        ("old-2", "-2 hours"),
+        ("old-3", "-61 minutes"),
+        ("recent", "-10 minutes"),
+        ("live", "+20 hours"),
+    ];
+    for (key, expires) in records {
+        client
+            .execute(
+                "INSERT INTO idempotency_records \
+                 (scope, key, operation, request_hash, state, response_status, response_body, expires_at) \
+                 VALUES ('accounts', $1, 'deposit', 'h', 'completed', 201, '{}', now() + $2::text::interval)",
+                &[&key, &expires],
+            )
+            .await
+            .unwrap();
+    }
+    let config = RelayConfig { cleanup_batch: 2, ..fast_config() };
+    let relay = Relay::new(PgOutbox::new(pool.clone()), Arc::new(FakeBus::default()), config);
+
+    let report = relay.drain(deadline()).await.unwrap();
+
+    assert_eq!(report.expired_keys_deleted, 3);
+    assert_eq!(relay.metrics().expired_keys_deleted, 3);
+    let left: Vec<String> = client
+        .query("SELECT key FROM idempotency_records ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["live", "recent"], "live records and those expired under an hour ago stay");
+    assert_eq!(relay.cleanup(deadline()).await.unwrap(), (0, 0), "nothing left to delete");
 }
 
 #[tokio::test]

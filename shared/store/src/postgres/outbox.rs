@@ -91,6 +91,16 @@ const DELETE_PUBLISHED: &str = "DELETE FROM outbox_events WHERE position IN ( \
          WHERE published_at IS NOT NULL AND published_at < now() - $1::bigint * interval '1 millisecond' \
          ORDER BY published_at LIMIT $2)";
 
+/// Idempotency records an hour or more past their TTL, oldest first: the DynamoDB TTL's counterpart.
+/// The hour keeps the purge clear of records the application, whose clock decides expiry when it
+/// claims a key, may still count as live. The expiry is checked again on the row being deleted, so
+/// a record a claim renewed meanwhile stays; rows a claim holds locked are skipped.
+const DELETE_EXPIRED_KEYS: &str = "DELETE FROM idempotency_records r USING ( \
+         SELECT scope, key FROM idempotency_records \
+         WHERE expires_at <= now() - interval '1 hour' \
+         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) d \
+     WHERE r.scope = d.scope AND r.key = d.key AND r.expires_at <= now() - interval '1 hour'";
+
 const REQUEUE_DEAD: &str = "UPDATE outbox_events \
      SET dead_lettered_at = NULL, attempts = 0, next_attempt_at = NULL, claimed_until = NULL, \
          claim_token = NULL \
@@ -350,6 +360,16 @@ impl PgOutbox {
         let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let statement = client.prepare_cached(DELETE_PUBLISHED).await.map_err(|e| db_error(&e))?;
         client.execute(&statement, &[&retention_ms, &limit]).await.map_err(|e| db_error(&e))
+    }
+
+    /// Deletes at most `limit` idempotency records that expired an hour or more ago (nothing else
+    /// deletes them in Postgres: a claim only overwrites an expired record of its own key); returns
+    /// how many. The relay calls it with its outbox cleanup.
+    pub async fn delete_expired_idempotency_records(&self, limit: usize) -> Result<u64, StoreError> {
+        let limit = clamp_i64(limit);
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(DELETE_EXPIRED_KEYS).await.map_err(|e| db_error(&e))?;
+        client.execute(&statement, &[&limit]).await.map_err(|e| db_error(&e))
     }
 
     /// Puts every dead-lettered row back to pending with its attempts reset (an operator's action
