@@ -1,11 +1,11 @@
 //! Lambda function on the `events` table's DynamoDB stream: publishes inserted events to Kafka and
 //! reports the records not acknowledged as partial batch failures. Wiring only; the handler is
-//! `corebank_pipeline::outbox::handle_stream_event`.
+//! `corebank_delivery::handlers::outbox::handle_stream_event`.
 
 use aws_lambda_events::event::dynamodb::Event;
+use corebank_delivery::handlers::outbox::handle_stream_event;
+use corebank_delivery::topics::topics_from_env;
 use corebank_messaging::{KafkaConfig, KafkaPublisher};
-use corebank_pipeline::outbox::handle_stream_event;
-use corebank_pipeline::topics::topics_from_env;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]

@@ -1,13 +1,13 @@
 //! Lambda function that publishes the Postgres outbox to Kafka, run by an EventBridge schedule (its
-//! input is ignored): wiring only; the relay is `corebank_pipeline::relay`. Each invocation drains
+//! input is ignored): wiring only; the relay is `corebank_delivery::handlers::relay`. Each invocation drains
 //! until nothing is pending or one producer timeout (plus 2 s) before the invocation's deadline, and
 //! answers the drain's JSON summary.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use corebank_delivery::handlers::relay::{Relay, RelayConfig, deadline_before};
 use corebank_messaging::{KafkaConfig, KafkaPublisher};
-use corebank_pipeline::relay::{Relay, RelayConfig, deadline_before};
 use corebank_store::postgres::PgOutbox;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let pg = corebank_wiring::postgres::connect_from_env().await?;
     // MSK: brokers looked up from MSK_CLUSTER_ARN once, here, unless KAFKA_BOOTSTRAP names them.
     let kafka = KafkaConfig::from_env_resolved().await?;
-    let publisher = KafkaPublisher::new(&kafka, corebank_pipeline::topics::topics_from_env())?;
+    let publisher = KafkaPublisher::new(&kafka, corebank_delivery::topics::topics_from_env())?;
     let relay = Relay::new(PgOutbox::new(pg.pool), Arc::new(publisher), RelayConfig::from_env()?);
     let margin = Duration::from_millis(kafka.message_timeout_ms) + Duration::from_secs(2);
     let relay = &relay;

@@ -1,9 +1,9 @@
 //! Lambda function on two MSK event source mappings, the account and the transfer events topics:
 //! applies each batch to the account read tables and `transfer_status`, and fails the invocation (so
-//! the whole batch is redelivered) when any event was not applied. Wiring only; the handler is `corebank_pipeline::projection::handle_kafka_event`.
+//! the whole batch is redelivered) when any event was not applied. Wiring only; the handler is `corebank_delivery::handlers::projection::handle_kafka_event`.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use corebank_pipeline::projection::handle_kafka_event;
+use corebank_delivery::handlers::projection::handle_kafka_event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]

@@ -1,10 +1,10 @@
 //! Lambda function on the MSK event source mapping of the transfer events topic: drives each transfer
 //! through hold, credit and capture (or release), and fails the invocation (so the whole batch is
 //! redelivered) when any event was not handled. Wiring only; the handler is
-//! `corebank_pipeline::saga::handle_kafka_event`.
+//! `corebank_delivery::handlers::saga::handle_kafka_event`.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use corebank_pipeline::saga::handle_kafka_event;
+use corebank_delivery::handlers::saga::handle_kafka_event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]

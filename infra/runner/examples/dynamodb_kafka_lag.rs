@@ -104,7 +104,7 @@ async fn main() {
         "DynamoDB + Kafka (local emulators): events table {}, poll idle {} ms, consumer window {} ms",
         settings.tables.events,
         settings.poller.idle_poll_ms,
-        corebank_messaging::ConsumerConfig::DEFAULT_MAX_WAIT_MS
+        corebank_delivery::emulators::kafka_consumer::ConsumerConfig::DEFAULT_MAX_WAIT_MS
     );
 
     let timed = Arc::new(Timed {

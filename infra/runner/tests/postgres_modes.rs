@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corebank_app::AppConfig;
+use corebank_delivery::handlers::relay::RelayConfig;
 use corebank_messaging::{KafkaConfig, Topics};
-use corebank_pipeline::relay::RelayConfig;
 use corebank_runner::modes::postgres::{self, KafkaSettings};
 use corebank_runner::modes::{Started, stopped};
 use corebank_wiring::postgres::PgSettings;

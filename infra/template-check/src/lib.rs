@@ -131,7 +131,7 @@ impl FunctionCrate {
     /// Whether the crate links librdkafka (through the messaging or pipeline crates, or directly),
     /// which does not build for arm64 under cargo lambda: such functions run on x86_64.
     pub fn links_rdkafka(&self) -> bool {
-        ["corebank-messaging", "corebank-pipeline", "rdkafka"].iter().any(|d| self.dependencies.contains(*d))
+        ["corebank-messaging", "corebank-delivery", "rdkafka"].iter().any(|d| self.dependencies.contains(*d))
     }
 
     /// The architecture its template resource must name.

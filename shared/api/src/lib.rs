@@ -16,7 +16,7 @@ pub mod router;
 use std::sync::Arc;
 
 use corebank_app::App;
-use corebank_app::pipeline::{PipelineHealth, ProjectionBarrier};
+use corebank_app::read_side::{PipelineHealth, ProjectionBarrier};
 
 pub use error::ApiError;
 pub use router::{Route, dispatch};

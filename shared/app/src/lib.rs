@@ -10,17 +10,18 @@
 //!   and in order, repairing gaps from the event store.
 //! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one stream or all.
 //! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
-//! - [`pipeline`]: the embedded, in-process delivery of events to the projector and the saga.
+//! - [`read_side`]: what the API asks of event delivery (lag, errors, waiting for the projection);
+//!   delivery itself is `corebank-delivery`.
 #![warn(missing_docs)]
 
 pub mod command;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod pipeline;
 pub mod projection;
 pub mod projector;
 pub mod queries;
+pub mod read_side;
 pub mod rebuild;
 pub mod saga;
 pub mod transfer_projection;

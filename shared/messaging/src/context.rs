@@ -16,7 +16,7 @@ use crate::config::{KafkaConfig, KafkaSecurity};
 use crate::error::KafkaSetupError;
 
 /// Client context of the producer, the consumer and the admin client.
-pub(crate) struct KafkaContext {
+pub struct KafkaContext {
     #[cfg(feature = "msk-iam")]
     signer: Option<crate::msk::MskIamSigner>,
     /// The consumer group, on a consumer's context; it labels the log lines.
@@ -25,7 +25,7 @@ pub(crate) struct KafkaContext {
 
 impl KafkaContext {
     /// The context `config` needs: a token signer for [`KafkaSecurity::MskIam`], nothing otherwise.
-    pub(crate) fn for_config(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
+    pub fn for_config(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
         match config.security {
             #[cfg(feature = "msk-iam")]
             KafkaSecurity::MskIam => {
@@ -47,7 +47,7 @@ impl KafkaContext {
     }
 
     /// Labels the log lines of a consumer of `group_id`.
-    pub(crate) fn for_group(mut self, group_id: &str) -> Self {
+    pub fn for_group(mut self, group_id: &str) -> Self {
         self.group_id = Some(group_id.to_owned());
         self
     }
@@ -58,7 +58,7 @@ impl KafkaContext {
 }
 
 /// `topic-partition` of every entry, with its offset when it has one (`@12`), comma-separated.
-pub(crate) fn describe_partitions(list: &TopicPartitionList) -> String {
+pub fn describe_partitions(list: &TopicPartitionList) -> String {
     let mut out = String::new();
     for elem in list.elements() {
         if !out.is_empty() {

@@ -1,5 +1,6 @@
-//! Event transport of the core bank: how stored events reach Kafka and how Kafka batches reach the
-//! projection functions.
+//! Kafka transport of the core bank: the message codec, the publisher port and its idempotent
+//! producer, topic creation, MSK access. How batches are consumed and handed to the functions is
+//! delivery's business (`corebank-delivery`); this crate only speaks Kafka.
 //!
 //! Why a crate of its own: the write side must not know Kafka, and the read side must not know who
 //! delivered a batch. So this crate offers
@@ -8,10 +9,8 @@
 //! - [`EventPublisher`]: the port the outbox publishers use, with one classified outcome per event;
 //! - [`KafkaPublisher`]: that port over rdkafka's idempotent producer, for MSK in AWS and any
 //!   Kafka-protocol broker locally;
-//! - [`KafkaBatchConsumer`]: the MSK event source mapping, emulated for the local runner, which hands
-//!   functions the exact [`aws_lambda_events::event::kafka::KafkaEvent`] Lambda would, commits only after
-//!   success and redelivers a failed batch;
-//! - [`envelopes_from_kafka_event`]: what a projection function does first with such a batch;
+//! - [`context::KafkaContext`]: the client context every client is built with (MSK IAM tokens,
+//!   librdkafka's logs and rebalances to `tracing`), the batch consumer's included;
 //! - [`ensure_topics`]: topic creation for local hosts and tests.
 //!
 //! # Ordering
@@ -25,18 +24,17 @@
 //! | --- | --- | --- |
 //! | message size (key + value + headers) | 1,000,000 bytes | [`KafkaConfig::max_message_bytes`], checked before producing |
 //! | time for one acknowledgement | 30 s | [`KafkaConfig::message_timeout_ms`] |
-//! | records per consumer batch | 100 | [`ConsumerConfig::max_batch`] |
-//! | batching window | 20 ms | [`ConsumerConfig::max_wait_ms`] |
-//! | pause between retries of a failed batch | 100 ms doubling to 10 s, jittered | [`ConsumerConfig::retry_backoff`] |
 //!
-//! # What the consumer logs
+//! The batch consumer's limits (records per batch, batching window, pause after a failed batch) are
+//! documented with it, in `corebank_delivery::emulators::kafka_consumer`.
+//!
+//! # What a consumer logs
 //! Every consumer-group rebalance is logged at info level with the group and the partitions (target
 //! `corebank_messaging::context`): `partitions assigned`, and `partitions revoked` with `lost=true` when
 //! the group moved on without this member (a missed session timeout). librdkafka's own log lines go to
-//! target `librdkafka`, client errors are warnings, a failed offset commit is a warning naming the
-//! offsets, a batch handler that runs for more than half of `max.poll.interval.ms` (300 s) is a warning,
-//! and a consumer that stops for good logs an error. To watch rebalances in the runner:
-//! `RUST_LOG=warn,corebank_messaging=info`.
+//! target `librdkafka`, client errors are warnings, and the batch consumer adds its own
+//! (`corebank_delivery::emulators::kafka_consumer`). To watch rebalances in the runner:
+//! `RUST_LOG=warn,corebank_messaging=info,corebank_delivery=info`.
 //!
 //! # TLS and MSK
 //! [`KafkaSecurity::Ssl`], [`KafkaSecurity::SaslScram`] and [`KafkaSecurity::MskIam`] need librdkafka
@@ -52,8 +50,7 @@ pub mod admin;
 pub mod aws_http;
 pub mod codec;
 pub mod config;
-pub mod consumer;
-mod context;
+pub mod context;
 pub mod error;
 pub mod msk;
 pub mod producer;
@@ -62,10 +59,6 @@ pub mod publisher;
 pub use admin::ensure_topics;
 pub use codec::{CodecError, OutgoingRecord, Topics, decode_value, encode, topic_for};
 pub use config::{AwsIdentity, Compression, ConfigError, KafkaConfig, KafkaSecurity, ScramMechanism};
-pub use consumer::{
-    ConsumedRecord, ConsumerConfig, ConsumerError, KafkaBatchConsumer, envelopes_from_kafka_event,
-    kafka_event_from_records,
-};
 pub use error::KafkaSetupError;
 pub use producer::KafkaPublisher;
 pub use publisher::{EventPublisher, PublishError};

@@ -20,27 +20,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
-use corebank_app::pipeline::PipelineHealth;
+use corebank_app::read_side::PipelineHealth;
 use corebank_app::{App, AppConfig, SystemClock};
-use corebank_messaging::{
-    ConsumerConfig, EventPublisher, KafkaBatchConsumer, KafkaConfig, KafkaPublisher, Topics, ensure_topics,
-    envelopes_from_kafka_event,
+use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
+use corebank_delivery::emulators::stream_poller::{
+    DynamoStreamPoller, StreamPollerConfig, aws_sdk_dynamodbstreams,
 };
-use corebank_pipeline::outbox::{envelope_from_record, handle_stream_event};
-use corebank_pipeline::projection::handle_kafka_event;
-use corebank_pipeline::stream_poller::{DynamoStreamPoller, StreamPollerConfig, aws_sdk_dynamodbstreams};
-use corebank_pipeline::topics::topics_from_lookup;
+use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
+use corebank_delivery::handlers::outbox::{envelope_from_record, handle_stream_event};
+use corebank_delivery::handlers::projection::handle_kafka_event;
+use corebank_delivery::topics::{PROJECTOR_GROUP_ID, topics_from_lookup};
+use corebank_messaging::{EventPublisher, KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::dynamodb::{DynamoTables, create_tables};
 use tokio::sync::watch;
 
-use super::{Started, Task, consume_until_shutdown, stopped};
+use super::{DEFAULT_TOPIC_PARTITIONS, Started, Task, consume_until_shutdown, stopped};
 use crate::RunnerError;
-
-/// The consumer group of the projection, as the MSK event source mapping of `projector-accounts`.
-pub const DEFAULT_GROUP_ID: &str = "corebank-projector-accounts";
-
-/// Partitions of each event topic when the runner creates it.
-pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
 
 /// Everything this mode reads from the environment, typed.
 #[derive(Debug, Clone)]
@@ -94,7 +89,7 @@ impl Settings {
             create_tables: parse(&lookup, "CREATE_TABLES", true)?,
             topics: topics_from_lookup(&lookup),
             topic_partitions: parse(&lookup, "KAFKA_TOPIC_PARTITIONS", DEFAULT_TOPIC_PARTITIONS)?,
-            group_id: parse(&lookup, "PROJECTOR_GROUP_ID", DEFAULT_GROUP_ID.to_owned())?,
+            group_id: parse(&lookup, "PROJECTOR_GROUP_ID", PROJECTOR_GROUP_ID.to_owned())?,
             kafka,
             tables,
             poller,

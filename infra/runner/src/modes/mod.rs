@@ -16,7 +16,8 @@ use std::time::Duration;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::AppConfig;
-use corebank_messaging::{ConsumerConfig, KafkaBatchConsumer, KafkaConfig};
+use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
+use corebank_messaging::KafkaConfig;
 use tokio::sync::watch;
 
 use crate::RunnerError;
@@ -25,6 +26,9 @@ pub mod dynamodb;
 pub mod memory;
 pub mod postgres;
 pub mod saga;
+
+/// Partitions of each event topic when the runner creates it (existing topics are left as they are).
+pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
 
 /// The store behind the ports (`STORE_KIND`): the same choice the Lambda functions make.
 pub use corebank_wiring::StoreKind;

@@ -14,25 +14,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
-use corebank_app::pipeline::{EmbeddedPipeline, PipelineHealth};
+use corebank_app::read_side::PipelineHealth;
 use corebank_app::{App, AppConfig, SystemClock};
-use corebank_messaging::{
-    ConsumerConfig, KafkaBatchConsumer, KafkaConfig, KafkaPublisher, Topics, ensure_topics,
-};
-use corebank_pipeline::relay::{Relay, RelayConfig};
+use corebank_delivery::emulators::embedded::EmbeddedPipeline;
+use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
+use corebank_delivery::handlers::relay::{Relay, RelayConfig};
+use corebank_delivery::topics::PROJECTOR_GROUP_ID;
+use corebank_messaging::{KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::EventFeed;
 use corebank_store::postgres::{PgOutbox, PgReadModelStore};
 use corebank_wiring::postgres::{PgSettings, PgWiring};
 use tokio::sync::watch;
 
-use super::{Started, stopped};
+use super::{DEFAULT_TOPIC_PARTITIONS, Started, stopped};
 use crate::RunnerError;
-
-/// The consumer group of the account projection, as the MSK event source mapping names it.
-pub const PROJECTOR_GROUP_ID: &str = "corebank-projector-accounts";
-
-/// Partitions of topics the runner creates (existing topics are left as they are).
-pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
 
 /// What the Kafka pipeline needs besides the database.
 #[derive(Debug, Clone)]
@@ -56,7 +51,7 @@ impl KafkaSettings {
     /// (default 3).
     pub fn from_env() -> Result<Self, RunnerError> {
         let kafka = KafkaConfig::from_env().map_err(|e| RunnerError::Mode(e.to_string()))?;
-        let topics = corebank_pipeline::topics::topics_from_env();
+        let topics = corebank_delivery::topics::topics_from_env();
         Ok(Self {
             kafka,
             topics,
@@ -171,10 +166,11 @@ pub async fn start_kafka(
                 let projector = projector.clone();
                 let health = health.clone();
                 async move {
-                    let outcome = corebank_pipeline::projection::handle_kafka_event(&event, &projector)
-                        .await
-                        .map(|_applied| ())
-                        .map_err(|e| e.to_string());
+                    let outcome =
+                        corebank_delivery::handlers::projection::handle_kafka_event(&event, &projector)
+                            .await
+                            .map(|_applied| ())
+                            .map_err(|e| e.to_string());
                     health.set_projection_error(outcome.as_ref().err().cloned());
                     outcome
                 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corebank_api::Deps;
-use corebank_app::pipeline::EmbeddedPipeline;
 use corebank_app::{App, AppConfig, SystemClock};
+use corebank_delivery::emulators::embedded::EmbeddedPipeline;
 use corebank_domain::EventEnvelope;
 use corebank_store::{
     AppendOutcome, AppendRequest, ClaimOutcome, EventStore, IdempotencyClaim, IdempotencyCompletion,

@@ -82,11 +82,11 @@ mod transfers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, WriteRequest};
 pub use aws_sdk_dynamodb::{self, Client};
+use corebank_backoff::Backoff;
 
 pub use self::codec::envelope_from_stream_image;
 pub use self::events::DynamoEventStore;
@@ -111,8 +111,9 @@ pub const TRANSACTION_ACTIONS_MAX: usize = 100;
 /// How often a write cancelled only by contention is tried before it counts as unavailable.
 pub const CONTENTION_ATTEMPTS_MAX: u32 = 8;
 
-const BACKOFF_BASE_MS: u64 = 20;
-const BACKOFF_CAP_MS: u64 = 1_000;
+/// Pauses between contended tries: 40 ms doubling to 1 s, anywhere below that (the writers race for
+/// one item, and the sooner one of them wins the better).
+const CONTENTION_BACKOFF: Backoff = Backoff::from_millis(40, 1_000).full_jitter();
 
 /// `BatchWriteItem` takes at most this many requests.
 const BATCH_WRITE_MAX: usize = 25;
@@ -339,8 +340,7 @@ impl Cancelled {
 }
 
 async fn backoff(attempt: u32) {
-    let ceiling = BACKOFF_BASE_MS.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP_MS);
-    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+    tokio::time::sleep(CONTENTION_BACKOFF.delay(attempt)).await;
 }
 
 /// Runs one `TransactWriteItems`. A cancellation in which no condition failed but some action met

@@ -1,6 +1,6 @@
 //! The outbox relay against a real PostgreSQL and a real Kafka-protocol broker (tansu).
 //!
-//! Run: `SERVICES="postgres kafka" infra/scripts/with-services.sh cargo test -p corebank-pipeline
+//! Run: `SERVICES="postgres kafka" infra/scripts/with-services.sh cargo test -p corebank-delivery
 //! --all-features`. Without `DATABASE_URL` or `KAFKA_BOOTSTRAP` these tests fail; they never skip.
 //! Each test has its own database, topic and consumer group.
 
@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use corebank_app::pipeline::PipelineHealth;
+use corebank_app::read_side::PipelineHealth;
+use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
+use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
+use corebank_delivery::handlers::relay::{DrainStop, Relay, RelayConfig};
 use corebank_domain::{EventEnvelope, EventMetadata};
-use corebank_messaging::{
-    ConsumerConfig, EventPublisher, KafkaBatchConsumer, KafkaConfig, KafkaPublisher, PublishError, Topics,
-    ensure_topics, envelopes_from_kafka_event,
-};
-use corebank_pipeline::relay::{DrainStop, Relay, RelayConfig};
+use corebank_messaging::{EventPublisher, KafkaConfig, KafkaPublisher, PublishError, Topics, ensure_topics};
 use corebank_store::postgres::{self, PgOutbox, PgStores, Pool};
 use corebank_store::{AppendRequest, EventFeed};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
@@ -38,7 +37,7 @@ fn database_url() -> tokio_postgres::Config {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!(
             "DATABASE_URL is not set: the relay tests need PostgreSQL and never skip. Run \
-             `SERVICES=\"postgres kafka\" infra/scripts/with-services.sh cargo test -p corebank-pipeline \
+             `SERVICES=\"postgres kafka\" infra/scripts/with-services.sh cargo test -p corebank-delivery \
              --all-features`"
         )
     });

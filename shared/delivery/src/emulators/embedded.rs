@@ -1,4 +1,5 @@
-//! The embedded delivery pipeline: tails the store's feed in commit order and hands every event to
+//! The embedded pipeline: the whole asynchronous path in process. It tails the store's feed in commit
+//! order and hands every event to
 //! the same [`Projector`] that the Kafka projection function uses and, when it has one, to the same
 //! [`TransferSaga`] that the Kafka transfer-saga function uses.
 //!
@@ -7,23 +8,28 @@
 //! Neither lane skips an event: a failed handling is retried with backoff until it succeeds, and a
 //! lane's position only moves past a batch once its handler has taken every event of it.
 //!
-//! The projector takes events one at a time in feed order. The saga only needs one transfer's events
-//! in order, so within a batch it runs different transfers concurrently (at most
-//! [`KEYED_CONCURRENCY_MAX`] at once): over a remote store, one transfer at a time would cap the lane at
-//! one transfer's round trips.
+//! The projector takes events one at a time in feed order (or stream by stream, see
+//! [`EmbeddedPipeline::with_saga_concurrent_projection`]). The saga only needs one transfer's events
+//! in order, so within a batch it runs different transfers concurrently: the [fan-out](crate::fanout),
+//! at most [`STREAMS_IN_FLIGHT_MAX`] keys at once. Over a remote store, one transfer at a time would cap
+//! the lane at one transfer's round trips. Failed handlings pause by [`LANE_BACKOFF`].
 
-use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use corebank_app::AppError;
+use corebank_app::projector::Projector;
+use corebank_app::read_side::{PipelineHealth, ProjectionBarrier};
+use corebank_app::saga::{TransferSaga, transfer_of};
+use corebank_backoff::Backoff;
 use corebank_domain::EventEnvelope;
 use corebank_store::EventFeed;
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
-use crate::AppError;
-use crate::projector::Projector;
-use crate::saga::TransferSaga;
+use crate::fanout::{STREAMS_IN_FLIGHT_MAX, bounded, group_by_key};
 
 /// Something a delivery pipeline hands every event to, in commit order, at least once.
 #[async_trait]
@@ -53,31 +59,24 @@ impl EventHandler for TransferSaga {
 
     /// One transfer's events (its own and its holds') in order; transfers concurrently.
     fn order_key(&self, envelope: &EventEnvelope) -> Option<String> {
-        let transfer = crate::saga::transfer_of(envelope).ok().flatten();
+        let transfer = transfer_of(envelope).ok().flatten();
         Some(transfer.map_or_else(|| envelope.stream_id.clone(), |t| t.stream_id()))
     }
-}
-
-/// What health reports about a delivery pipeline.
-pub trait PipelineHealth: Send + Sync {
-    /// Events committed but not yet projected.
-    fn lag(&self) -> u64;
-    /// The last failure, if the pipeline is currently failing.
-    fn last_error(&self) -> Option<String>;
-}
-
-/// Lets a command's response wait until the read side has seen it, where a host can offer that.
-#[async_trait]
-pub trait ProjectionBarrier: Send + Sync {
-    /// Waits (bounded) until everything committed so far is projected.
-    async fn settle(&self);
 }
 
 const BATCH: usize = 512;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The most keys a keyed lane (the saga) handles at once.
-pub const KEYED_CONCURRENCY_MAX: usize = 64;
+/// Pauses after a failed handling or a failed feed read: 10 ms doubling to 2 s, jittered.
+pub const LANE_BACKOFF: Backoff = Backoff::from_millis(10, 2_000);
+
+/// Sleeps the pause after `failures` failures in a row; `false` when shutdown came first.
+async fn pause(stopped: &mut watch::Receiver<bool>, failures: u32) -> bool {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => false,
+        () = tokio::time::sleep(LANE_BACKOFF.delay(failures)) => true,
+    }
+}
 
 /// One tailing reader of the feed: its handler, how far it got, and its current failure.
 struct Lane {
@@ -132,18 +131,17 @@ async fn deliver(
     envelope: &EventEnvelope,
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut backoff_ms = 10;
+    let mut failures = 0;
     loop {
         match handler.handle_event(envelope).await {
             Ok(()) => return true,
             Err(e) => {
                 tracing::error!(error = %e, lane = name, stream_id = %envelope.stream_id, version = envelope.version, "event handling failed; retrying");
                 set_error(errors, Some(format!("{name}: {e}")));
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => return false,
-                    () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                failures += 1;
+                if !pause(stopped, failures).await {
+                    return false;
                 }
-                backoff_ms = (backoff_ms * 2).min(2_000);
             }
         }
     }
@@ -185,7 +183,7 @@ impl EmbeddedPipeline {
     }
 
     /// As [`Self::with_saga`], but the projector takes different streams' events concurrently (each
-    /// stream's in order), at most [`KEYED_CONCURRENCY_MAX`] streams at once. Worth it over a remote
+    /// stream's in order), at most [`STREAMS_IN_FLIGHT_MAX`] streams at once. Worth it over a remote
     /// read store, where one event at a time caps the lane at one round trip per event; the projector
     /// keeps one checkpoint per stream, so streams need no order between them.
     pub fn with_saga_concurrent_projection(
@@ -230,18 +228,17 @@ impl EmbeddedPipeline {
     async fn tail(&self, lane: &Lane, mut stopped: watch::Receiver<bool>) {
         let mut head = self.feed.head();
         let mut position = *lane.position.borrow();
-        let mut backoff_ms = 10;
+        let mut failures = 0;
         loop {
             let batch = match self.feed.read_after(position, BATCH).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, lane = lane.name, "feed read failed");
                     lane.set_error(Some(e.to_string()));
-                    tokio::select! {
-                        _ = stopped.wait_for(|s| *s) => return,
-                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    failures += 1;
+                    if !pause(&mut stopped, failures).await {
+                        return;
                     }
-                    backoff_ms = (backoff_ms * 2).min(2_000);
                     continue;
                 }
             };
@@ -252,76 +249,63 @@ impl EmbeddedPipeline {
                 }
                 continue;
             };
-            let keyed =
-                lane.by_stream || batch.first().is_some_and(|(_, e)| lane.handler.order_key(e).is_some());
-            let outcome = if keyed {
-                Self::deliver_keyed(lane, &batch, &stopped).await
-            } else {
-                let mut outcome = Batch::Taken;
-                for (_, envelope) in &batch {
-                    if !deliver(lane.name, lane.handler.as_ref(), &lane.last_error, envelope, &mut stopped)
-                        .await
-                    {
-                        outcome = Batch::Stopped;
-                        break;
-                    }
-                }
-                outcome
-            };
-            match outcome {
+            match Self::deliver_batch(lane, batch, &stopped).await {
                 Batch::Taken => {}
                 Batch::Stopped => return,
                 Batch::Retry => {
-                    tokio::select! {
-                        _ = stopped.wait_for(|s| *s) => return,
-                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    failures += 1;
+                    if !pause(&mut stopped, failures).await {
+                        return;
                     }
-                    backoff_ms = (backoff_ms * 2).min(2_000);
                     continue;
                 }
             }
             position = last;
             // Once per batch, not per event: every change wakes every waiting command.
             lane.position.send_replace(position);
-            backoff_ms = 10;
+            failures = 0;
             lane.set_error(None);
         }
     }
 
-    /// Hands a batch over key by key: each key's events in order, different keys concurrently.
-    async fn deliver_keyed(
+    /// Hands a batch over through the fan-out: grouped by the handler's order key (by stream on a
+    /// `by_stream` lane; one group in feed order when the handler names no key), each group in order,
+    /// groups concurrently. A group whose handler panicked makes the whole batch come again; handlers
+    /// take duplicates.
+    async fn deliver_batch(
         lane: &Lane,
-        batch: &[(u64, EventEnvelope)],
+        batch: Vec<(u64, EventEnvelope)>,
         stopped: &watch::Receiver<bool>,
     ) -> Batch {
-        let mut by_key: BTreeMap<String, Vec<EventEnvelope>> = BTreeMap::new();
-        for (_, envelope) in batch {
-            let key = lane.handler.order_key(envelope).unwrap_or_else(|| envelope.stream_id.clone());
-            by_key.entry(key).or_default().push(envelope.clone());
-        }
-        let permits = Arc::new(tokio::sync::Semaphore::new(KEYED_CONCURRENCY_MAX));
-        let mut tasks = tokio::task::JoinSet::new();
-        for events in by_key.into_values() {
-            let (handler, errors, name) = (lane.handler.clone(), lane.last_error.clone(), lane.name);
-            let (permits, mut stopped) = (permits.clone(), stopped.clone());
-            tasks.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else { return false };
+        let events: Vec<EventEnvelope> = batch.into_iter().map(|(_, envelope)| envelope).collect();
+        let keyed = lane.by_stream || events.first().is_some_and(|e| lane.handler.order_key(e).is_some());
+        let groups = if keyed {
+            group_by_key(events, |e| lane.handler.order_key(e).unwrap_or_else(|| e.stream_id.clone()))
+        } else {
+            vec![events]
+        };
+        let outcomes = bounded(groups, STREAMS_IN_FLIGHT_MAX, |events: Vec<EventEnvelope>| {
+            let mut stopped = stopped.clone();
+            let run = async move {
                 for envelope in &events {
-                    if !deliver(name, handler.as_ref(), &errors, envelope, &mut stopped).await {
+                    if !deliver(lane.name, lane.handler.as_ref(), &lane.last_error, envelope, &mut stopped)
+                        .await
+                    {
                         return false;
                     }
                 }
                 true
-            });
-        }
+            };
+            AssertUnwindSafe(run).catch_unwind()
+        })
+        .await;
         let mut outcome = Batch::Taken;
-        while let Some(joined) = tasks.join_next().await {
+        for joined in outcomes {
             match joined {
                 Ok(true) => {}
                 Ok(false) => outcome = Batch::Stopped,
-                Err(e) => {
-                    // Delivered again (every event of the batch): handlers take duplicates.
-                    tracing::error!(error = %e, lane = lane.name, "an event handler panicked; retrying the batch");
+                Err(_) => {
+                    tracing::error!(lane = lane.name, "an event handler panicked; retrying the batch");
                     lane.set_error(Some(format!("{}: a handler panicked", lane.name)));
                     if outcome == Batch::Taken {
                         outcome = Batch::Retry;

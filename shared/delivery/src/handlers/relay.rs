@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use corebank_app::ConfigError;
-use corebank_app::pipeline::PipelineHealth;
+use corebank_app::read_side::PipelineHealth;
+use corebank_backoff::Backoff;
 use corebank_domain::EventEnvelope;
 use corebank_messaging::{EventPublisher, PublishError};
 use corebank_store::StoreError;
@@ -173,15 +174,7 @@ impl RelayConfig {
     /// [`RelayConfig::backoff_initial`], capped at [`RelayConfig::backoff_max`], the upper half
     /// jittered so that rows failing together do not come due together.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let exponent = attempts.saturating_sub(1).min(32);
-        let ceiling = self
-            .backoff_initial
-            .saturating_mul(1_u32 << exponent.min(31))
-            .min(self.backoff_max)
-            .max(Duration::from_millis(1));
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        let half = ceiling_ms / 2;
-        Duration::from_millis(ceiling_ms - half + fastrand::u64(0..=half))
+        Backoff::new(self.backoff_initial, self.backoff_max).delay(attempts)
     }
 }
 
@@ -664,22 +657,5 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.name, "RELAY_BACKOFF_MAX_MS");
-    }
-
-    #[test]
-    fn backoff_doubles_per_attempt_within_its_bounds() {
-        let config = RelayConfig {
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(1_000),
-            ..RelayConfig::default()
-        };
-        for _ in 0..50 {
-            let first = config.backoff(1).as_millis();
-            assert!((50..=100).contains(&first), "{first}");
-            let third = config.backoff(3).as_millis();
-            assert!((200..=400).contains(&third), "{third}");
-            let late = config.backoff(60).as_millis();
-            assert!((500..=1_000).contains(&late), "{late}");
-        }
     }
 }

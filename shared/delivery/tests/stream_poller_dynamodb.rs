@@ -2,7 +2,7 @@
 //! have the shape of the captured Lambda payload, arrive in order, and are retried from the first
 //! failed record.
 //!
-//! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-pipeline
+//! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-delivery
 //! --all-features`. Without `AWS_ENDPOINT_URL` these tests fail; they never skip.
 
 #![cfg(test)]
@@ -16,11 +16,13 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use common::{account_history, account_id, append_each, fresh_tables, sdk};
+use corebank_delivery::emulators::stream_poller::aws_sdk_dynamodbstreams::Client as StreamsClient;
+use corebank_delivery::emulators::stream_poller::aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use corebank_delivery::emulators::stream_poller::{
+    DynamoStreamPoller, StreamPollerConfig, lambda_record_json,
+};
+use corebank_delivery::handlers::outbox::envelope_from_record;
 use corebank_domain::EventEnvelope;
-use corebank_pipeline::outbox::envelope_from_record;
-use corebank_pipeline::stream_poller::aws_sdk_dynamodbstreams::Client as StreamsClient;
-use corebank_pipeline::stream_poller::aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use corebank_pipeline::stream_poller::{DynamoStreamPoller, StreamPollerConfig, lambda_record_json};
 use corebank_store::dynamodb::{Client, DynamoTables, stores};
 use corebank_store::{EventStore, Stores};
 use serde_json::Value;

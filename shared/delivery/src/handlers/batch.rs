@@ -1,12 +1,10 @@
-//! The fan-out every Kafka batch handler of this crate shares: a batch's records grouped by partition
-//! and, inside a partition, by event stream; each stream's records handed over one after another in
-//! offset order, different streams (of one partition or of several) at the same time, at most
-//! [`STREAMS_IN_FLIGHT_MAX`] of them at once.
+//! What the two MSK handlers (`projector-accounts`, `transfer-saga`) do with a batch: decode its
+//! records, walk it stream by stream through the [fan-out](crate::fanout), and fail with one
+//! [`BatchError`].
 //!
-//! Why per stream and not per partition: a partition carries many streams (every stream whose key
-//! hashes there), and the handlers only need one stream's events in order (the projector keeps a
-//! checkpoint per stream, the saga reloads one transfer's state per pass). Taking a partition one record
-//! at a time would cap it at one store round trip per record.
+//! A batch's records are grouped by partition and, inside a partition, by event stream; each stream's
+//! records are handed over one after another in offset order, different streams (of one partition or
+//! of several) at the same time, at most [`STREAMS_IN_FLIGHT_MAX`](crate::fanout::STREAMS_IN_FLIGHT_MAX) of them at once.
 //!
 //! What a failure does: a stream stops at its first failed record, so none of its later records of
 //! the batch is handed over; other streams carry on. The batch as a whole then fails (the caller fails
@@ -14,22 +12,24 @@
 //! what was already handled to be a duplicate. A record that does not decode has no stream to belong to,
 //! so its partition stops there: the records before it are handled, the ones from it on are not.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use corebank_app::AppError;
 use corebank_domain::EventEnvelope;
-use corebank_messaging::{CodecError, envelopes_from_kafka_event};
-use futures_util::stream::{self, StreamExt};
+use corebank_messaging::{CodecError, decode_value};
 
-/// The most streams a batch handler works on at once: the bound the embedded pipeline uses for its
-/// keyed lanes, so a Kafka batch asks no more of the store's connection pool than an embedded lane.
-pub const STREAMS_IN_FLIGHT_MAX: usize = corebank_app::pipeline::KEYED_CONCURRENCY_MAX;
+use crate::fanout::{bounded, group_by_key};
 
-/// Why a record of a batch was not handled.
-#[derive(Debug)]
-pub(crate) enum RecordFailure<E> {
-    /// The record's value is not an event envelope.
+/// Why an MSK batch was not fully handled. The batch must be delivered again (all of it); what was
+/// handled before the failure is a duplicate then, and skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A record's value is not an event envelope. Skipping it could hide an event from the read side
+    /// or the saga, so the partition stalls (visibly) instead.
+    #[error("record {topic}-{partition}@{offset} does not decode: {source}")]
     Decode {
         /// Topic.
         topic: String,
@@ -38,9 +38,12 @@ pub(crate) enum RecordFailure<E> {
         /// Offset.
         offset: i64,
         /// The codec's reason.
+        #[source]
         source: CodecError,
     },
-    /// The handler failed on the record's event.
+    /// The handler could not take an event (a store outage, a lease still held by a crashed pass,
+    /// corrupt data, an event that is not in the event store).
+    #[error("{stream_id} v{version} (record {topic}-{partition}@{offset}) was not handled: {source}")]
     Handle {
         /// Topic.
         topic: String,
@@ -53,11 +56,12 @@ pub(crate) enum RecordFailure<E> {
         /// The event's version.
         version: u64,
         /// The handler's reason.
-        source: E,
+        #[source]
+        source: AppError,
     },
 }
 
-impl<E> RecordFailure<E> {
+impl BatchError {
     fn position(&self) -> (&str, i64, i64) {
         match self {
             Self::Decode { topic, partition, offset, .. } | Self::Handle { topic, partition, offset, .. } => {
@@ -67,9 +71,53 @@ impl<E> RecordFailure<E> {
     }
 }
 
+/// Decodes every record of `event` into its envelope (base64, then JSON).
+///
+/// Partitions come in `(topic, partition)` order and each partition's records in offset order, so the
+/// events of one stream come out in the order they were published. A record that does not decode gives an
+/// error in its place and does not stop the others.
+pub fn envelopes_from_kafka_event(event: &KafkaEvent) -> Vec<Result<EventEnvelope, CodecError>> {
+    let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
+    partitions.sort_by(|(key_a, records_a), (key_b, records_b)| {
+        let order = |key: &String, records: &Vec<KafkaRecord>| {
+            let first = records.first();
+            let topic = first.and_then(|r| r.topic.clone()).unwrap_or_else(|| key.clone());
+            (topic, first.map_or(0, |r| r.partition))
+        };
+        order(key_a, records_a).cmp(&order(key_b, records_b))
+    });
+    let mut out = Vec::with_capacity(partitions.iter().map(|(_, records)| records.len()).sum());
+    for (key, records) in partitions {
+        let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
+        ordered.sort_by_key(|record| record.offset);
+        for record in ordered {
+            out.push(decode_record(key, record));
+        }
+    }
+    out
+}
+
+fn decode_record(key: &str, record: &KafkaRecord) -> Result<EventEnvelope, CodecError> {
+    let topic = || record.topic.clone().unwrap_or_else(|| key.to_owned());
+    let Some(value) = record.value.as_deref() else {
+        return Err(CodecError::MissingValue {
+            topic: topic(),
+            partition: record.partition,
+            offset: record.offset,
+        });
+    };
+    let bytes = BASE64.decode(value).map_err(|source| CodecError::Base64 {
+        topic: topic(),
+        partition: record.partition,
+        offset: record.offset,
+        source,
+    })?;
+    decode_value(&bytes)
+}
+
 /// One partition's records in offset order, each beside its decoded envelope (or why it would not
 /// decode).
-pub(crate) fn decode_partition<'a>(
+fn decode_partition<'a>(
     key: &str,
     records: &'a [KafkaRecord],
 ) -> Vec<(&'a KafkaRecord, Result<EventEnvelope, CodecError>)> {
@@ -99,25 +147,18 @@ struct StreamRun<'a> {
 /// The runs come partition by partition in turn (the first stream of each partition, then the second of
 /// each, ...), each partition's streams in the order of their first record: when there are more streams
 /// than may run at once, every partition gets going from the start and its oldest records go first.
-fn stream_runs<E>(event: &KafkaEvent) -> (Vec<StreamRun<'_>>, Vec<RecordFailure<E>>) {
+fn stream_runs(event: &KafkaEvent) -> (Vec<StreamRun<'_>>, Vec<BatchError>) {
     let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
     partitions.sort_by(|a, b| a.0.cmp(b.0));
     let mut per_partition: Vec<std::vec::IntoIter<StreamRun<'_>>> = Vec::with_capacity(partitions.len());
     let mut failures = Vec::new();
     for (key, records) in partitions {
-        let mut streams: Vec<StreamRun<'_>> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut decoded = Vec::with_capacity(records.len());
         for (record, envelope) in decode_partition(key, records) {
             match envelope {
-                Ok(envelope) => match index.get(&envelope.stream_id) {
-                    Some(&at) => streams[at].events.push((record, envelope)),
-                    None => {
-                        index.insert(envelope.stream_id.clone(), streams.len());
-                        streams.push(StreamRun { key, events: vec![(record, envelope)] });
-                    }
-                },
+                Ok(envelope) => decoded.push((record, envelope)),
                 Err(source) => {
-                    failures.push(RecordFailure::Decode {
+                    failures.push(BatchError::Decode {
                         topic: topic_of(record, key),
                         partition: record.partition,
                         offset: record.offset,
@@ -127,6 +168,10 @@ fn stream_runs<E>(event: &KafkaEvent) -> (Vec<StreamRun<'_>>, Vec<RecordFailure<
                 }
             }
         }
+        let streams: Vec<StreamRun<'_>> = group_by_key(decoded, |(_, envelope)| envelope.stream_id.clone())
+            .into_iter()
+            .map(|events| StreamRun { key, events })
+            .collect();
         per_partition.push(streams.into_iter());
     }
     let mut runs = Vec::new();
@@ -139,39 +184,21 @@ fn stream_runs<E>(event: &KafkaEvent) -> (Vec<StreamRun<'_>>, Vec<RecordFailure<
     }
 }
 
-/// Runs `work` on every item, at most `limit` at once (at least one), and returns the outputs in the
-/// order of `items`. The futures run inside the caller's task; nothing is spawned.
-pub(crate) async fn bounded<I, T, Fut>(items: Vec<I>, limit: usize, work: impl Fn(I) -> Fut) -> Vec<T>
-where
-    Fut: Future<Output = T>,
-{
-    let mut done: Vec<(usize, T)> = stream::iter(items.into_iter().enumerate())
-        .map(|(index, item)| {
-            let running = work(item);
-            async move { (index, running.await) }
-        })
-        .buffer_unordered(limit.max(1))
-        .collect()
-        .await;
-    done.sort_by_key(|(index, _)| *index);
-    done.into_iter().map(|(_, output)| output).collect()
-}
-
 /// Hands every record of `event` to `handle` as described in the module docs, at most `limit` streams
 /// at once, and returns the sum of what `handle` returned.
 ///
 /// On `Err` (of all failures, the one at the lowest topic, partition and offset), the batch was not
 /// fully handled and must be delivered again.
-pub(crate) async fn for_each_stream<E, F, Fut>(
+pub(crate) async fn for_each_stream<F, Fut>(
     event: &KafkaEvent,
     limit: usize,
     handle: F,
-) -> Result<usize, RecordFailure<E>>
+) -> Result<usize, BatchError>
 where
     F: Fn(EventEnvelope) -> Fut,
-    Fut: Future<Output = Result<usize, E>>,
+    Fut: Future<Output = Result<usize, AppError>>,
 {
-    let (runs, mut failures) = stream_runs::<E>(event);
+    let (runs, mut failures) = stream_runs(event);
     let handle = &handle;
     let outcomes = bounded(runs, limit, |run: StreamRun<'_>| async move {
         let mut total = 0;
@@ -180,7 +207,7 @@ where
             match handle(envelope).await {
                 Ok(n) => total += n,
                 Err(source) => {
-                    return Err(RecordFailure::Handle {
+                    return Err(BatchError::Handle {
                         topic: topic_of(record, run.key),
                         partition: record.partition,
                         offset: record.offset,
@@ -214,25 +241,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use chrono::{TimeZone, Utc};
-    use corebank_domain::EventMetadata;
-    use corebank_messaging::{ConsumedRecord, Topics, encode, kafka_event_from_records};
+    use corebank_messaging::{Topics, encode};
+
+    use crate::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
+    use crate::test_support::envelope;
     use rdkafka::message::Timestamp;
 
     use super::*;
-
-    fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
-        EventEnvelope {
-            event_id: uuid::Uuid::new_v4(),
-            stream_id: stream_id.to_owned(),
-            version,
-            event_type: "MoneyDeposited".to_owned(),
-            schema_version: 1,
-            occurred_at: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
-            payload: serde_json::json!({"amountMinorUnits": 100, "currency": "USD"}),
-            metadata: EventMetadata::default(),
-        }
-    }
 
     /// `(stream, version)` pairs laid out on `partition` from offset 0, in the order given.
     fn batch(partitions: &[(i32, &[(&str, u64)])]) -> KafkaEvent {
@@ -261,13 +276,20 @@ mod tests {
     }
 
     impl Probe {
-        async fn handle(&self, envelope: EventEnvelope, fail: Option<(&str, u64)>) -> Result<usize, String> {
+        async fn handle(
+            &self,
+            envelope: EventEnvelope,
+            fail: Option<(&str, u64)>,
+        ) -> Result<usize, AppError> {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
             if fail == Some((envelope.stream_id.trim_start_matches("account-"), envelope.version)) {
-                return Err(format!("{} v{} refused", envelope.stream_id, envelope.version));
+                return Err(AppError::Corrupt(format!(
+                    "{} v{} refused",
+                    envelope.stream_id, envelope.version
+                )));
             }
             let stream = envelope.stream_id.trim_start_matches("account-").to_owned();
             self.handled.lock().unwrap().push((stream, envelope.version));
@@ -331,7 +353,7 @@ mod tests {
         let failure = for_each_stream(&event, 8, |e| probe.handle(e, Some(("a", 2)))).await.unwrap_err();
 
         assert!(
-            matches!(&failure, RecordFailure::Handle { stream_id, version: 2, offset: 2, partition: 0, .. } if stream_id == "account-a"),
+            matches!(&failure, BatchError::Handle { stream_id, version: 2, offset: 2, partition: 0, .. } if stream_id == "account-a"),
             "{failure:?}"
         );
         let per_stream = probe.per_stream();
@@ -355,7 +377,7 @@ mod tests {
         .await
         .unwrap_err();
 
-        assert!(matches!(failure, RecordFailure::Handle { partition: 0, offset: 1, .. }), "{failure:?}");
+        assert!(matches!(failure, BatchError::Handle { partition: 0, offset: 1, .. }), "{failure:?}");
     }
 
     #[tokio::test]
@@ -368,20 +390,10 @@ mod tests {
 
         let failure = for_each_stream(&event, 8, |e| probe.handle(e, None)).await.unwrap_err();
 
-        assert!(matches!(failure, RecordFailure::Decode { partition: 0, offset: 2, .. }), "{failure:?}");
+        assert!(matches!(failure, BatchError::Decode { partition: 0, offset: 2, .. }), "{failure:?}");
         let per_stream = probe.per_stream();
         assert_eq!(per_stream["a"], vec![1]);
         assert_eq!(per_stream["b"], vec![1], "records after the undecodable one wait for the redelivery");
         assert_eq!(per_stream["c"], vec![1, 2], "other partitions go on");
-    }
-
-    #[tokio::test]
-    async fn bounded_returns_outputs_in_input_order() {
-        let out = bounded(vec![30_u64, 1, 20, 5], 2, |ms| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ms
-        })
-        .await;
-        assert_eq!(out, vec![30, 1, 20, 5]);
     }
 }

@@ -1,25 +1,27 @@
-//! The Kafka adapters against a real Kafka-protocol broker: the tansu broker that
-//! `infra/scripts/with-services.sh` starts and names in `KAFKA_BOOTSTRAP`.
+//! The publisher and the batch consumer (the MSK mapping's local emulator) against a real
+//! Kafka-protocol broker: the tansu broker that `infra/scripts/with-services.sh` starts and names in
+//! `KAFKA_BOOTSTRAP`.
 //!
-//! Run: `SERVICES=kafka infra/scripts/with-services.sh cargo test -p corebank-messaging`.
+//! Run: `SERVICES=kafka infra/scripts/with-services.sh cargo test -p corebank-delivery --test kafka_broker`.
 //! Without `KAFKA_BOOTSTRAP` these tests fail; nothing is left out. Each test uses its own topics and
 //! consumer group, so they run in parallel against one broker.
 
 #![cfg(test)]
 
-mod common;
+mod events;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use common::{envelope, interleaved};
+use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
+use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
 use corebank_domain::EventEnvelope;
 use corebank_messaging::{
-    CodecError, ConsumerConfig, EventPublisher, KafkaBatchConsumer, KafkaConfig, KafkaPublisher,
-    PublishError, Topics, ensure_topics, envelopes_from_kafka_event,
+    CodecError, EventPublisher, KafkaConfig, KafkaPublisher, PublishError, Topics, ensure_topics,
 };
+use events::{envelope, interleaved};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 //! mapping would deliver (built in-process, so each fault is exact): duplicates, redelivered batches,
 //! events that arrive before the ones they follow, and a projector that dies halfway through a batch.
 //!
-//! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-pipeline
+//! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-delivery
 //! --all-features`. Without `AWS_ENDPOINT_URL` these tests fail; they never skip.
 
 #![cfg(test)]
@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use common::{account_history, account_id, append_each, fresh_tables, kafka_batch, sdk};
 use corebank_app::projector::Projector;
-use corebank_pipeline::projection::{ProjectionBatchError, handle_kafka_event};
+use corebank_delivery::handlers::batch::BatchError;
+use corebank_delivery::handlers::projection::handle_kafka_event;
 use corebank_store::dynamodb::{Client, stores};
 use corebank_store::{
     AccountSummary, ProjectionChange, ProjectionReplacement, ReadModelStore, StatementEntry, StoreError,
@@ -136,10 +137,7 @@ async fn a_projector_killed_mid_batch_ends_correct_once_the_whole_batch_is_redel
         Arc::new(DiesAfter { inner: stores.read_model.clone(), allowed: 3, applied: AtomicUsize::new(0) }),
     );
     let err = handle_kafka_event(&batch, &dying).await.unwrap_err();
-    assert!(
-        matches!(&err, ProjectionBatchError::Apply { version: 4, offset: 103, partition: 2, .. }),
-        "{err}"
-    );
+    assert!(matches!(&err, BatchError::Handle { version: 4, offset: 103, partition: 2, .. }), "{err}");
     assert_eq!(summary(&stores, &id).await.version, 3, "what was applied before the kill stays");
 
     // The mapping redelivers the whole batch to a fresh instance.
@@ -181,6 +179,6 @@ async fn an_undecodable_record_fails_the_batch_and_names_its_offset() {
     records[1].value = Some(base64::engine::general_purpose::STANDARD.encode(b"{\"not\":\"an envelope\"}"));
 
     let err = handle_kafka_event(&batch, &projector(&stores)).await.unwrap_err();
-    assert!(matches!(err, ProjectionBatchError::Decode { offset: 51, .. }), "{err}");
+    assert!(matches!(err, BatchError::Decode { offset: 51, .. }), "{err}");
     assert_eq!(summary(&stores, &id).await.version, 1, "records before it were applied");
 }

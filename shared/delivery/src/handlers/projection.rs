@@ -11,53 +11,14 @@
 //! The projector keeps one checkpoint per stream, so streams need no order between them: different
 //! streams, of one partition or of several, are applied concurrently (at most
 //! [`STREAMS_IN_FLIGHT_MAX`](crate::fanout::STREAMS_IN_FLIGHT_MAX) at once), each stream's records in
-//! offset order (see [`crate::fanout`]). A partition applied one record at a time would cap the read
+//! offset order (see [`crate::handlers::batch`]). A partition applied one record at a time would cap the read
 //! side at one store round trip per event.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use corebank_app::AppError;
 use corebank_app::projector::{Applied, Projector};
-use corebank_messaging::CodecError;
 
-use crate::fanout::{RecordFailure, STREAMS_IN_FLIGHT_MAX, for_each_stream};
-
-/// Why a batch was not fully applied. The batch must be delivered again (all of it); what was applied
-/// before the failure is skipped then.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionBatchError {
-    /// A record's value is not an event envelope. Skipping it could hide an event from the read side,
-    /// so the partition stalls (visibly) instead.
-    #[error("record {topic}-{partition}@{offset} does not decode: {source}")]
-    Decode {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i64,
-        /// Offset.
-        offset: i64,
-        /// The codec's reason.
-        #[source]
-        source: CodecError,
-    },
-    /// The projector could not apply an event (store unavailable, corrupt data, an event that is
-    /// not in the event store).
-    #[error("{stream_id} v{version} (record {topic}-{partition}@{offset}) was not applied: {source}")]
-    Apply {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i64,
-        /// Offset.
-        offset: i64,
-        /// The event's stream.
-        stream_id: String,
-        /// The event's version.
-        version: u64,
-        /// The projector's reason.
-        #[source]
-        source: AppError,
-    },
-}
+use crate::fanout::STREAMS_IN_FLIGHT_MAX;
+use crate::handlers::batch::{BatchError, for_each_stream};
 
 /// Applies one MSK batch to the account read tables (and `transfer_status`, when the projector keeps
 /// it) and returns how many events were applied (including events repaired from the event store,
@@ -65,10 +26,7 @@ pub enum ProjectionBatchError {
 ///
 /// On `Err`, the caller must fail the invocation so that the whole batch is delivered again.
 #[tracing::instrument(name = "project_batch", skip_all, fields(partitions = event.records.len()))]
-pub async fn handle_kafka_event(
-    event: &KafkaEvent,
-    projector: &Projector,
-) -> Result<usize, ProjectionBatchError> {
+pub async fn handle_kafka_event(event: &KafkaEvent, projector: &Projector) -> Result<usize, BatchError> {
     for_each_stream(event, STREAMS_IN_FLIGHT_MAX, |envelope| async move {
         match projector.handle(&envelope).await? {
             Applied::Applied { events } => Ok(events),
@@ -76,20 +34,6 @@ pub async fn handle_kafka_event(
         }
     })
     .await
-    .map_err(ProjectionBatchError::from_failure)
-}
-
-impl ProjectionBatchError {
-    fn from_failure(failure: RecordFailure<AppError>) -> Self {
-        match failure {
-            RecordFailure::Decode { topic, partition, offset, source } => {
-                Self::Decode { topic, partition, offset, source }
-            }
-            RecordFailure::Handle { topic, partition, offset, stream_id, version, source } => {
-                Self::Apply { topic, partition, offset, stream_id, version, source }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -105,7 +49,9 @@ mod tests {
     use corebank_domain::{
         AccountId, Amount, Currency, EventEnvelope, EventMetadata, OwnerId, TransactionId,
     };
-    use corebank_messaging::{ConsumedRecord, Topics, encode, kafka_event_from_records};
+    use corebank_messaging::{Topics, encode};
+
+    use crate::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
     use corebank_store::{
         AccountSummary, AppendRequest, ProjectionChange, ProjectionReplacement, ReadModelStore,
         StatementEntry, StoreError, Stores,
@@ -285,7 +231,7 @@ mod tests {
 
         let err = handle_kafka_event(&batch, &projector).await.unwrap_err();
         assert!(
-            matches!(&err, ProjectionBatchError::Apply { stream_id, version: 3, offset: 5, .. } if stream_id == "account-acc-b"),
+            matches!(&err, BatchError::Handle { stream_id, version: 3, offset: 5, .. } if stream_id == "account-acc-b"),
             "{err}"
         );
         assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3, 4], 6, 4));

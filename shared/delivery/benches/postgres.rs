@@ -9,7 +9,7 @@
 //!   statement (default 10,000 x 100 = 1,000,000 events) and prints the database URL for
 //!   `corebank-runner rebuild all`.
 //!
-//! `DATABASE_URL=... cargo bench -p corebank-pipeline --features postgres --bench postgres -- append`
+//! `DATABASE_URL=... cargo bench -p corebank-delivery --features postgres --bench postgres -- append`
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a benchmark binary")]
 

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use corebank_delivery::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
 use corebank_domain::account::{AccountCreated, AccountEvent, MoneyMoved};
 use corebank_domain::{AccountId, Amount, Currency, EventEnvelope, EventMetadata, OwnerId, TransactionId};
-use corebank_messaging::{ConsumedRecord, Topics, encode, kafka_event_from_records};
+use corebank_messaging::{Topics, encode};
 use corebank_store::dynamodb::{Client, DynamoTables, create_tables};
 use corebank_store::{AppendRequest, EventStore};
 use uuid::Uuid;
@@ -19,7 +20,7 @@ pub async fn sdk() -> aws_config::SdkConfig {
     assert!(
         endpoint.is_some(),
         "AWS_ENDPOINT_URL is not set: these tests need a DynamoDB-API server. Run them through \
-         `SERVICES=\"dynamodb kafka\" infra/scripts/with-services.sh cargo test -p corebank-pipeline --all-features`"
+         `SERVICES=\"dynamodb kafka\" infra/scripts/with-services.sh cargo test -p corebank-delivery --all-features`"
     );
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }

@@ -2,7 +2,7 @@
 //! (`shared/store/tests/fixtures/dynamodb_stream_insert.json`), with a fake publisher that fails
 //! chosen events. No service is needed: the handler's input is the payload Lambda delivers.
 //!
-//! Run: `cargo test -p corebank-pipeline --features dynamodb --test outbox_dynamodb`.
+//! Run: `cargo test -p corebank-delivery --features dynamodb --test outbox_dynamodb`.
 
 #![cfg(test)]
 
@@ -11,9 +11,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::Event;
+use corebank_delivery::handlers::outbox::{RecordError, envelope_from_record, handle_stream_event};
 use corebank_domain::EventEnvelope;
 use corebank_messaging::{EventPublisher, PublishError};
-use corebank_pipeline::outbox::{RecordError, envelope_from_record, handle_stream_event};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -4,7 +4,8 @@
 //! offsets only when the function succeeds; a failed batch is retried from its first record. The local
 //! runner gets the same contract from [`KafkaBatchConsumer::run`], so a projection function cannot tell
 //! which host called it. [`kafka_event_from_records`] is the pure half of that (testable without a
-//! broker) and [`envelopes_from_kafka_event`] is what a function does with the batch.
+//! broker) and [`envelopes_from_kafka_event`](crate::handlers::batch::envelopes_from_kafka_event) is what
+//! a function does with the batch.
 //!
 //! Limits: a batch holds at most [`ConsumerConfig::max_batch`] records and waits at most
 //! [`ConsumerConfig::max_wait_ms`] after its first record; a failing batch is retried after a jittered
@@ -21,17 +22,15 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::DateTime;
-use corebank_domain::EventEnvelope;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::codec::{CodecError, OutgoingRecord, decode_value};
-use crate::config::KafkaConfig;
-use crate::context::KafkaContext;
-use crate::error::KafkaSetupError;
+use corebank_backoff::Backoff;
+use corebank_messaging::context::{KafkaContext, describe_partitions};
+use corebank_messaging::{KafkaConfig, KafkaSetupError, OutgoingRecord};
 
 /// The `eventSource` of an MSK batch.
 pub const EVENT_SOURCE_MSK: &str = "aws:kafka";
@@ -86,17 +85,10 @@ impl ConsumerConfig {
         }
     }
 
-    /// The pause before retrying a batch that has failed `failures` times in a row: doubling from
-    /// the initial pause, capped at the maximum, the upper half jittered.
-    pub fn retry_backoff(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(32);
-        let ceiling = self
-            .retry_backoff_initial_ms
-            .saturating_mul(1_u64 << exponent)
-            .min(self.retry_backoff_max_ms)
-            .max(1);
-        let half = ceiling / 2;
-        Duration::from_millis(ceiling - half + fastrand::u64(0..=half))
+    /// The pauses between tries of a failed batch: doubling from the initial pause to the maximum,
+    /// the upper half jittered.
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff::from_millis(self.retry_backoff_initial_ms, self.retry_backoff_max_ms)
     }
 }
 
@@ -206,50 +198,6 @@ fn kafka_record(record: &ConsumedRecord) -> KafkaRecord {
         })
         .collect();
     out
-}
-
-/// Decodes every record of `event` into its envelope (base64, then JSON).
-///
-/// Partitions come in `(topic, partition)` order and each partition's records in offset order, so the
-/// events of one stream come out in the order they were published. A record that does not decode gives an
-/// error in its place and does not stop the others.
-pub fn envelopes_from_kafka_event(event: &KafkaEvent) -> Vec<Result<EventEnvelope, CodecError>> {
-    let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
-    partitions.sort_by(|(key_a, records_a), (key_b, records_b)| {
-        let order = |key: &String, records: &Vec<KafkaRecord>| {
-            let first = records.first();
-            let topic = first.and_then(|r| r.topic.clone()).unwrap_or_else(|| key.clone());
-            (topic, first.map_or(0, |r| r.partition))
-        };
-        order(key_a, records_a).cmp(&order(key_b, records_b))
-    });
-    let mut out = Vec::with_capacity(partitions.iter().map(|(_, records)| records.len()).sum());
-    for (key, records) in partitions {
-        let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
-        ordered.sort_by_key(|record| record.offset);
-        for record in ordered {
-            out.push(decode_record(key, record));
-        }
-    }
-    out
-}
-
-fn decode_record(key: &str, record: &KafkaRecord) -> Result<EventEnvelope, CodecError> {
-    let topic = || record.topic.clone().unwrap_or_else(|| key.to_owned());
-    let Some(value) = record.value.as_deref() else {
-        return Err(CodecError::MissingValue {
-            topic: topic(),
-            partition: record.partition,
-            offset: record.offset,
-        });
-    };
-    let bytes = BASE64.decode(value).map_err(|source| CodecError::Base64 {
-        topic: topic(),
-        partition: record.partition,
-        offset: record.offset,
-        source,
-    })?;
-    decode_value(&bytes)
 }
 
 /// Why [`KafkaBatchConsumer::run`] stopped.
@@ -368,7 +316,7 @@ impl KafkaBatchConsumer {
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
-                    let pause = self.config.retry_backoff(failures);
+                    let pause = self.config.retry_backoff().delay(failures);
                     tracing::warn!(
                         group_id = %self.config.group_id,
                         records = batch.len(),
@@ -463,7 +411,7 @@ impl KafkaBatchConsumer {
                 // starts from the last commit and gets the batch's records again (as duplicates).
                 tracing::warn!(
                     group_id = %self.config.group_id,
-                    offsets = %crate::context::describe_partitions(&offsets),
+                    offsets = %describe_partitions(&offsets),
                     error = %err,
                     "offset commit failed; a later commit covers these records, or the partition's next owner reads them again"
                 );
@@ -544,7 +492,10 @@ fn spans(batch: &[ConsumedRecord]) -> BTreeMap<(String, i32), Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Topics, encode};
+    use corebank_domain::EventEnvelope;
+    use corebank_messaging::{CodecError, Topics, decode_value, encode};
+
+    use crate::handlers::batch::envelopes_from_kafka_event;
     use crate::test_support::envelope;
 
     fn consumed(stream: &str, version: u64, partition: i32, offset: i64) -> (EventEnvelope, ConsumedRecord) {
@@ -657,20 +608,5 @@ mod tests {
         let spans = spans(&records);
         assert_eq!(spans[&("events".to_owned(), 0)], Span { first: 7, last: 9 });
         assert_eq!(spans[&("events".to_owned(), 1)], Span { first: 3, last: 4 });
-    }
-
-    #[test]
-    fn retry_backoff_doubles_and_stays_within_its_bound() {
-        let mut config = ConsumerConfig::new("g", vec![]);
-        config.retry_backoff_initial_ms = 100;
-        config.retry_backoff_max_ms = 1_000;
-        for _ in 0..50 {
-            let first = config.retry_backoff(1).as_millis();
-            assert!((50..=100).contains(&first), "{first}");
-            let third = config.retry_backoff(3).as_millis();
-            assert!((200..=400).contains(&third), "{third}");
-            let late = config.retry_backoff(40).as_millis();
-            assert!((500..=1_000).contains(&late), "{late}");
-        }
     }
 }
