@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use corebank_delivery::handlers::relay::{Relay, RelayConfig, deadline_before};
 use corebank_messaging::{KafkaConfig, KafkaPublisher};
-use corebank_store::postgres::PgOutbox;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
@@ -18,7 +17,7 @@ async fn main() -> Result<(), Error> {
     // MSK: brokers looked up from MSK_CLUSTER_ARN once, here, unless KAFKA_BOOTSTRAP names them.
     let kafka = KafkaConfig::from_env_resolved().await?;
     let publisher = KafkaPublisher::new(&kafka, corebank_delivery::topics::topics_from_env())?;
-    let relay = Relay::new(PgOutbox::new(pg.pool), Arc::new(publisher), RelayConfig::from_env()?);
+    let relay = Relay::new(pg.outbox(), Arc::new(publisher), RelayConfig::from_env()?);
     let margin = Duration::from_millis(kafka.message_timeout_ms) + Duration::from_secs(2);
     let relay = &relay;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {

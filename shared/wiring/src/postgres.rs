@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use corebank_app::ConfigError;
 use corebank_store::Stores;
-use corebank_store::postgres::{MigrationReport, PgStores, Pool, migrate};
+use corebank_store::postgres::{MigrationReport, PgOutbox, PgStores, Pool, migrate};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
@@ -147,6 +147,12 @@ pub struct PgWiring {
 }
 
 impl PgWiring {
+    /// The transactional outbox over the shared pool, for the relay (`outbox-relay`, the runner's
+    /// Kafka mode).
+    pub fn outbox(&self) -> PgOutbox {
+        PgOutbox::new(self.pool.clone())
+    }
+
     /// Starts the event store's `LISTEN corebank_events` task on a connection of its own, so that its
     /// feed head (and whoever watches it: the embedded pipeline, the outbox relay) follows appends made
     /// by any process. Needs a Tokio runtime.

@@ -22,7 +22,7 @@ use corebank_delivery::handlers::relay::{Relay, RelayConfig};
 use corebank_delivery::topics::PROJECTOR_GROUP_ID;
 use corebank_messaging::{KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::EventFeed;
-use corebank_store::postgres::{PgOutbox, PgReadModelStore};
+use corebank_store::postgres::PgReadModelStore;
 use corebank_wiring::postgres::{PgSettings, PgWiring};
 use tokio::sync::watch;
 
@@ -142,7 +142,7 @@ pub async fn start_kafka(
     let publisher = KafkaPublisher::new(&kafka.kafka, kafka.topics.clone())
         .map_err(|e| mode_error("kafka producer")(e.to_string()))?;
     let relay = Arc::new(
-        Relay::new(PgOutbox::new(pg.pool.clone()), Arc::new(publisher), kafka.relay.clone())
+        Relay::new(pg.outbox(), Arc::new(publisher), kafka.relay.clone())
             .with_wakeup(pg.stores.events.head()),
     );
     // Both topics: the projector also keeps `transfer_status`.

@@ -338,9 +338,14 @@ impl<'a> EventColumns<'a> {
 }
 
 fn envelope(row: &Row) -> Result<(u64, EventEnvelope), StoreError> {
-    let position = to_u64("event position", column(row, "position")?)?;
+    Ok((to_u64("event position", column(row, "position")?)?, event_columns(row)?))
+}
+
+/// The event of a row that carries the `events` table's event columns (an `events` row, or an
+/// `outbox_events` row, which copies them).
+pub(super) fn event_columns(row: &Row) -> Result<EventEnvelope, StoreError> {
     let metadata: serde_json::Value = column(row, "metadata")?;
-    let envelope = EventEnvelope {
+    Ok(EventEnvelope {
         event_id: column(row, "event_id")?,
         stream_id: column(row, "stream_id")?,
         version: to_u64("event version", column(row, "version")?)?,
@@ -350,8 +355,7 @@ fn envelope(row: &Row) -> Result<(u64, EventEnvelope), StoreError> {
         payload: column(row, "payload")?,
         metadata: serde_json::from_value::<EventMetadata>(metadata)
             .map_err(|e| decode_error("event metadata", e))?,
-    };
-    Ok((position, envelope))
+    })
 }
 
 fn transaction_record(row: &Row) -> Result<TransactionRecord, StoreError> {

@@ -27,12 +27,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use corebank_domain::{EventEnvelope, EventMetadata};
+use corebank_domain::EventEnvelope;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{clamp_i64, column, db_error, decode_error, pool_error, to_i64, to_u32, to_u64};
+use super::events::event_columns;
+use super::{clamp_i64, column, db_error, pool_error, to_i64, to_u32, to_u64};
 use crate::StoreError;
 
 /// Most rows one claim may take.
@@ -216,21 +217,10 @@ fn positions(values: &[u64]) -> Result<Vec<i64>, StoreError> {
 }
 
 fn claimed_row(row: &Row) -> Result<OutboxRow, StoreError> {
-    let metadata: serde_json::Value = column(row, "metadata")?;
     Ok(OutboxRow {
         position: to_u64("outbox position", column(row, "position")?)?,
         attempts: to_u32("outbox attempts", column(row, "attempts")?)?,
-        envelope: EventEnvelope {
-            event_id: column(row, "event_id")?,
-            stream_id: column(row, "stream_id")?,
-            version: to_u64("event version", column(row, "version")?)?,
-            event_type: column(row, "event_type")?,
-            schema_version: to_u32("schema version", column(row, "schema_version")?)?,
-            occurred_at: column(row, "occurred_at")?,
-            payload: column(row, "payload")?,
-            metadata: serde_json::from_value::<EventMetadata>(metadata)
-                .map_err(|e| decode_error("event metadata", e))?,
-        },
+        envelope: event_columns(row)?,
     })
 }
 
