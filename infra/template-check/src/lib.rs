@@ -273,13 +273,13 @@ pub fn configs() -> Vec<Config> {
         },
         Config {
             id: "topics",
-            sources: &["shared/pipeline/src/topics.rs"],
+            sources: &["shared/delivery/src/topics.rs"],
             declared: None,
             not_variables: &[],
         },
         Config {
             id: "relay",
-            sources: &["shared/pipeline/src/relay.rs"],
+            sources: &["shared/delivery/src/handlers/relay.rs"],
             declared: None,
             not_variables: &[],
         },

@@ -96,8 +96,10 @@ fn match_pattern(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
     }
 }
 
-/// Matches a method and a resource path (`/accounts/acc-1`, no `/api`). A literal segment wins over
-/// a parameter (`rebuild-all` is not an account id).
+/// Matches a method and a resource path (`/accounts/acc-1`, no `/api`): the first entry of
+/// [`ROUTES`] whose pattern fits. No path fits two patterns (a test holds the table to that), so the
+/// order of the table never decides; `rebuild-all` cannot be taken for an account id because the
+/// account's rebuild route has one segment more.
 pub fn match_route(method: &Method, path: &str) -> Match {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let mut path_exists = false;
@@ -162,6 +164,21 @@ pub async fn dispatch_resource(deps: &Deps, req: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_path_fits_two_patterns_of_the_table() {
+        for (_, pattern, route) in ROUTES {
+            let path = pattern.replace("{id}", "rebuild-all");
+            let fitting: Vec<Route> = ROUTES
+                .iter()
+                .filter(|(_, p, _)| match_pattern(p, &path).is_some())
+                .map(|(_, _, r)| *r)
+                .collect();
+            let same_path: Vec<Route> =
+                ROUTES.iter().filter(|(_, p, _)| p == pattern).map(|(_, _, r)| *r).collect();
+            assert_eq!(fitting, same_path, "{route:?}: {path} fits {fitting:?}");
+        }
+    }
 
     #[test]
     fn literal_segments_win_over_parameters() {

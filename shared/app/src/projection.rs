@@ -69,16 +69,16 @@ pub fn project(
                     s.status = AccountStatus::Active;
                     entry.reason = Some(r.reason.as_str().to_owned());
                 }
-                AccountEvent::HoldPlaced(h) => {
+                AccountEvent::FundsReserved(h) => {
                     s.held_minor = s.held_minor.saturating_add(h.amount.minor());
                     entry.amount_minor = Some(h.amount.minor());
                     entry.currency = Some(h.currency);
                     entry.transaction_id = Some(h.transaction_id.as_str().to_owned());
                     entry.balance_after_minor = Some(s.balance_minor);
                 }
-                AccountEvent::HoldCaptured(h) | AccountEvent::HoldReleased(h) => {
+                AccountEvent::ReservationCaptured(h) | AccountEvent::ReservationReleased(h) => {
                     s.held_minor = s.held_minor.saturating_sub(h.amount.minor());
-                    if matches!(event, AccountEvent::HoldCaptured(_)) {
+                    if matches!(event, AccountEvent::ReservationCaptured(_)) {
                         s.balance_minor = s.balance_minor.saturating_sub(h.amount.minor());
                     }
                     entry.amount_minor = Some(h.amount.minor());

@@ -563,7 +563,7 @@ async fn check(world: &World, tally: &mut Tally) {
             let signed = match &event {
                 AccountEvent::Deposited(m) => m.amount.minor(),
                 AccountEvent::Withdrawn(m) => -m.amount.minor(),
-                AccountEvent::HoldCaptured(h) => -h.amount.minor(),
+                AccountEvent::ReservationCaptured(h) => -h.amount.minor(),
                 _ => 0,
             };
             if let Some(txid) = event.transaction_id() {

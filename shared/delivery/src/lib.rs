@@ -10,13 +10,14 @@
 //!   with the same payloads.
 //! - [`fanout`]: the one keyed fan-out both sides share: events grouped by the key whose order
 //!   matters (a stream, a transfer), each group in order, groups concurrently and bounded.
-//! - [`topics`]: the Kafka topics and consumer groups, from the environment.
+//! - [`topics`] and [`groups`]: the Kafka topics and the consumer groups, from the environment.
 //!
 //! Retries pause by [`corebank_backoff::Backoff`], the one backoff of the workspace.
 #![warn(missing_docs)]
 
 pub mod emulators;
 pub mod fanout;
+pub mod groups;
 pub mod handlers;
 pub mod topics;
 

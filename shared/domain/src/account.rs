@@ -140,7 +140,7 @@ pub struct StatusChanged {
 /// Payload of `FundsReserved`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HoldPlaced {
+pub struct FundsReserved {
     /// The account.
     pub account_id: AccountId,
     /// The transfer the hold is for.
@@ -157,7 +157,7 @@ pub struct HoldPlaced {
 /// Payload of `ReservationCaptured` and `ReservationReleased`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HoldSettled {
+pub struct ReservationSettled {
     /// The account.
     pub account_id: AccountId,
     /// The transfer the hold was for.
@@ -188,11 +188,11 @@ pub enum AccountEvent {
     /// `AccountUnfrozen`.
     Unfrozen(StatusChanged),
     /// `FundsReserved`: a hold for a transfer.
-    HoldPlaced(HoldPlaced),
+    FundsReserved(FundsReserved),
     /// `ReservationCaptured`: a hold became a debit.
-    HoldCaptured(HoldSettled),
+    ReservationCaptured(ReservationSettled),
     /// `ReservationReleased`: a hold was given back.
-    HoldReleased(HoldSettled),
+    ReservationReleased(ReservationSettled),
 }
 
 /// A stored event that cannot be read as an account event.
@@ -216,9 +216,9 @@ impl AccountEvent {
             Self::Withdrawn(_) => "MoneyWithdrawn",
             Self::Frozen(_) => "AccountFrozen",
             Self::Unfrozen(_) => "AccountUnfrozen",
-            Self::HoldPlaced(_) => "FundsReserved",
-            Self::HoldCaptured(_) => "ReservationCaptured",
-            Self::HoldReleased(_) => "ReservationReleased",
+            Self::FundsReserved(_) => "FundsReserved",
+            Self::ReservationCaptured(_) => "ReservationCaptured",
+            Self::ReservationReleased(_) => "ReservationReleased",
         }
     }
 
@@ -228,8 +228,8 @@ impl AccountEvent {
             Self::Created(p) => serde_json::to_value(p),
             Self::Deposited(p) | Self::Withdrawn(p) => serde_json::to_value(p),
             Self::Frozen(p) | Self::Unfrozen(p) => serde_json::to_value(p),
-            Self::HoldPlaced(p) => serde_json::to_value(p),
-            Self::HoldCaptured(p) | Self::HoldReleased(p) => serde_json::to_value(p),
+            Self::FundsReserved(p) => serde_json::to_value(p),
+            Self::ReservationCaptured(p) | Self::ReservationReleased(p) => serde_json::to_value(p),
         };
         // Serialising these plain structs cannot fail: they hold only strings and integers.
         value.unwrap_or(serde_json::Value::Null)
@@ -252,9 +252,13 @@ impl AccountEvent {
             "MoneyWithdrawn" => Self::Withdrawn(MoneyMoved::deserialize(payload).map_err(de)?),
             "AccountFrozen" => Self::Frozen(StatusChanged::deserialize(payload).map_err(de)?),
             "AccountUnfrozen" => Self::Unfrozen(StatusChanged::deserialize(payload).map_err(de)?),
-            "FundsReserved" => Self::HoldPlaced(HoldPlaced::deserialize(payload).map_err(de)?),
-            "ReservationCaptured" => Self::HoldCaptured(HoldSettled::deserialize(payload).map_err(de)?),
-            "ReservationReleased" => Self::HoldReleased(HoldSettled::deserialize(payload).map_err(de)?),
+            "FundsReserved" => Self::FundsReserved(FundsReserved::deserialize(payload).map_err(de)?),
+            "ReservationCaptured" => {
+                Self::ReservationCaptured(ReservationSettled::deserialize(payload).map_err(de)?)
+            }
+            "ReservationReleased" => {
+                Self::ReservationReleased(ReservationSettled::deserialize(payload).map_err(de)?)
+            }
             other => return Err(fail(format!("unknown event type {other}"))),
         })
     }
@@ -263,8 +267,8 @@ impl AccountEvent {
     pub fn transaction_id(&self) -> Option<&TransactionId> {
         match self {
             Self::Deposited(m) | Self::Withdrawn(m) => Some(&m.transaction_id),
-            Self::HoldPlaced(h) => Some(&h.transaction_id),
-            Self::HoldCaptured(h) | Self::HoldReleased(h) => Some(&h.transaction_id),
+            Self::FundsReserved(h) => Some(&h.transaction_id),
+            Self::ReservationCaptured(h) | Self::ReservationReleased(h) => Some(&h.transaction_id),
             Self::Created(_) | Self::Frozen(_) | Self::Unfrozen(_) => None,
         }
     }
@@ -272,8 +276,8 @@ impl AccountEvent {
     /// The transfer a hold event belongs to.
     pub fn transfer_id(&self) -> Option<&TransferId> {
         match self {
-            Self::HoldPlaced(h) => Some(&h.transfer_id),
-            Self::HoldCaptured(h) | Self::HoldReleased(h) => Some(&h.transfer_id),
+            Self::FundsReserved(h) => Some(&h.transfer_id),
+            Self::ReservationCaptured(h) | Self::ReservationReleased(h) => Some(&h.transfer_id),
             _ => None,
         }
     }
@@ -396,7 +400,7 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
                     requested_minor: amount.minor(),
                 });
             }
-            AccountEvent::HoldPlaced(HoldPlaced {
+            AccountEvent::FundsReserved(FundsReserved {
                 account_id: account.account_id.clone(),
                 transfer_id: transfer_id.clone(),
                 amount: *amount,
@@ -409,7 +413,7 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
         // would leave the destination credited and the source's hold open for ever).
         AccountCommand::CaptureHold { transfer_id, transaction_id } => {
             let amount = open_hold(account, transfer_id)?;
-            AccountEvent::HoldCaptured(HoldSettled {
+            AccountEvent::ReservationCaptured(ReservationSettled {
                 account_id: account.account_id.clone(),
                 transfer_id: transfer_id.clone(),
                 amount,
@@ -420,7 +424,7 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
         }
         AccountCommand::ReleaseHold { transfer_id, transaction_id } => {
             let amount = open_hold(account, transfer_id)?;
-            AccountEvent::HoldReleased(HoldSettled {
+            AccountEvent::ReservationReleased(ReservationSettled {
                 account_id: account.account_id.clone(),
                 transfer_id: transfer_id.clone(),
                 amount,
@@ -467,17 +471,17 @@ pub fn evolve(mut state: AccountState, event: &AccountEvent) -> AccountState {
         (AccountEvent::Withdrawn(m), Some(a)) => a.balance = a.balance.saturating_sub(m.amount.minor()),
         (AccountEvent::Frozen(_), Some(a)) => a.status = AccountStatus::Frozen,
         (AccountEvent::Unfrozen(_), Some(a)) => a.status = AccountStatus::Active,
-        (AccountEvent::HoldPlaced(h), Some(a)) => {
+        (AccountEvent::FundsReserved(h), Some(a)) => {
             a.holds.insert(h.transfer_id.as_str().to_owned(), h.amount.minor());
             a.held = a.held.saturating_add(h.amount.minor());
         }
-        (AccountEvent::HoldCaptured(h), Some(a)) => {
+        (AccountEvent::ReservationCaptured(h), Some(a)) => {
             if let Some(amount) = a.holds.remove(h.transfer_id.as_str()) {
                 a.held = a.held.saturating_sub(amount);
                 a.balance = a.balance.saturating_sub(amount);
             }
         }
-        (AccountEvent::HoldReleased(h), Some(a)) => {
+        (AccountEvent::ReservationReleased(h), Some(a)) => {
             if let Some(amount) = a.holds.remove(h.transfer_id.as_str()) {
                 a.held = a.held.saturating_sub(amount);
             }

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use corebank_domain::account::{
-    ACCOUNT_EVENT_SCHEMA_VERSION, AccountCreated, HoldPlaced, HoldSettled, MoneyMoved, StatusChanged,
+    ACCOUNT_EVENT_SCHEMA_VERSION, AccountCreated, FundsReserved, MoneyMoved, ReservationSettled,
+    StatusChanged,
 };
 use corebank_domain::testing::{given, given_transfer};
 use corebank_domain::transfer::{
@@ -105,7 +106,7 @@ fn release(transfer: &str) -> AccountCommand {
 }
 
 fn hold_placed(transfer: &str, minor: i64) -> AccountEvent {
-    AccountEvent::HoldPlaced(HoldPlaced {
+    AccountEvent::FundsReserved(FundsReserved {
         account_id: acc(SOURCE),
         transfer_id: xfer(transfer),
         amount: amount(minor),
@@ -114,8 +115,8 @@ fn hold_placed(transfer: &str, minor: i64) -> AccountEvent {
     })
 }
 
-fn settled(transfer: &str, leg: Leg, minor: i64, balance_after: i64) -> HoldSettled {
-    HoldSettled {
+fn settled(transfer: &str, leg: Leg, minor: i64, balance_after: i64) -> ReservationSettled {
+    ReservationSettled {
         account_id: acc(SOURCE),
         transfer_id: xfer(transfer),
         amount: amount(minor),
@@ -126,11 +127,11 @@ fn settled(transfer: &str, leg: Leg, minor: i64, balance_after: i64) -> HoldSett
 }
 
 fn captured(transfer: &str, minor: i64, balance_after: i64) -> AccountEvent {
-    AccountEvent::HoldCaptured(settled(transfer, Leg::Capture, minor, balance_after))
+    AccountEvent::ReservationCaptured(settled(transfer, Leg::Capture, minor, balance_after))
 }
 
 fn released(transfer: &str, minor: i64, balance_after: i64) -> AccountEvent {
-    AccountEvent::HoldReleased(settled(transfer, Leg::Release, minor, balance_after))
+    AccountEvent::ReservationReleased(settled(transfer, Leg::Release, minor, balance_after))
 }
 
 fn balances(state: &AccountState) -> (i64, i64) {
@@ -792,7 +793,7 @@ impl Bank {
             if let Some(txid) = event.transaction_id() {
                 prop_assert!(seen.insert(txid.as_str().to_owned()), "{} applied twice", txid);
             }
-            if let AccountEvent::HoldCaptured(h) | AccountEvent::HoldReleased(h) = event {
+            if let AccountEvent::ReservationCaptured(h) | AccountEvent::ReservationReleased(h) = event {
                 *settlements.entry(h.transfer_id.as_str().to_owned()).or_default() += 1;
             }
         }

@@ -26,10 +26,11 @@ use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchCon
 use corebank_delivery::emulators::stream_poller::{
     DynamoStreamPoller, StreamPollerConfig, aws_sdk_dynamodbstreams,
 };
+use corebank_delivery::groups::PROJECTOR_GROUP_ID;
 use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
 use corebank_delivery::handlers::outbox::{envelope_from_record, handle_stream_event};
 use corebank_delivery::handlers::projection::handle_kafka_event;
-use corebank_delivery::topics::{PROJECTOR_GROUP_ID, topics_from_lookup};
+use corebank_delivery::topics::topics_from_lookup;
 use corebank_messaging::{EventPublisher, KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::dynamodb::{DynamoTables, create_tables};
 use tokio::sync::watch;

@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use super::{Task, consume_until_shutdown};
 
 /// The saga's consumer group: `SAGA_GROUP_ID`, else `corebank-transfer-saga` (see
-/// [`corebank_delivery::topics`]).
+/// [`corebank_delivery::groups`]).
 pub fn group_id_from_env() -> String {
-    corebank_delivery::topics::groups_from_lookup(|name| std::env::var(name).ok()).saga
+    corebank_delivery::groups::groups_from_lookup(|name| std::env::var(name).ok()).saga
 }
 
 /// A task that runs the saga on `topic` (the transfer events topic) in consumer group `group_id` until
