@@ -22,6 +22,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::pipeline::PipelineHealth;
 use corebank_app::{App, AppConfig, SystemClock};
+use corebank_domain::StreamKind;
 use corebank_messaging::{
     ConsumerConfig, EventPublisher, KafkaBatchConsumer, KafkaConfig, KafkaPublisher, Topics, ensure_topics,
     envelopes_from_kafka_event,
@@ -264,7 +265,7 @@ impl Health {
         let mut state = self.state();
         for record in &event.records {
             if let Ok(Some(envelope)) = envelope_from_record(record)
-                && envelope.stream_id.starts_with("account-")
+                && StreamKind::of(&envelope.stream_id) == Some(StreamKind::Account)
             {
                 let entry = state.versions.entry(envelope.stream_id).or_default();
                 entry.0 = entry.0.max(envelope.version);
@@ -276,7 +277,7 @@ impl Health {
         let mut state = self.state();
         state.projection_error = None;
         for envelope in envelopes_from_kafka_event(event).into_iter().flatten() {
-            if envelope.stream_id.starts_with("account-") {
+            if StreamKind::of(&envelope.stream_id) == Some(StreamKind::Account) {
                 let entry = state.versions.entry(envelope.stream_id).or_default();
                 entry.1 = entry.1.max(envelope.version);
             }
