@@ -1,7 +1,7 @@
 //! Route handlers: thin adapters from HTTP to the use cases and back.
 
 use corebank_app::command::{CommandContext, Operation, request_hash};
-use corebank_domain::{AccountCommand, AccountId, TransferId};
+use corebank_domain::{AccountCommand, AccountId, StreamKind, TransferId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -235,7 +235,7 @@ pub async fn get_transfer(deps: &Deps, req: Request) -> Response<Body> {
 /// `GET /health`: 200 when the store answers and the pipeline is not failing, else 503.
 pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
-        let store = deps.app.stores.events.list_streams("account-", None, 1).await;
+        let store = deps.app.stores.events.list_streams(StreamKind::Account.prefix(), None, 1).await;
         let store_ok = store.is_ok();
         let mut checks = serde_json::Map::new();
         checks.insert(

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use corebank_domain::EventEnvelope;
+use corebank_domain::{AccountId, EventEnvelope, StreamId, TransferId};
 use corebank_store::{EventStore, ProjectionChange, ReadModelStore, StoreError, TransferStatusStore};
 
 use crate::AppError;
@@ -61,14 +61,14 @@ impl Projector {
     /// Applies one delivered event, repairing any gap before it.
     #[tracing::instrument(level = "debug", name = "project", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
     pub async fn handle(&self, envelope: &EventEnvelope) -> Result<Applied, AppError> {
-        if envelope.stream_id.starts_with("transfer-")
-            && let Some(transfers) = &self.transfers
-        {
-            return self.handle_transfer(transfers.as_ref(), envelope).await;
-        }
-        if !envelope.stream_id.starts_with("account-") {
-            return Ok(Applied::Ignored);
-        }
+        let account_id = match envelope.stream() {
+            Ok(StreamId::Account(account_id)) => account_id,
+            Ok(StreamId::Transfer(transfer_id)) => {
+                let Some(transfers) = &self.transfers else { return Ok(Applied::Ignored) };
+                return self.handle_transfer(transfers.as_ref(), &transfer_id, envelope).await;
+            }
+            Err(_) => return Ok(Applied::Ignored),
+        };
         let mut races = 0;
         loop {
             let checkpoint = self.read_model.checkpoint(&envelope.stream_id).await?;
@@ -76,7 +76,7 @@ impl Projector {
                 return Ok(Applied::Duplicate);
             }
             let run = self.run_to(envelope, checkpoint).await?;
-            match self.apply_run(&envelope.stream_id, checkpoint, &run).await {
+            match self.apply_run(&account_id, &envelope.stream_id, checkpoint, &run).await {
                 Ok(()) => return Ok(Applied::Applied { events: run.len() }),
                 Err(AppError::Store(StoreError::CheckpointMoved { .. }))
                     if races < CHECKPOINT_RACE_RETRIES =>
@@ -94,12 +94,12 @@ impl Projector {
     async fn handle_transfer(
         &self,
         transfers: &dyn TransferStatusStore,
+        transfer_id: &TransferId,
         envelope: &EventEnvelope,
     ) -> Result<Applied, AppError> {
-        let transfer_id = envelope.stream_id.trim_start_matches("transfer-");
         let mut races = 0;
         loop {
-            let current = transfers.get(transfer_id).await?;
+            let current = transfers.get(transfer_id.as_str()).await?;
             let checkpoint = current.as_ref().map_or(0, |s| s.version);
             if envelope.version <= checkpoint {
                 return Ok(Applied::Duplicate);
@@ -139,13 +139,16 @@ impl Projector {
 
     async fn apply_run(
         &self,
+        account_id: &AccountId,
         stream_id: &str,
         checkpoint: u64,
         run: &[EventEnvelope],
     ) -> Result<(), AppError> {
-        let Some(first) = run.first() else { return Ok(()) };
-        let account_id = first.stream_id.trim_start_matches("account-");
-        let summary = if checkpoint == 0 { None } else { self.read_model.summary(account_id).await? };
+        if run.is_empty() {
+            return Ok(());
+        }
+        let summary =
+            if checkpoint == 0 { None } else { self.read_model.summary(account_id.as_str()).await? };
         let (summary, statement) = project_all(summary, run)?;
         let new_checkpoint = run.last().map_or(checkpoint, |e| e.version);
         self.read_model

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use corebank_domain::{AccountId, DomainError, TransferId};
+use corebank_domain::{AccountId, DomainError, StreamKind, TransferId};
 use corebank_store::{ProjectionReplacement, RebuildJob, RebuildStatus, Stores};
 use uuid::Uuid;
 
@@ -140,13 +140,15 @@ impl Rebuilder {
         job
     }
 
-    /// One page of streams: accounts first, then transfers (every `account-` id sorts before every
-    /// `transfer-` id, so the job's cursor says which phase it is in). `Ok(false)` when done.
+    /// One page of streams: accounts first, then transfers (every account stream id sorts before
+    /// every transfer stream id, so the job's cursor says which phase it is in). `Ok(false)` when
+    /// done.
     async fn run_page(&self, job: &mut RebuildJob) -> Result<bool, AppError> {
         let cursor = job.last_stream_id.clone();
-        let in_transfers = cursor.as_deref().is_some_and(|c| c.starts_with("transfer-"));
+        let in_transfers = cursor.as_deref().and_then(StreamKind::of) == Some(StreamKind::Transfer);
         if !in_transfers {
-            let streams = self.stores.events.list_streams("account-", cursor.as_deref(), PAGE).await?;
+            let accounts = StreamKind::Account.prefix();
+            let streams = self.stores.events.list_streams(accounts, cursor.as_deref(), PAGE).await?;
             for stream_id in &streams {
                 let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
                 let version = self.rebuild_account(&account_id).await?;
@@ -159,7 +161,7 @@ impl Rebuilder {
             }
         }
         let after = if in_transfers { cursor.as_deref() } else { None };
-        let streams = self.stores.events.list_streams("transfer-", after, PAGE).await?;
+        let streams = self.stores.events.list_streams(StreamKind::Transfer.prefix(), after, PAGE).await?;
         for stream_id in &streams {
             let Some(transfer_id) = TransferId::from_stream_id(stream_id) else { continue };
             let version = self.rebuild_transfer(&transfer_id).await?;

@@ -40,7 +40,7 @@ use corebank_domain::transfer::{
     LEG_IDEMPOTENCY_KEY_PREFIX, Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg,
 };
 use corebank_domain::{
-    AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, TransferId,
+    AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, StreamId, TransferId,
 };
 
 use crate::AppError;
@@ -82,17 +82,17 @@ impl std::fmt::Debug for TransferSaga {
 
 /// The transfer an event concerns: its own stream, or the transfer a hold event names.
 pub fn transfer_of(envelope: &EventEnvelope) -> Result<Option<TransferId>, AppError> {
-    if let Some(id) = TransferId::from_stream_id(&envelope.stream_id) {
-        return Ok(Some(id));
-    }
     let is_hold_event = matches!(
         envelope.event_type.as_str(),
         "FundsReserved" | "ReservationCaptured" | "ReservationReleased"
     );
-    if !envelope.stream_id.starts_with("account-") || !is_hold_event {
-        return Ok(None);
+    match envelope.stream() {
+        Ok(StreamId::Transfer(id)) => Ok(Some(id)),
+        Ok(StreamId::Account(_)) if is_hold_event => {
+            Ok(decode::<AccountAggregate>(envelope)?.transfer_id().cloned())
+        }
+        Ok(StreamId::Account(_)) | Err(_) => Ok(None),
     }
-    Ok(decode::<AccountAggregate>(envelope)?.transfer_id().cloned())
 }
 
 impl TransferSaga {

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::stream::{StreamId, StreamIdError};
+
 /// Who and what caused an event. Every field is optional because a system-issued command (a replay, a
 /// process manager step) may lack some of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +34,7 @@ pub struct EventMetadata {
 pub struct EventEnvelope {
     /// Unique id of this event.
     pub event_id: Uuid,
-    /// `account-{id}` or `transfer-{id}`.
+    /// `account-{id}` or `transfer-{id}`; [`EventEnvelope::stream`] parses it.
     pub stream_id: String,
     /// 1-based, gapless position inside the stream.
     pub version: u64,
@@ -46,4 +48,11 @@ pub struct EventEnvelope {
     pub payload: serde_json::Value,
     /// Causation, correlation and command data.
     pub metadata: EventMetadata,
+}
+
+impl EventEnvelope {
+    /// The stream id parsed: which aggregate, and its id.
+    pub fn stream(&self) -> Result<StreamId, StreamIdError> {
+        StreamId::parse(&self.stream_id)
+    }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::stream::{StreamId, StreamKind};
+
 /// Why an identifier or text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} must be {rule}")]
@@ -100,26 +102,32 @@ impl TransferId {
         Self(id.hyphenated().to_string())
     }
 
-    /// The event stream that holds this transfer: `transfer-{id}`.
+    /// The event stream that holds this transfer: `transfer-{id}` (see [`StreamId`]).
     pub fn stream_id(&self) -> String {
-        format!("transfer-{}", self.0)
+        StreamKind::Transfer.stream_id(&self.0)
     }
 
     /// The transfer id inside a stream id made by [`TransferId::stream_id`].
     pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        stream_id.strip_prefix("transfer-").and_then(|id| Self::parse(id).ok())
+        match StreamId::parse(stream_id) {
+            Ok(StreamId::Transfer(id)) => Some(id),
+            Ok(StreamId::Account(_)) | Err(_) => None,
+        }
     }
 }
 
 impl AccountId {
-    /// The event stream that holds this account: `account-{id}`.
+    /// The event stream that holds this account: `account-{id}` (see [`StreamId`]).
     pub fn stream_id(&self) -> String {
-        format!("account-{}", self.0)
+        StreamKind::Account.stream_id(&self.0)
     }
 
     /// The account id inside a stream id made by [`AccountId::stream_id`].
     pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        stream_id.strip_prefix("account-").and_then(|id| Self::parse(id).ok())
+        match StreamId::parse(stream_id) {
+            Ok(StreamId::Account(id)) => Some(id),
+            Ok(StreamId::Transfer(_)) | Err(_) => None,
+        }
     }
 }
 
@@ -185,6 +193,11 @@ mod tests {
         assert_eq!(id.stream_id(), "account-acc-1");
         assert_eq!(AccountId::from_stream_id("account-acc-1"), Some(id));
         assert_eq!(AccountId::from_stream_id("transfer-x1"), None);
+        assert_eq!(AccountId::from_stream_id("account-ab"), None);
+        let transfer = TransferId::parse("t-1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(transfer.stream_id(), "transfer-t-1");
+        assert_eq!(TransferId::from_stream_id("transfer-t-1"), Some(transfer));
+        assert_eq!(TransferId::from_stream_id("account-acc-1"), None);
     }
 
     #[test]

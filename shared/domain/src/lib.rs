@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod money;
+pub mod stream;
 pub mod testing;
 pub mod transfer;
 
@@ -29,4 +30,5 @@ pub use envelope::{EventEnvelope, EventMetadata};
 pub use error::DomainError;
 pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId, TransferId};
 pub use money::{Amount, MoneyError};
+pub use stream::{StreamId, StreamIdError, StreamKind};
 pub use transfer::{TransferCommand, TransferEvent, TransferState, TransferTerms};

@@ -6,7 +6,7 @@
 //! event id so that a consumer (or an operator with a console consumer) can route or filter without
 //! parsing the value.
 
-use corebank_domain::EventEnvelope;
+use corebank_domain::{EventEnvelope, StreamKind};
 
 /// Topic of `account-*` streams unless [`Topics`] says otherwise.
 pub const DEFAULT_ACCOUNT_EVENTS_TOPIC: &str = "corebank.account-events.v1";
@@ -20,14 +20,15 @@ pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
 /// Header carrying [`EventEnvelope::event_id`] in hyphenated form.
 pub const HEADER_EVENT_ID: &str = "event-id";
 
-const ACCOUNT_STREAM_PREFIX: &str = "account-";
-const TRANSFER_STREAM_PREFIX: &str = "transfer-";
-
 /// Why an envelope could not be turned into a message, or a message into an envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// The stream id is neither `account-…` nor `transfer-…`, so no topic takes it.
-    #[error("stream {stream_id} belongs to no topic (expected an account- or transfer- stream)")]
+    #[error(
+        "stream {stream_id} belongs to no topic (expected an {} or {} stream)",
+        StreamKind::Account.prefix(),
+        StreamKind::Transfer.prefix()
+    )]
     UnroutableStream {
         /// The offending stream id.
         stream_id: String,
@@ -89,15 +90,17 @@ impl Topics {
         Self { account_events: topic.clone(), transfer_events: topic }
     }
 
-    /// The topic that carries `stream_id`'s events.
-    pub fn topic_for(&self, stream_id: &str) -> Result<&str, CodecError> {
-        if stream_id.starts_with(ACCOUNT_STREAM_PREFIX) {
-            Ok(&self.account_events)
-        } else if stream_id.starts_with(TRANSFER_STREAM_PREFIX) {
-            Ok(&self.transfer_events)
-        } else {
-            Err(CodecError::UnroutableStream { stream_id: stream_id.to_owned() })
+    /// The topic that carries the events of streams of `kind`.
+    pub fn topic_of(&self, kind: StreamKind) -> &str {
+        match kind {
+            StreamKind::Account => &self.account_events,
+            StreamKind::Transfer => &self.transfer_events,
         }
+    }
+
+    /// The topic that carries `stream_id`'s events, chosen by the stream id's prefix alone.
+    pub fn topic_for(&self, stream_id: &str) -> Result<&str, CodecError> {
+        Ok(self.topic_of(stream_kind(stream_id)?))
     }
 
     /// Every distinct topic name, account events first.
@@ -110,15 +113,23 @@ impl Topics {
     }
 }
 
+/// The default topic of the streams of `kind` (see [`Topics::topic_of`] for overridden names).
+pub const fn default_topic(kind: StreamKind) -> &'static str {
+    match kind {
+        StreamKind::Account => DEFAULT_ACCOUNT_EVENTS_TOPIC,
+        StreamKind::Transfer => DEFAULT_TRANSFER_EVENTS_TOPIC,
+    }
+}
+
 /// The default topic of `stream_id` (see [`Topics::topic_for`] for overridden names).
 pub fn topic_for(stream_id: &str) -> Result<&'static str, CodecError> {
-    if stream_id.starts_with(ACCOUNT_STREAM_PREFIX) {
-        Ok(DEFAULT_ACCOUNT_EVENTS_TOPIC)
-    } else if stream_id.starts_with(TRANSFER_STREAM_PREFIX) {
-        Ok(DEFAULT_TRANSFER_EVENTS_TOPIC)
-    } else {
-        Err(CodecError::UnroutableStream { stream_id: stream_id.to_owned() })
-    }
+    Ok(default_topic(stream_kind(stream_id)?))
+}
+
+/// The stream's family by its prefix; the id after it is not checked, since routing needs only the
+/// family.
+fn stream_kind(stream_id: &str) -> Result<StreamKind, CodecError> {
+    StreamKind::of(stream_id).ok_or_else(|| CodecError::UnroutableStream { stream_id: stream_id.to_owned() })
 }
 
 /// One Kafka message ready to produce, independent of any client library.
@@ -195,12 +206,18 @@ mod tests {
         let topics = Topics { account_events: "a".to_owned(), transfer_events: "t".to_owned() };
         assert_eq!(topics.topic_for("account-x").unwrap(), "a");
         assert_eq!(topics.topic_for("transfer-x").unwrap(), "t");
+        assert_eq!(topics.topic_of(StreamKind::Transfer), "t");
+        assert_eq!(default_topic(StreamKind::Account), DEFAULT_ACCOUNT_EVENTS_TOPIC);
     }
 
     #[test]
     fn a_stream_of_no_known_family_is_unroutable() {
         let err = topic_for("ledger-1").unwrap_err();
         assert!(matches!(err, CodecError::UnroutableStream { ref stream_id } if stream_id == "ledger-1"));
+        assert_eq!(
+            err.to_string(),
+            "stream ledger-1 belongs to no topic (expected an account- or transfer- stream)"
+        );
         let event = envelope("accounts", 1);
         assert!(matches!(encode(&Topics::default(), &event), Err(CodecError::UnroutableStream { .. })));
     }

@@ -57,7 +57,7 @@ pub mod producer;
 pub mod publisher;
 
 pub use admin::ensure_topics;
-pub use codec::{CodecError, OutgoingRecord, Topics, decode_value, encode, topic_for};
+pub use codec::{CodecError, OutgoingRecord, Topics, decode_value, default_topic, encode, topic_for};
 pub use config::{AwsIdentity, Compression, ConfigError, KafkaConfig, KafkaSecurity, ScramMechanism};
 pub use error::KafkaSetupError;
 pub use producer::KafkaPublisher;

@@ -31,6 +31,7 @@ use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
 use corebank_delivery::handlers::outbox::{envelope_from_record, handle_stream_event};
 use corebank_delivery::handlers::projection::handle_kafka_event;
 use corebank_delivery::topics::topics_from_lookup;
+use corebank_domain::StreamKind;
 use corebank_messaging::{EventPublisher, KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::dynamodb::{DynamoTables, create_tables};
 use tokio::sync::watch;
@@ -260,7 +261,7 @@ impl Health {
         let mut state = self.state();
         for record in &event.records {
             if let Ok(Some(envelope)) = envelope_from_record(record)
-                && envelope.stream_id.starts_with("account-")
+                && StreamKind::of(&envelope.stream_id) == Some(StreamKind::Account)
             {
                 let entry = state.versions.entry(envelope.stream_id).or_default();
                 entry.0 = entry.0.max(envelope.version);
@@ -272,7 +273,7 @@ impl Health {
         let mut state = self.state();
         state.projection_error = None;
         for envelope in envelopes_from_kafka_event(event).into_iter().flatten() {
-            if envelope.stream_id.starts_with("account-") {
+            if StreamKind::of(&envelope.stream_id) == Some(StreamKind::Account) {
                 let entry = state.versions.entry(envelope.stream_id).or_default();
                 entry.1 = entry.1.max(envelope.version);
             }

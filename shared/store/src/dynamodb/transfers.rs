@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use corebank_domain::Currency;
+use corebank_domain::{Currency, StreamKind};
 
 use super::codec::{Item, get_n, get_s, get_time, n, opt_s, s, time};
 use super::{Condition, DynamoTables, check_item_size, sdk_error};
@@ -116,7 +116,7 @@ impl TransferStatusStore for DynamoTransferStatusStore {
         }
         let actual = self.get(&status.transfer_id).await?.map_or(0, |s| s.version);
         Err(StoreError::CheckpointMoved {
-            stream_id: format!("transfer-{}", status.transfer_id),
+            stream_id: StreamKind::Transfer.stream_id(&status.transfer_id),
             expected: expected_version,
             actual,
         })

@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use corebank_domain::EventEnvelope;
+use corebank_domain::{EventEnvelope, StreamKind};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -359,7 +359,7 @@ impl TransferStatusStore for MemoryTransferStatusStore {
         let actual = inner.get(&status.transfer_id).map_or(0, |s| s.version);
         if actual != expected_version {
             return Err(StoreError::CheckpointMoved {
-                stream_id: format!("transfer-{}", status.transfer_id),
+                stream_id: StreamKind::Transfer.stream_id(&status.transfer_id),
                 expected: expected_version,
                 actual,
             });

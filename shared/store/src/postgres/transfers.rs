@@ -1,7 +1,7 @@
 //! The `transfer_status` read table on Postgres.
 
 use async_trait::async_trait;
-use corebank_domain::Currency;
+use corebank_domain::{Currency, StreamKind};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -142,7 +142,7 @@ impl TransferStatusStore for PgTransferStatusStore {
             None => 0,
         };
         Err(StoreError::CheckpointMoved {
-            stream_id: format!("transfer-{}", status.transfer_id),
+            stream_id: StreamKind::Transfer.stream_id(&status.transfer_id),
             expected: expected_version,
             actual,
         })
