@@ -1,6 +1,6 @@
 //! End to end through the runner mode `STORE_KIND=dynamodb PIPELINE=kafka`, started in process on an
 //! ephemeral port: HTTP -> DynamoDB (moto) -> stream poller -> outbox-publisher handler -> Kafka
-//! (tansu) -> batch consumer -> projector-accounts handler -> read tables -> HTTP.
+//! (tansu) -> batch consumer -> projector handler -> read tables -> HTTP.
 //!
 //! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-runner --test
 //! dynamodb_kafka`. Without `AWS_ENDPOINT_URL` or `KAFKA_BOOTSTRAP` these tests fail; they never skip.

@@ -574,7 +574,7 @@ fn every_event_topic_reaches_the_projector_and_each_consumer_reads_exactly_its_m
         .collect();
     assert_eq!(published.len(), 2, "the producers' topics: {published:?}");
     let by_crate = functions_by_crate(&template);
-    let projector = &by_crate["projector-accounts"].0;
+    let projector = &by_crate["projector"].0;
     assert_eq!(
         mapped.get(projector).map(|m| &m.0),
         Some(&published),

@@ -8,7 +8,7 @@
 //!
 //! Lambda functions read neither: in AWS the template names each mapping's group.
 
-/// The consumer group of the projection (`projector-accounts`' mapping on the account topic).
+/// The consumer group of the projection (`projector`' mapping on the account topic).
 pub const PROJECTOR_GROUP_ID: &str = "corebank-projector-accounts";
 
 /// The consumer group of the transfer saga (`transfer-saga`'s mapping on the transfer topic).

@@ -3,7 +3,7 @@
 //! - [`handlers`]: what the AWS triggers call. Each handler takes the exact `aws_lambda_events`
 //!   payload its trigger delivers (a DynamoDB Streams batch, an MSK batch, a scheduled tick), so the
 //!   Lambda functions and the local runner run the same code: `outbox` (`outbox-publisher`), `relay`
-//!   (`outbox-relay`), `projection` (`projector-accounts`), `saga` (`transfer-saga`).
+//!   (`outbox-relay`), `projection` (`projector`), `saga` (`transfer-saga`).
 //! - [`emulators`]: what stands in for the event source mappings where there is no Lambda (the local
 //!   runner, tests, benchmarks): the in-process pipeline that tails the store's feed, the DynamoDB
 //!   Streams poller and the Kafka batch consumer. They call the same use cases, or the same handlers,

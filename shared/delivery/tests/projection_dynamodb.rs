@@ -1,4 +1,4 @@
-//! The projector-accounts handler against DynamoDB stores on moto, fed the MSK batches the event source
+//! The projector handler against DynamoDB stores on moto, fed the MSK batches the event source
 //! mapping would deliver (built in-process, so each fault is exact): duplicates, redelivered batches,
 //! events that arrive before the ones they follow, and a projector that dies halfway through a batch.
 //!

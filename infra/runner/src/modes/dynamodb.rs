@@ -8,7 +8,7 @@
 //!   ([`handle_stream_event`]) with a [`KafkaPublisher`]; failed records are retried from the first
 //!   one, as the DynamoDB event source mapping does.
 //! - Projection: a [`KafkaBatchConsumer`] (group `corebank-projector-accounts`) hands `KafkaEvent`
-//!   batches to the `projector-accounts` handler ([`handle_kafka_event`]); a failed batch is
+//!   batches to the `projector` handler ([`handle_kafka_event`]); a failed batch is
 //!   redelivered, as the MSK event source mapping does.
 //!
 //! There is no projection barrier: a command answers once its events are stored, and a read that must
@@ -222,7 +222,7 @@ pub async fn start_with(
     };
 
     let description = format!(
-        "store: dynamodb (events table {}), pipeline: stream poller -> outbox-publisher -> Kafka {} -> projector-accounts (group {})",
+        "store: dynamodb (events table {}), pipeline: stream poller -> outbox-publisher -> Kafka {} -> projector (group {})",
         settings.tables.events, settings.kafka.brokers, settings.group_id
     );
     let mut deps = Deps::new(app);

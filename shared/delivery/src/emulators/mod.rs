@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | [`embedded`] | the whole asynchronous path, in process: the store's feed to the projector and the saga |
 //! | `stream_poller` (feature `dynamodb`) | the DynamoDB Streams mapping of `outbox-publisher` |
-//! | [`kafka_consumer`] | the MSK mappings of `projector-accounts` and `transfer-saga` |
+//! | [`kafka_consumer`] | the MSK mappings of `projector` and `transfer-saga` |
 
 pub mod embedded;
 pub mod kafka_consumer;

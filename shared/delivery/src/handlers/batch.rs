@@ -1,4 +1,4 @@
-//! What the two MSK handlers (`projector-accounts`, `transfer-saga`) do with a batch: decode its
+//! What the two MSK handlers (`projector`, `transfer-saga`) do with a batch: decode its
 //! records, walk it stream by stream through the [fan-out](crate::fanout), and fail with one
 //! [`BatchError`].
 //!

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `outbox` (feature `dynamodb`) | `outbox-publisher` | DynamoDB Streams on the `events` table |
 //! | `relay` (feature `postgres`) | `outbox-relay` | EventBridge schedule |
-//! | [`projection`] | `projector-accounts` | MSK, the account and transfer topics |
+//! | [`projection`] | `projector` | MSK, the account and transfer topics |
 //! | [`saga`] | `transfer-saga` | MSK, the transfer topic |
 //!
 //! The two MSK handlers share [`batch`]: the decoding of a batch and the one error a batch fails with.

@@ -1,4 +1,4 @@
-//! The `projector-accounts` handler: MSK batches of account and transfer events into the read tables.
+//! The `projector` handler: MSK batches of account and transfer events into the read tables.
 //!
 //! The MSK event source mapping commits a batch's offsets only when the function succeeds and
 //! otherwise delivers the whole batch again. [`handle_kafka_event`] fits that contract: it applies each
