@@ -22,21 +22,19 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::read_side::PipelineHealth;
 use corebank_app::{App, AppConfig, SystemClock};
-use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
 use corebank_delivery::emulators::stream_poller::{
     DynamoStreamPoller, StreamPollerConfig, aws_sdk_dynamodbstreams,
 };
 use corebank_delivery::groups::PROJECTOR_GROUP_ID;
 use corebank_delivery::handlers::batch::envelopes_from_kafka_event;
 use corebank_delivery::handlers::outbox::{envelope_from_record, handle_stream_event};
-use corebank_delivery::handlers::projection::handle_kafka_event;
 use corebank_delivery::topics::topics_from_lookup;
 use corebank_domain::StreamKind;
 use corebank_messaging::{EventPublisher, KafkaConfig, KafkaPublisher, Topics, ensure_topics};
 use corebank_store::dynamodb::{DynamoTables, create_tables};
 use tokio::sync::watch;
 
-use super::{DEFAULT_TOPIC_PARTITIONS, Started, Task, consume_until_shutdown, stopped};
+use super::{DEFAULT_TOPIC_PARTITIONS, Started, Task, stopped};
 use crate::RunnerError;
 
 /// Everything this mode reads from the environment, typed.
@@ -154,12 +152,6 @@ pub async fn start_with(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
         settings.poller.clone(),
     ));
-    let consumer_config = ConsumerConfig::new(
-        settings.group_id.clone(),
-        settings.topics.all().into_iter().map(str::to_owned).collect(),
-    );
-    let consumer = KafkaBatchConsumer::new(&settings.kafka, consumer_config.clone())
-        .map_err(|e| setup_failed("creating the Kafka consumer", e))?;
     let health = Arc::new(Health::new(poller.clone()));
 
     let outbox: Task = {
@@ -185,41 +177,15 @@ pub async fn start_with(
         app.saga.clone(),
         shutdown.clone(),
     );
-    let projection: Task = {
-        let health = health.clone();
-        let projector = app.projector.clone();
-        let kafka = settings.kafka.clone();
-        Box::pin(async move {
-            let handler = |event| {
-                let projector = projector.clone();
-                let health = health.clone();
-                async move {
-                    match handle_kafka_event(&event, &projector).await {
-                        Ok(applied) => {
-                            tracing::debug!(applied, "batch projected");
-                            health.projected(&event);
-                            Ok(())
-                        }
-                        Err(e) => {
-                            health.set_projection_error(Some(e.to_string()));
-                            Err(e)
-                        }
-                    }
-                }
-            };
-            let on_stop = |e: String| health.set_projection_error(Some(e));
-            consume_until_shutdown(
-                "projection",
-                kafka,
-                consumer_config,
-                Some(consumer),
-                handler,
-                on_stop,
-                shutdown,
-            )
-            .await;
-        })
-    };
+    let projection = super::kafka_projection_task(
+        settings.kafka.clone(),
+        &settings.topics,
+        settings.group_id.clone(),
+        app.projector.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| setup_failed("creating the Kafka consumer", e))?;
 
     let description = format!(
         "store: dynamodb (events table {}), pipeline: stream poller -> outbox-publisher -> Kafka {} -> projector (group {})",
@@ -268,10 +234,11 @@ impl Health {
             }
         }
     }
+}
 
+impl super::ProjectionWatch for Health {
     fn projected(&self, event: &KafkaEvent) {
         let mut state = self.state();
-        state.projection_error = None;
         for envelope in envelopes_from_kafka_event(event).into_iter().flatten() {
             if StreamKind::of(&envelope.stream_id) == Some(StreamKind::Account) {
                 let entry = state.versions.entry(envelope.stream_id).or_default();

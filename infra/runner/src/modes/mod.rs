@@ -16,8 +16,12 @@ use std::time::Duration;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::AppConfig;
+use std::sync::Arc;
+
+use corebank_app::projector::Projector;
 use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
-use corebank_messaging::KafkaConfig;
+use corebank_delivery::handlers::projection::handle_kafka_event;
+use corebank_messaging::{KafkaConfig, KafkaSetupError, Topics};
 use tokio::sync::watch;
 
 use crate::RunnerError;
@@ -103,6 +107,50 @@ pub async fn start(
             "STORE_KIND={store:?} with PIPELINE={pipeline:?} is not available in this runner"
         ))),
     }
+}
+
+/// What a Kafka mode's health hears from its projection consumer.
+pub(crate) trait ProjectionWatch: Send + Sync + 'static {
+    /// A batch was applied.
+    fn projected(&self, _event: &KafkaEvent) {}
+    /// The last batch failed (`Some`), or the consumer recovered (`None`).
+    fn set_projection_error(&self, error: Option<String>);
+}
+
+/// The projection consumer of a Kafka mode, as `projector`'s two MSK mappings: one group over both
+/// event topics (the projector also keeps `transfer_status`). The consumer is created here, so that a
+/// bad configuration fails start-up; the returned task runs it (and its replacements) until shutdown.
+pub(crate) fn kafka_projection_task(
+    kafka: KafkaConfig,
+    topics: &Topics,
+    group_id: String,
+    projector: Arc<Projector>,
+    watch: Arc<dyn ProjectionWatch>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Task, KafkaSetupError> {
+    let config = ConsumerConfig::new(group_id, topics.all().into_iter().map(str::to_owned).collect());
+    let consumer = KafkaBatchConsumer::new(&kafka, config.clone())?;
+    Ok(Box::pin(async move {
+        let handler = |event: KafkaEvent| {
+            let (projector, watch) = (projector.clone(), watch.clone());
+            async move {
+                match handle_kafka_event(&event, &projector).await {
+                    Ok(applied) => {
+                        tracing::debug!(applied, "batch projected");
+                        watch.set_projection_error(None);
+                        watch.projected(&event);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        watch.set_projection_error(Some(e.to_string()));
+                        Err(e)
+                    }
+                }
+            }
+        };
+        let on_stop = |e: String| watch.set_projection_error(Some(e));
+        consume_until_shutdown("projection", kafka, config, Some(consumer), handler, on_stop, shutdown).await;
+    }))
 }
 
 /// Pause before a Kafka consumer that stopped (or could not be created) is created again.

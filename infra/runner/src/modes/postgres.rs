@@ -12,12 +12,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_api::Deps;
 use corebank_app::read_side::PipelineHealth;
 use corebank_app::{App, AppConfig, SystemClock};
 use corebank_delivery::emulators::embedded::EmbeddedPipeline;
-use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
 use corebank_delivery::groups::PROJECTOR_GROUP_ID;
 use corebank_delivery::handlers::relay::{Relay, RelayConfig};
 use corebank_messaging::{KafkaConfig, KafkaPublisher, Topics, ensure_topics};
@@ -145,49 +143,21 @@ pub async fn start_kafka(
         Relay::new(pg.outbox(), Arc::new(publisher), kafka.relay.clone())
             .with_wakeup(pg.stores.events.head()),
     );
-    // Both topics: the projector also keeps `transfer_status`.
-    let consumer_config = ConsumerConfig::new(
-        kafka.group_id.clone(),
-        kafka.topics.all().into_iter().map(str::to_owned).collect(),
-    );
-    let consumer = KafkaBatchConsumer::new(&kafka.kafka, consumer_config.clone())
-        .map_err(|e| mode_error("kafka consumer")(e.to_string()))?;
 
     let app = App::new(config, pg.stores.stores(), corebank_api::renderer(), Arc::new(SystemClock));
     let health = Arc::new(KafkaPipelineHealth { relay: relay.clone(), projection_error: Mutex::new(None) });
     let mut deps = Deps::new(app.clone());
     deps.pipeline = Some(health.clone());
 
-    let projector = app.projector.clone();
-    let consume = {
-        let (shutdown, kafka_config) = (shutdown.clone(), kafka.kafka.clone());
-        async move {
-            let handler = |event: KafkaEvent| {
-                let projector = projector.clone();
-                let health = health.clone();
-                async move {
-                    let outcome =
-                        corebank_delivery::handlers::projection::handle_kafka_event(&event, &projector)
-                            .await
-                            .map(|_applied| ())
-                            .map_err(|e| e.to_string());
-                    health.set_projection_error(outcome.as_ref().err().cloned());
-                    outcome
-                }
-            };
-            let on_stop = |e: String| health.set_projection_error(Some(e));
-            super::consume_until_shutdown(
-                "projection",
-                kafka_config,
-                consumer_config,
-                Some(consumer),
-                handler,
-                on_stop,
-                shutdown,
-            )
-            .await;
-        }
-    };
+    let consume = super::kafka_projection_task(
+        kafka.kafka.clone(),
+        &kafka.topics,
+        kafka.group_id.clone(),
+        app.projector.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| mode_error("kafka consumer")(e.to_string()))?;
     let saga = super::saga::kafka_saga_task(
         kafka.kafka.clone(),
         kafka.topics.transfer_events.clone(),
@@ -197,7 +167,7 @@ pub async fn start_kafka(
     );
     Ok(Started {
         deps,
-        tasks: vec![Box::pin(relay.run(stopped(shutdown))), Box::pin(consume), saga],
+        tasks: vec![Box::pin(relay.run(stopped(shutdown))), consume, saga],
         description: format!(
             "store: postgres, pipeline: kafka (relay -> {} -> group {})",
             kafka.topics.account_events, kafka.group_id
@@ -212,7 +182,7 @@ struct KafkaPipelineHealth {
     projection_error: Mutex<Option<String>>,
 }
 
-impl KafkaPipelineHealth {
+impl super::ProjectionWatch for KafkaPipelineHealth {
     fn set_projection_error(&self, error: Option<String>) {
         *self.projection_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
     }
