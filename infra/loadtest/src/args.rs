@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use http::Uri;
+use serde::Serialize;
 
 use crate::money;
 
@@ -46,7 +47,7 @@ EXIT CODE: 0 when the audit is clean and no request got a 5xx, 1 otherwise, 2 fo
 ";
 
 /// Relative weights of the operations a worker picks from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub(crate) struct Weights {
     pub(crate) deposit: u32,
     pub(crate) withdraw: u32,
@@ -56,8 +57,9 @@ pub(crate) struct Weights {
     pub(crate) transfer: u32,
 }
 
-/// A validated run configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated run configuration; the report echoes it (less where its own outputs go).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Config {
     pub(crate) duration_secs: u64,
     pub(crate) workers: usize,
@@ -72,7 +74,9 @@ pub(crate) struct Config {
     pub(crate) hot_selection_rate: f64,
     pub(crate) weights: Weights,
     pub(crate) currency: String,
+    #[serde(skip)]
     pub(crate) json: Option<PathBuf>,
+    #[serde(skip)]
     pub(crate) plot: Option<PathBuf>,
     pub(crate) seed: Option<u64>,
     pub(crate) audit_timeout_secs: u64,

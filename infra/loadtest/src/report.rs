@@ -87,35 +87,13 @@ fn op_report(op: Op, stats: &OpStats, secs: f64) -> OpReport {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WeightsReport {
-    pub(crate) deposit: u32,
-    pub(crate) withdraw: u32,
-    pub(crate) balance: u32,
-    pub(crate) history: u32,
-    pub(crate) create: u32,
-    pub(crate) transfer: u32,
-}
-
+/// The run's configuration as the report shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConfigReport {
-    pub(crate) duration_secs: u64,
-    pub(crate) workers: usize,
-    pub(crate) accounts: usize,
-    pub(crate) seed_concurrency: usize,
-    pub(crate) initial_deposit: u64,
-    pub(crate) min_amount: u64,
-    pub(crate) max_amount: u64,
-    pub(crate) base_url: String,
-    pub(crate) hot_account_ratio: f64,
-    pub(crate) hot_selection_rate: f64,
+    #[serde(flatten)]
+    pub(crate) config: Config,
     pub(crate) hot_accounts: usize,
-    pub(crate) weights: WeightsReport,
-    pub(crate) currency: String,
-    pub(crate) audit_timeout_secs: u64,
-    pub(crate) seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,30 +188,9 @@ pub(crate) struct Report {
 }
 
 fn config_report(config: &Config) -> ConfigReport {
-    let w = config.weights;
     ConfigReport {
-        duration_secs: config.duration_secs,
-        workers: config.workers,
-        accounts: config.accounts,
-        seed_concurrency: config.seed_concurrency,
-        initial_deposit: config.initial_deposit,
-        min_amount: config.min_amount,
-        max_amount: config.max_amount,
-        base_url: config.base_url.clone(),
-        hot_account_ratio: config.hot_account_ratio,
-        hot_selection_rate: config.hot_selection_rate,
+        config: config.clone(),
         hot_accounts: accounts::hot_count(config.accounts, config.hot_account_ratio),
-        weights: WeightsReport {
-            deposit: w.deposit,
-            withdraw: w.withdraw,
-            balance: w.balance,
-            history: w.history,
-            create: w.create,
-            transfer: w.transfer,
-        },
-        currency: config.currency.clone(),
-        audit_timeout_secs: config.audit_timeout_secs,
-        seed: config.seed,
     }
 }
 
@@ -389,7 +346,7 @@ fn latency_row(
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
+        let (c, hot_accounts) = (&self.config.config, self.config.hot_accounts);
         let w = &c.weights;
         writeln!(f, "{} {}  run {}  started {}", self.tool, self.version, self.run_id, self.started_at)?;
         writeln!(
@@ -399,7 +356,7 @@ impl fmt::Display for Report {
             c.duration_secs,
             c.workers,
             c.accounts,
-            c.hot_accounts,
+            hot_accounts,
             c.hot_selection_rate * 100.0,
             c.currency,
             self.scenario_seed
