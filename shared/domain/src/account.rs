@@ -412,29 +412,32 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
         // transfer before the freeze, and refusing would strand it (a capture that could never run
         // would leave the destination credited and the source's hold open for ever).
         AccountCommand::CaptureHold { transfer_id, transaction_id } => {
-            let amount = open_hold(account, transfer_id)?;
-            AccountEvent::ReservationCaptured(ReservationSettled {
-                account_id: account.account_id.clone(),
-                transfer_id: transfer_id.clone(),
-                amount,
-                currency: account.currency,
-                transaction_id: transaction_id.clone(),
-                balance_after: account.balance - amount.minor(),
-            })
+            AccountEvent::ReservationCaptured(settle(account, transfer_id, transaction_id, true)?)
         }
         AccountCommand::ReleaseHold { transfer_id, transaction_id } => {
-            let amount = open_hold(account, transfer_id)?;
-            AccountEvent::ReservationReleased(ReservationSettled {
-                account_id: account.account_id.clone(),
-                transfer_id: transfer_id.clone(),
-                amount,
-                currency: account.currency,
-                transaction_id: transaction_id.clone(),
-                balance_after: account.balance,
-            })
+            AccountEvent::ReservationReleased(settle(account, transfer_id, transaction_id, false)?)
         }
     };
     Ok(vec![event])
+}
+
+/// The settlement of the open hold of `transfer_id`: captured (the held amount leaves the posted
+/// balance) or released (the balance stays).
+fn settle(
+    account: &Account,
+    transfer_id: &TransferId,
+    transaction_id: &TransactionId,
+    captured: bool,
+) -> Result<ReservationSettled, DomainError> {
+    let amount = open_hold(account, transfer_id)?;
+    Ok(ReservationSettled {
+        account_id: account.account_id.clone(),
+        transfer_id: transfer_id.clone(),
+        amount,
+        currency: account.currency,
+        transaction_id: transaction_id.clone(),
+        balance_after: if captured { account.balance - amount.minor() } else { account.balance },
+    })
 }
 
 fn open_hold(account: &Account, transfer_id: &TransferId) -> Result<Amount, DomainError> {
