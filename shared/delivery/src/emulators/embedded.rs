@@ -1,7 +1,6 @@
 //! The embedded pipeline: the whole asynchronous path in process. It tails the store's feed in commit
-//! order and hands every event to
-//! the same [`Projector`] that the Kafka projection function uses and, when it has one, to the same
-//! [`TransferSaga`] that the Kafka transfer-saga function uses.
+//! order and hands every event to the same [`Projector`] that the `projector` function uses and, when
+//! it has one, to the same [`TransferSaga`] that the `transfer-saga` function uses.
 //!
 //! The projector and the saga each tail the feed on their own lane with their own position, so a
 //! saga step that waits (a retry, a lease) never holds back the read side, nor the other way round.
@@ -85,7 +84,7 @@ struct Lane {
     /// Hand different streams' events over concurrently even when the handler names no order key.
     by_stream: bool,
     position: watch::Sender<u64>,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Mutex<Option<String>>,
 }
 
 fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
@@ -99,7 +98,7 @@ impl Lane {
             handler,
             by_stream: false,
             position: watch::Sender::new(0),
-            last_error: Arc::new(Mutex::new(None)),
+            last_error: Mutex::new(None),
         }
     }
 
