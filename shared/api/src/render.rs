@@ -71,7 +71,11 @@ impl ResponseRenderer for JsonRenderer {
             "eventIds".into(),
             accepted.event_ids.iter().map(|id| Value::from(id.to_string())).collect::<Vec<_>>().into(),
         );
-        StoredResponse { status: StatusCode::CREATED.as_u16(), body: Value::Object(body).to_string() }
+        StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: Value::Object(body).to_string(),
+            code: None,
+        }
     }
 
     fn transfer_accepted(&self, accepted: &TransferAccepted) -> StoredResponse {
@@ -79,13 +83,17 @@ impl ResponseRenderer for JsonRenderer {
             "transferId": accepted.transfer_id.as_str(),
             "status": accepted.status,
         });
-        StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: body.to_string() }
+        StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: body.to_string(), code: None }
     }
 
     fn rejected(&self, error: &AppError) -> StoredResponse {
         let api = ApiError::App(clone_decision(error));
         let (status, code, message) = classify(&api);
-        StoredResponse { status: status.as_u16(), body: error_body(status, code, &message) }
+        StoredResponse {
+            status: status.as_u16(),
+            body: error_body(status, code, &message),
+            code: Some(code.to_owned()),
+        }
     }
 }
 
