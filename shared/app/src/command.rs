@@ -113,28 +113,17 @@ pub struct TransferAccepted {
 /// Turns decisions into the HTTP responses that are stored and replayed. Implemented by the API
 /// layer, which owns the wire format.
 ///
-/// A rejection's body must be a JSON object whose top-level `code` is the stable error code: the
-/// transfer process manager reads the outcome of its account commands back from their stored
-/// responses (see [`ResponseRenderer::rejection_code`]).
+/// An acceptance's response has no `code`; a rejection's carries its stable error code in
+/// [`StoredResponse::code`]: the transfer process manager reads the outcome of its account commands
+/// from that code, stored beside the body.
 pub trait ResponseRenderer: Send + Sync {
-    /// The response of an accepted account command.
+    /// The response of an accepted account command (`code` is `None`).
     fn accepted(&self, accepted: &Accepted) -> StoredResponse;
-    /// The response of an accepted transfer request.
+    /// The response of an accepted transfer request (`code` is `None`).
     fn transfer_accepted(&self, accepted: &TransferAccepted) -> StoredResponse;
-    /// The response of a command refused by a decision (`AppError::is_decision`).
+    /// The response of a command refused by a decision (`AppError::is_decision`), with its error
+    /// code in `code`.
     fn rejected(&self, error: &AppError) -> StoredResponse;
-
-    /// The error code of a stored rejection, `None` for a success (2xx). A body that is not the
-    /// documented error object yields `Some("UNKNOWN")`, so it is never mistaken for a success.
-    fn rejection_code(&self, response: &StoredResponse) -> Option<String> {
-        if (200..300).contains(&response.status) {
-            return None;
-        }
-        let code = serde_json::from_str::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v.get("code").and_then(serde_json::Value::as_str).map(str::to_owned));
-        Some(code.unwrap_or_else(|| "UNKNOWN".to_owned()))
-    }
 }
 
 /// The canonical request hash: SHA-256 over the operation, the path's account id and the JSON body

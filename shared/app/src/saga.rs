@@ -27,12 +27,14 @@
 //!
 //! # How the outcome of an account command is read
 //!
-//! From its stored response, through [`ResponseRenderer::rejection_code`]: a 2xx is accepted, anything
-//! else carries the stable error code that becomes the transfer's `failureReason`. A replayed leg only
-//! has its stored response (the idempotency and transaction records keep the response, byte for byte,
-//! because that is what the HTTP contract replays), so reading fresh and replayed outcomes the same way
-//! means they can never be interpreted differently. A structured copy beside the response would need a
-//! schema change on every adapter to hold a fact the response already holds.
+//! From the error code stored beside its response ([`StoredResponse::code`]): none is accepted, a code
+//! is the stable error code that becomes the transfer's `failureReason`. A replayed leg only has its
+//! stored response, and the idempotency and transaction records keep the code with the status and
+//! body, so fresh and replayed outcomes are read the same way and can never be interpreted
+//! differently. The HTTP body is never parsed. A rejection stored before codes were kept reads back
+//! with the code `UNKNOWN`, so it is never mistaken for an acceptance.
+//!
+//! [`StoredResponse::code`]: corebank_store::StoredResponse::code
 
 use std::sync::Arc;
 
@@ -177,7 +179,7 @@ impl TransferSaga {
             actor: Some(SAGA_ACTOR.to_owned()),
         };
         let response = self.accounts.execute_traced(&ctx, trace, &leg.account_id, &leg.command).await?;
-        Ok(match self.accounts.renderer().rejection_code(&response) {
+        Ok(match response.code {
             None => LegOutcome::Accepted,
             Some(code) => LegOutcome::Refused(code),
         })
