@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use corebank_domain::{AccountAggregate, AccountCommand, AccountId, AccountState, EventMetadata, TransferId};
 use corebank_store::{StoredResponse, Stores, TransactionIntent};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::engine::SNAPSHOT_SCHEMA_VERSION;
@@ -74,7 +73,7 @@ impl Operation {
 pub struct CommandContext {
     /// The validated Idempotency-Key.
     pub idempotency_key: String,
-    /// Canonical hash of the request (see [`request_hash`]).
+    /// Canonical hash of the request (see [`RequestFingerprint`](crate::fingerprint::RequestFingerprint)).
     pub request_hash: String,
     /// Which command.
     pub operation: Operation,
@@ -124,19 +123,6 @@ pub trait ResponseRenderer: Send + Sync {
     /// The response of a command refused by a decision (`AppError::is_decision`), with its error
     /// code in `code`.
     fn rejected(&self, error: &AppError) -> StoredResponse;
-}
-
-/// The canonical request hash: SHA-256 over the operation, the path's account id and the JSON body
-/// with object keys sorted, so that key order and whitespace never matter.
-pub fn request_hash(operation: Operation, path_id: Option<&str>, body: &serde_json::Value) -> String {
-    let mut h = Sha256::new();
-    h.update(operation.as_str().as_bytes());
-    h.update([0]);
-    h.update(path_id.unwrap_or("").as_bytes());
-    h.update([0]);
-    // serde_json's map is ordered by key (no `preserve_order`), so this text is canonical.
-    h.update(body.to_string().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Who and what caused a command, as its events record it.

@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
 pub mod pipeline;
 pub mod projection;
 pub mod projector;

@@ -39,15 +39,14 @@
 use std::sync::Arc;
 
 use corebank_domain::transfer::{
-    LEG_IDEMPOTENCY_KEY_PREFIX, Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg,
+    LEG_IDEMPOTENCY_KEY_PREFIX, LegCommand, LegOutcome, leg_command, next_step, record_leg,
 };
-use corebank_domain::{
-    AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, TransferId,
-};
+use corebank_domain::{AccountAggregate, DomainError, EventEnvelope, EventMetadata, TransferId};
 
 use crate::AppError;
-use crate::command::{CommandContext, CommandService, Operation, Trace, request_hash, transaction_id_of};
+use crate::command::{CommandContext, CommandService, Trace, transaction_id_of};
 use crate::engine::decode;
+use crate::fingerprint::RequestFingerprint;
 use crate::transfers::{TransferService, status_of};
 
 /// A transfer takes at most four steps; a pass that needs more is looping on a bug.
@@ -154,27 +153,12 @@ impl TransferSaga {
 
     /// Runs a leg's account command under its leg Idempotency-Key and transaction id.
     async fn run_leg(&self, leg: &LegCommand, trace: &Trace) -> Result<LegOutcome, AppError> {
-        let operation = match leg.leg {
-            Leg::Hold => Operation::TransferHold,
-            Leg::Credit => Operation::TransferCredit,
-            Leg::Capture => Operation::TransferCapture,
-            Leg::Release => Operation::TransferRelease,
-        };
         let txid = transaction_id_of(&leg.command).unwrap_or_default();
-        let body = match &leg.command {
-            AccountCommand::PlaceHold { transfer_id, amount, currency, .. } => serde_json::json!({
-                "transactionId": txid, "transferId": transfer_id.as_str(),
-                "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
-            }),
-            AccountCommand::Deposit { amount, currency, .. } => serde_json::json!({
-                "transactionId": txid, "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
-            }),
-            _ => serde_json::json!({ "transactionId": txid }),
-        };
+        let fingerprint = RequestFingerprint::of_leg(leg);
         let ctx = CommandContext {
             idempotency_key: format!("{LEG_IDEMPOTENCY_KEY_PREFIX}{txid}"),
-            request_hash: request_hash(operation, Some(leg.account_id.as_str()), &body),
-            operation,
+            request_hash: fingerprint.hash(),
+            operation: fingerprint.operation(),
             request_id: trace.causation_id.clone(),
             actor: Some(SAGA_ACTOR.to_owned()),
         };
