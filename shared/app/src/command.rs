@@ -16,7 +16,7 @@ use corebank_store::{StoredResponse, Stores, TransactionIntent};
 use uuid::Uuid;
 
 pub use crate::engine::SNAPSHOT_SCHEMA_VERSION;
-use crate::engine::{Decided, Engine, Guards, IdempotencyGuard, TransactionGuard};
+use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard, TransactionGuard};
 use crate::{AppConfig, AppError, Clock};
 
 /// Idempotency keys of account commands live in this namespace.
@@ -214,7 +214,10 @@ impl CommandService {
             }),
             Decided::Rejected(error) => self.renderer.rejected(error),
         };
-        self.engine.execute(&guards, &account_id.stream_id(), command, &metadata, &render).await
+        let stream_id = account_id.stream_id();
+        let guarded =
+            GuardedCommand { guards, stream_id: &stream_id, command, metadata: &metadata, render: &render };
+        self.engine.execute(&guarded).await
     }
 
     /// The current state of an account stream: cached or snapshot state plus the stored tail.
