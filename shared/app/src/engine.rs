@@ -7,6 +7,12 @@
 //! Decisions (acceptances and business rejections) are stored under the key and replayed; transient
 //! failures release the key so the client's retry can run.
 //!
+//! Two paths share the load, decide and write steps:
+//! - [`Engine::execute`] runs a [`GuardedCommand`]: under its guards, with its decision rendered into
+//!   the response that is stored and sent;
+//! - [`Engine::decide_and_append`] runs a command with no guards and nothing rendered (a process
+//!   manager recording a step): the state after it, or the rule that refused it.
+//!
 //! The engine knows nothing of HTTP: what a decision answers is rendered by the caller (a closure
 //! over the API's renderer), because that answer must be stored atomically with the events.
 
