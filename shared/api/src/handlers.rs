@@ -12,9 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
 use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, TransferRequest};
 use crate::error::error_response;
-use crate::render::{
-    balance_body, history_body, json_response, stored_response, summary_body, time, transfer_body,
-};
+use crate::render::{balance_body, history_body, summary_body, time, transfer_body};
+use crate::response::{json_response, stored_response};
 use crate::{ApiError, Deps};
 
 type Handled = Result<Response<Body>, ApiError>;
