@@ -222,7 +222,7 @@ async fn main() {
                 amount_minor: 1,
                 currency: "USD".to_owned(),
             },
-            response: StoredResponse { status: 201, body: "{}".to_owned() },
+            response: StoredResponse { status: 201, body: "{}".to_owned(), code: None },
             recorded_at: chrono::Utc::now(),
         };
         let started = Instant::now();

@@ -10,7 +10,7 @@ use corebank_store::StoreError;
 use http::StatusCode;
 use lambda_http::{Body, Response};
 
-use crate::render::json_response;
+use crate::response::json_response;
 
 /// Why a request failed before, around or inside a use case.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Route handlers: thin adapters from HTTP to the use cases and back.
 
-use corebank_app::command::{CommandContext, Operation, request_hash};
+use corebank_app::command::{CommandContext, Operation};
+use corebank_app::fingerprint::RequestFingerprint;
 use corebank_domain::{AccountCommand, AccountId, StreamKind, TransferId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
@@ -11,9 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
 use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, TransferRequest};
 use crate::error::error_response;
-use crate::render::{
-    balance_body, history_body, json_response, stored_response, summary_body, time, transfer_body,
-};
+use crate::render::{balance_body, history_body, summary_body, time, transfer_body};
+use crate::response::{json_response, stored_response};
 use crate::{ApiError, Deps};
 
 type Handled = Result<Response<Body>, ApiError>;
@@ -68,22 +68,20 @@ struct Prepared {
     account_id: AccountId,
     command: AccountCommand,
     actor: Option<String>,
-    path_id: Option<String>,
-    body: serde_json::Value,
+    fingerprint: RequestFingerprint,
 }
 
 async fn run_command(
     deps: &Deps,
     req: &Request,
-    operation: Operation,
     prepare: impl FnOnce(&Request) -> Result<Prepared, ApiError>,
 ) -> Handled {
     let key = idempotency_key(req)?;
     let p = prepare(req)?;
     let ctx = CommandContext {
         idempotency_key: key,
-        request_hash: request_hash(operation, p.path_id.as_deref(), &p.body),
-        operation,
+        request_hash: p.fingerprint.hash(),
+        operation: p.fingerprint.operation(),
         request_id: request_id(req),
         actor: p.actor,
     };
@@ -100,10 +98,11 @@ async fn run_command(
 pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
     respond(
         &req,
-        run_command(deps, &req, Operation::CreateAccount, |req| {
+        run_command(deps, &req, |req| {
             let (dto, body) = decode_json::<CreateAccountRequest>(req)?;
             let (account_id, command, actor) = dto.into_command()?;
-            Ok(Prepared { account_id, command, actor, path_id: None, body })
+            let fingerprint = RequestFingerprint::new(Operation::CreateAccount, None, body);
+            Ok(Prepared { account_id, command, actor, fingerprint })
         }),
     )
     .await
@@ -111,44 +110,46 @@ pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
 
 fn money_command(req: &Request, direction: Direction) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
-    let (dto, mut body) = decode_json::<MoneyRequest>(req)?;
+    let (dto, body) = decode_json::<MoneyRequest>(req)?;
     let (command, actor) = dto.into_command(direction)?;
-    // The request hash sees the amount as exact minor units, so `1000`, `1000.0` and `1000.00` are
-    // the same request, as they are the same money.
-    if let (AccountCommand::Deposit { amount, .. } | AccountCommand::Withdraw { amount, .. }, Some(obj)) =
-        (&command, body.as_object_mut())
-    {
-        obj.insert("amount".to_owned(), serde_json::Value::String(format!("minor:{}", amount.minor())));
+    let operation = match direction {
+        Direction::Deposit => Operation::Deposit,
+        Direction::Withdraw => Operation::Withdraw,
+    };
+    let mut fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
+    if let AccountCommand::Deposit { amount, .. } | AccountCommand::Withdraw { amount, .. } = &command {
+        fingerprint = fingerprint.exact_amount(*amount);
     }
-    Ok(Prepared { path_id: Some(account_id.as_str().to_owned()), account_id, command, actor, body })
+    Ok(Prepared { account_id, command, actor, fingerprint })
 }
 
 fn status_command(req: &Request, freeze: bool) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
     let (dto, body) = decode_json::<StatusRequest>(req)?;
     let (command, actor) = dto.into_command(freeze)?;
-    Ok(Prepared { path_id: Some(account_id.as_str().to_owned()), account_id, command, actor, body })
+    let operation = if freeze { Operation::Freeze } else { Operation::Unfreeze };
+    let fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
+    Ok(Prepared { account_id, command, actor, fingerprint })
 }
 
 /// `POST /accounts/{id}/deposits`.
 pub async fn deposit(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, Operation::Deposit, |r| money_command(r, Direction::Deposit))).await
+    respond(&req, run_command(deps, &req, |r| money_command(r, Direction::Deposit))).await
 }
 
 /// `POST /accounts/{id}/withdrawals`.
 pub async fn withdraw(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, Operation::Withdraw, |r| money_command(r, Direction::Withdraw)))
-        .await
+    respond(&req, run_command(deps, &req, |r| money_command(r, Direction::Withdraw))).await
 }
 
 /// `POST /accounts/{id}/freeze`.
 pub async fn freeze(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, Operation::Freeze, |r| status_command(r, true))).await
+    respond(&req, run_command(deps, &req, |r| status_command(r, true))).await
 }
 
 /// `POST /accounts/{id}/unfreeze`.
 pub async fn unfreeze(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, Operation::Unfreeze, |r| status_command(r, false))).await
+    respond(&req, run_command(deps, &req, |r| status_command(r, false))).await
 }
 
 /// `GET /accounts/{id}`.
@@ -189,19 +190,18 @@ pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
 pub async fn start_transfer(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
         let key = idempotency_key(&req)?;
-        let (dto, mut body) = decode_json::<TransferRequest>(&req)?;
+        let (dto, body) = decode_json::<TransferRequest>(&req)?;
         let (terms, actor) = dto.into_terms(&key)?;
         // The hash sees the amount as exact minor units and the transfer id the request names (chosen
         // or derived from the key), so equal money and an omitted-but-equal id are the same request.
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("amount".to_owned(), format!("minor:{}", terms.amount.minor()).into());
-            obj.insert("transferId".to_owned(), terms.transfer_id.as_str().into());
-        }
-        let operation = Operation::StartTransfer;
+        let transfer_id = terms.transfer_id.as_str();
+        let fingerprint = RequestFingerprint::new(Operation::StartTransfer, Some(transfer_id), body)
+            .exact_amount(terms.amount)
+            .with_field("transferId", transfer_id);
         let ctx = CommandContext {
             idempotency_key: key,
-            request_hash: request_hash(operation, Some(terms.transfer_id.as_str()), &body),
-            operation,
+            request_hash: fingerprint.hash(),
+            operation: fingerprint.operation(),
             request_id: request_id(&req),
             actor,
         };

@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod handlers;
 pub mod render;
+pub mod response;
 pub mod router;
 
 use std::sync::Arc;

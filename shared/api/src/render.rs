@@ -10,32 +10,13 @@ use corebank_app::command::{Accepted, ResponseRenderer, TransferAccepted};
 use corebank_domain::money::format_major;
 use corebank_domain::{AccountCommand, Currency};
 use corebank_store::{AccountSummary, StatementEntry, StoredResponse, TransferStatus};
-use http::{HeaderValue, StatusCode};
-use lambda_http::{Body, Response};
+use http::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::ApiError;
 use crate::error::{classify, error_body};
-
-/// A JSON response with the request id header.
-pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
-    }
-    response
-}
-
-/// Replays or sends a stored response.
-pub fn stored_response(stored: &StoredResponse, request_id: &str) -> Response<Body> {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(status, stored.body.clone(), request_id)
-}
 
 /// An exact JSON number in major units, kept as its decimal text.
 fn money(minor: i64, currency: Currency) -> Box<RawValue> {
@@ -71,7 +52,11 @@ impl ResponseRenderer for JsonRenderer {
             "eventIds".into(),
             accepted.event_ids.iter().map(|id| Value::from(id.to_string())).collect::<Vec<_>>().into(),
         );
-        StoredResponse { status: StatusCode::CREATED.as_u16(), body: Value::Object(body).to_string() }
+        StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: Value::Object(body).to_string(),
+            code: None,
+        }
     }
 
     fn transfer_accepted(&self, accepted: &TransferAccepted) -> StoredResponse {
@@ -79,13 +64,17 @@ impl ResponseRenderer for JsonRenderer {
             "transferId": accepted.transfer_id.as_str(),
             "status": accepted.status,
         });
-        StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: body.to_string() }
+        StoredResponse { status: StatusCode::ACCEPTED.as_u16(), body: body.to_string(), code: None }
     }
 
     fn rejected(&self, error: &AppError) -> StoredResponse {
         let api = ApiError::App(clone_decision(error));
         let (status, code, message) = classify(&api);
-        StoredResponse { status: status.as_u16(), body: error_body(status, code, &message) }
+        StoredResponse {
+            status: status.as_u16(),
+            body: error_body(status, code, &message),
+            code: Some(code.to_owned()),
+        }
     }
 }
 
@@ -122,40 +111,33 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// The `GET /accounts/{id}` body.
-pub fn summary_body(s: &AccountSummary) -> String {
-    let available = s.balance_minor - s.held_minor;
-    to_json(&SummaryBody {
-        account_id: &s.account_id,
-        owner_id: Some(&s.owner_id),
-        currency: s.currency.code(),
-        status: s.status.as_str(),
-        balance: money(s.balance_minor, s.currency),
-        balance_minor_units: s.balance_minor.to_string(),
-        available_balance: money(available, s.currency),
-        available_balance_minor_units: available.to_string(),
-        version: s.version,
-        created_at: Some(time(s.created_at)),
-        updated_at: Some(time(s.updated_at)),
-    })
+impl<'a> From<&'a AccountSummary> for SummaryBody<'a> {
+    fn from(s: &'a AccountSummary) -> Self {
+        let available = s.balance_minor - s.held_minor;
+        Self {
+            account_id: &s.account_id,
+            owner_id: Some(&s.owner_id),
+            currency: s.currency.code(),
+            status: s.status.as_str(),
+            balance: money(s.balance_minor, s.currency),
+            balance_minor_units: s.balance_minor.to_string(),
+            available_balance: money(available, s.currency),
+            available_balance_minor_units: available.to_string(),
+            version: s.version,
+            created_at: Some(time(s.created_at)),
+            updated_at: Some(time(s.updated_at)),
+        }
+    }
 }
 
-/// The `GET /accounts/{id}/balance` body.
+/// The `GET /accounts/{id}` body.
+pub fn summary_body(s: &AccountSummary) -> String {
+    to_json(&SummaryBody::from(s))
+}
+
+/// The `GET /accounts/{id}/balance` body: the summary without the owner and the times.
 pub fn balance_body(s: &AccountSummary) -> String {
-    let available = s.balance_minor - s.held_minor;
-    to_json(&SummaryBody {
-        account_id: &s.account_id,
-        owner_id: None,
-        currency: s.currency.code(),
-        status: s.status.as_str(),
-        balance: money(s.balance_minor, s.currency),
-        balance_minor_units: s.balance_minor.to_string(),
-        available_balance: money(available, s.currency),
-        available_balance_minor_units: available.to_string(),
-        version: s.version,
-        created_at: None,
-        updated_at: None,
-    })
+    to_json(&SummaryBody { owner_id: None, created_at: None, updated_at: None, ..SummaryBody::from(s) })
 }
 
 /// One history entry.

@@ -15,13 +15,17 @@ struct Plain;
 
 impl ResponseRenderer for Plain {
     fn accepted(&self, a: &Accepted) -> StoredResponse {
-        StoredResponse { status: 201, body: format!("{{\"version\":{}}}", a.version) }
+        StoredResponse { status: 201, body: format!("{{\"version\":{}}}", a.version), code: None }
     }
     fn transfer_accepted(&self, t: &TransferAccepted) -> StoredResponse {
-        StoredResponse { status: 202, body: format!("{{\"transferId\":\"{}\"}}", t.transfer_id) }
+        StoredResponse { status: 202, body: format!("{{\"transferId\":\"{}\"}}", t.transfer_id), code: None }
     }
     fn rejected(&self, e: &AppError) -> StoredResponse {
-        StoredResponse { status: 400, body: format!("{{\"message\":\"{e}\"}}") }
+        StoredResponse {
+            status: 400,
+            body: format!("{{\"message\":\"{e}\"}}"),
+            code: Some("REJECTED".to_owned()),
+        }
     }
 }
 

@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use corebank_domain::{AccountAggregate, AccountCommand, AccountId, AccountState, EventMetadata, TransferId};
 use corebank_store::{StoredResponse, Stores, TransactionIntent};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::engine::SNAPSHOT_SCHEMA_VERSION;
-use crate::engine::{Decided, Engine, Guards, IdempotencyGuard, TransactionGuard};
+use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard, TransactionGuard};
 use crate::{AppConfig, AppError, Clock};
 
 /// Idempotency keys of account commands live in this namespace.
@@ -74,7 +73,7 @@ impl Operation {
 pub struct CommandContext {
     /// The validated Idempotency-Key.
     pub idempotency_key: String,
-    /// Canonical hash of the request (see [`request_hash`]).
+    /// Canonical hash of the request (see [`RequestFingerprint`](crate::fingerprint::RequestFingerprint)).
     pub request_hash: String,
     /// Which command.
     pub operation: Operation,
@@ -113,41 +112,17 @@ pub struct TransferAccepted {
 /// Turns decisions into the HTTP responses that are stored and replayed. Implemented by the API
 /// layer, which owns the wire format.
 ///
-/// A rejection's body must be a JSON object whose top-level `code` is the stable error code: the
-/// transfer process manager reads the outcome of its account commands back from their stored
-/// responses (see [`ResponseRenderer::rejection_code`]).
+/// An acceptance's response has no `code`; a rejection's carries its stable error code in
+/// [`StoredResponse::code`]: the transfer process manager reads the outcome of its account commands
+/// from that code, stored beside the body.
 pub trait ResponseRenderer: Send + Sync {
-    /// The response of an accepted account command.
+    /// The response of an accepted account command (`code` is `None`).
     fn accepted(&self, accepted: &Accepted) -> StoredResponse;
-    /// The response of an accepted transfer request.
+    /// The response of an accepted transfer request (`code` is `None`).
     fn transfer_accepted(&self, accepted: &TransferAccepted) -> StoredResponse;
-    /// The response of a command refused by a decision (`AppError::is_decision`).
+    /// The response of a command refused by a decision (`AppError::is_decision`), with its error
+    /// code in `code`.
     fn rejected(&self, error: &AppError) -> StoredResponse;
-
-    /// The error code of a stored rejection, `None` for a success (2xx). A body that is not the
-    /// documented error object yields `Some("UNKNOWN")`, so it is never mistaken for a success.
-    fn rejection_code(&self, response: &StoredResponse) -> Option<String> {
-        if (200..300).contains(&response.status) {
-            return None;
-        }
-        let code = serde_json::from_str::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v.get("code").and_then(serde_json::Value::as_str).map(str::to_owned));
-        Some(code.unwrap_or_else(|| "UNKNOWN".to_owned()))
-    }
-}
-
-/// The canonical request hash: SHA-256 over the operation, the path's account id and the JSON body
-/// with object keys sorted, so that key order and whitespace never matter.
-pub fn request_hash(operation: Operation, path_id: Option<&str>, body: &serde_json::Value) -> String {
-    let mut h = Sha256::new();
-    h.update(operation.as_str().as_bytes());
-    h.update([0]);
-    h.update(path_id.unwrap_or("").as_bytes());
-    h.update([0]);
-    // serde_json's map is ordered by key (no `preserve_order`), so this text is canonical.
-    h.update(body.to_string().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Who and what caused a command, as its events record it.
@@ -239,7 +214,10 @@ impl CommandService {
             }),
             Decided::Rejected(error) => self.renderer.rejected(error),
         };
-        self.engine.execute(&guards, &account_id.stream_id(), command, &metadata, &render).await
+        let stream_id = account_id.stream_id();
+        let guarded =
+            GuardedCommand { guards, stream_id: &stream_id, command, metadata: &metadata, render: &render };
+        self.engine.execute(&guarded).await
     }
 
     /// The current state of an account stream: cached or snapshot state plus the stored tail.

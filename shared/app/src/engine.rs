@@ -7,6 +7,12 @@
 //! Decisions (acceptances and business rejections) are stored under the key and replayed; transient
 //! failures release the key so the client's retry can run.
 //!
+//! Two paths share the load, decide and write steps:
+//! - [`Engine::execute`] runs a [`GuardedCommand`]: under its guards, with its decision rendered into
+//!   the response that is stored and sent;
+//! - [`Engine::decide_and_append`] runs a command with no guards and nothing rendered (a process
+//!   manager recording a step): the state after it, or the rule that refused it.
+//!
 //! The engine knows nothing of HTTP: what a decision answers is rendered by the caller (a closure
 //! over the API's renderer), because that answer must be stored atomically with the events.
 
@@ -82,11 +88,107 @@ pub enum Decided<'a, S> {
 /// Renders a decision into its stored response.
 pub type Render<'r, S> = dyn Fn(Decided<'_, S>) -> StoredResponse + Send + Sync + 'r;
 
-enum Attempt<S> {
-    Done(StoredResponse),
-    Decided(Result<S, DomainError>),
-    Retry,
+/// A command run under its guards, whose decision is rendered into the response that is stored and
+/// sent.
+pub struct GuardedCommand<'a, A: Aggregate> {
+    /// The Idempotency-Key and transaction-record guards.
+    pub guards: Guards<'a>,
+    /// The aggregate's stream.
+    pub stream_id: &'a str,
+    /// The command.
+    pub command: &'a A::Command,
+    /// What the events record about who and what caused them.
+    pub metadata: &'a EventMetadata,
+    /// Renders the decision.
+    pub render: &'a Render<'a, A::State>,
+}
+
+impl<A: Aggregate> std::fmt::Debug for GuardedCommand<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedCommand")
+            .field("guards", &self.guards)
+            .field("stream_id", &self.stream_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An Idempotency-Key this request holds: what completes it with the response.
+struct Claim {
+    key: IdempotencyKey,
+    operation: String,
+    request_hash: String,
+    claim_token: Uuid,
+    expires_at: DateTime<Utc>,
+}
+
+impl Claim {
+    fn completion(&self, response: StoredResponse) -> IdempotencyCompletion {
+        IdempotencyCompletion {
+            key: self.key.clone(),
+            operation: self.operation.clone(),
+            request_hash: self.request_hash.clone(),
+            claim_token: self.claim_token,
+            response,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A guarded command once its key is held (or when it has none), stamped with the time of its start.
+struct Claimed<'c, 'a, A: Aggregate> {
+    command: &'c GuardedCommand<'a, A>,
+    claim: Option<Claim>,
+    now: DateTime<Utc>,
+}
+
+/// What `decide` made of a command on the current state.
+enum Decision<A: Aggregate> {
+    /// A rule refused it.
+    Refused(DomainError),
+    /// Accepted with nothing to write (a repeated, already recorded step).
+    Unchanged {
+        /// The state, as loaded.
+        state: A::State,
+        /// Its version.
+        version: u64,
+    },
+    /// Accepted with events to append.
+    Append(Pending<A>),
+}
+
+/// Events to append at the version they were decided on, and the state they lead to.
+struct Pending<A: Aggregate> {
+    expected_version: u64,
+    envelopes: Vec<EventEnvelope>,
+    new_state: A::State,
+}
+
+impl<A: Aggregate> Pending<A> {
+    fn new_version(&self) -> u64 {
+        self.expected_version + self.envelopes.len() as u64
+    }
+
+    fn event_ids(&self) -> Vec<Uuid> {
+        self.envelopes.iter().map(|e| e.event_id).collect()
+    }
+}
+
+/// How one pass of a guarded command ended.
+enum GuardedPass {
+    /// The response to send, stored.
+    Answered(StoredResponse),
+    /// Another writer appended first: decide again.
+    VersionConflict,
+    /// The transaction id was recorded between the check and the append: answer from its record.
     TransactionSeen,
+}
+
+/// How one pass of an unguarded command ended.
+enum PlainPass<S> {
+    /// The state after the command, or the rule that refused it.
+    Decided(Result<S, DomainError>),
+    /// Another writer appended first: decide again.
+    VersionConflict,
 }
 
 /// Loads, decides and appends commands of one aggregate type, under the idempotency and transaction
@@ -132,31 +234,29 @@ impl<A: Aggregate> Engine<A> {
 
     /// Runs one command under its guards and returns the response to send (fresh or replayed).
     /// Errors are failures that were not stored: the caller may retry them.
-    pub async fn execute(
-        &self,
-        guards: &Guards<'_>,
-        stream_id: &str,
-        command: &A::Command,
-        metadata: &EventMetadata,
-        render: &Render<'_, A::State>,
-    ) -> Result<StoredResponse, AppError> {
+    pub async fn execute(&self, command: &GuardedCommand<'_, A>) -> Result<StoredResponse, AppError> {
         let now = self.clock.now();
-        let Some(idem) = guards.idempotency else {
-            return self.run_claimed(guards, stream_id, command, metadata, render, now, None).await;
+        let Some(idem) = command.guards.idempotency else {
+            return self.run_claimed(&Claimed { command, claim: None, now }).await;
         };
         let key = IdempotencyKey { scope: idem.scope.to_owned(), key: idem.key.to_owned() };
-        let claim_token = Uuid::new_v4();
-        let expires_at = now + chrono::Duration::seconds(self.config.idempotency_ttl_secs);
-        let claim = IdempotencyClaim {
-            key: key.clone(),
+        let claim = Claim {
+            key,
             operation: idem.operation.to_owned(),
             request_hash: idem.request_hash.to_owned(),
-            claim_token,
+            claim_token: Uuid::new_v4(),
+            expires_at: now + chrono::Duration::seconds(self.config.idempotency_ttl_secs),
+        };
+        let request = IdempotencyClaim {
+            key: claim.key.clone(),
+            operation: claim.operation.clone(),
+            request_hash: claim.request_hash.clone(),
+            claim_token: claim.claim_token,
             lease_expires_at: now + chrono::Duration::seconds(self.config.idempotency_lease_secs),
-            expires_at,
+            expires_at: claim.expires_at,
             now,
         };
-        match self.stores.idempotency.claim(claim).await? {
+        match self.stores.idempotency.claim(request).await? {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::Existing(record) => {
                 if record.request_hash != idem.request_hash {
@@ -168,17 +268,8 @@ impl<A: Aggregate> Engine<A> {
                 };
             }
         }
-        let completion = |response: StoredResponse| IdempotencyCompletion {
-            key: key.clone(),
-            operation: idem.operation.to_owned(),
-            request_hash: idem.request_hash.to_owned(),
-            claim_token,
-            response,
-            expires_at,
-        };
-        let outcome =
-            self.run_claimed(guards, stream_id, command, metadata, render, now, Some(&completion)).await;
-        match outcome {
+        let (key, claim_token) = (claim.key.clone(), claim.claim_token);
+        match self.run_claimed(&Claimed { command, claim: Some(claim), now }).await {
             Ok(response) => Ok(response),
             Err(AppError::Store(StoreError::IdempotencyClaimLost { .. })) => {
                 Err(AppError::IdempotencyInProgress)
@@ -205,43 +296,27 @@ impl<A: Aggregate> Engine<A> {
         let _serialised = self.locks[self.shard(stream_id)].lock().await;
         let mut attempt = 0;
         loop {
-            match self.attempt(&Guards::default(), stream_id, command, metadata, None, now, None).await? {
-                Attempt::Decided(outcome) => return Ok(outcome),
-                Attempt::Done(_) | Attempt::TransactionSeen => {
-                    return Err(AppError::Corrupt(
-                        "an unguarded command reported a guard outcome".to_owned(),
-                    ));
-                }
-                Attempt::Retry => self.backoff(&mut attempt).await?,
+            let decision = self.decide(stream_id, command, metadata, now).await?;
+            match self.pass_plain(stream_id, decision).await? {
+                PlainPass::Decided(outcome) => return Ok(outcome),
+                PlainPass::VersionConflict => self.backoff(&mut attempt).await?,
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run_claimed(
-        &self,
-        guards: &Guards<'_>,
-        stream_id: &str,
-        command: &A::Command,
-        metadata: &EventMetadata,
-        render: &Render<'_, A::State>,
-        now: DateTime<Utc>,
-        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
-    ) -> Result<StoredResponse, AppError> {
-        let _serialised = self.locks[self.shard(stream_id)].lock().await;
+    async fn run_claimed(&self, run: &Claimed<'_, '_, A>) -> Result<StoredResponse, AppError> {
+        let cmd = run.command;
+        let _serialised = self.locks[self.shard(cmd.stream_id)].lock().await;
         let mut attempt = 0;
         loop {
-            if let Some(tx) = &guards.transaction
-                && let Some(response) = self.answer_from_transaction(tx, render, completion).await?
+            if let Some(tx) = &cmd.guards.transaction
+                && let Some(response) = self.answer_from_transaction(run, tx).await?
             {
                 return Ok(response);
             }
-            match self.attempt(guards, stream_id, command, metadata, Some(render), now, completion).await? {
-                Attempt::Done(response) => return Ok(response),
-                Attempt::Decided(_) => {
-                    return Err(AppError::Corrupt("a rendered command reported no response".to_owned()));
-                }
-                Attempt::TransactionSeen => {
+            match self.pass_guarded(run).await? {
+                GuardedPass::Answered(response) => return Ok(response),
+                GuardedPass::TransactionSeen => {
                     // The transaction record appeared between our check and our append: the next
                     // pass answers from it. Counted, so a misbehaving store cannot loop us forever.
                     attempt += 1;
@@ -249,7 +324,7 @@ impl<A: Aggregate> Engine<A> {
                         return Err(AppError::ConcurrencyConflict);
                     }
                 }
-                Attempt::Retry => self.backoff(&mut attempt).await?,
+                GuardedPass::VersionConflict => self.backoff(&mut attempt).await?,
             }
         }
     }
@@ -268,57 +343,103 @@ impl<A: Aggregate> Engine<A> {
     /// stored `TRANSACTION_ID_CONFLICT` (another intent).
     async fn answer_from_transaction(
         &self,
+        run: &Claimed<'_, '_, A>,
         tx: &TransactionGuard<'_>,
-        render: &Render<'_, A::State>,
-        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
     ) -> Result<Option<StoredResponse>, AppError> {
         let Some(record) = self.stores.events.transaction(tx.transaction_id).await? else { return Ok(None) };
         let response = if record.intent == tx.intent {
             record.response
         } else {
-            render(Decided::Rejected(&AppError::TransactionIdConflict))
+            (run.command.render)(Decided::Rejected(&AppError::TransactionIdConflict))
         };
-        if let Some(completion) = completion {
-            self.stores.idempotency.complete(completion(response.clone())).await?;
-        }
-        Ok(Some(response))
+        self.answer(run, response).await.map(Some)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
+    /// Stores a response that is sent without an append under the request's key, if it holds one.
+    async fn answer(
         &self,
-        guards: &Guards<'_>,
+        run: &Claimed<'_, '_, A>,
+        response: StoredResponse,
+    ) -> Result<StoredResponse, AppError> {
+        if let Some(claim) = &run.claim {
+            self.stores.idempotency.complete(claim.completion(response.clone())).await?;
+        }
+        Ok(response)
+    }
+
+    /// One pass of a guarded command: decide, render, and append the events with the idempotency
+    /// completion and the transaction record (or store the answer alone when nothing is appended).
+    async fn pass_guarded(&self, run: &Claimed<'_, '_, A>) -> Result<GuardedPass, AppError> {
+        let cmd = run.command;
+        let pending = match self.decide(cmd.stream_id, cmd.command, cmd.metadata, run.now).await? {
+            Decision::Refused(rule) => {
+                let response = (cmd.render)(Decided::Rejected(&AppError::Domain(rule)));
+                return Ok(GuardedPass::Answered(self.answer(run, response).await?));
+            }
+            // Nothing changes: nothing to append, and nothing to guard, since no money moves.
+            Decision::Unchanged { state, version } => {
+                let response = (cmd.render)(Decided::Accepted { state: &state, version, event_ids: &[] });
+                return Ok(GuardedPass::Answered(self.answer(run, response).await?));
+            }
+            Decision::Append(pending) => pending,
+        };
+        let response = (cmd.render)(Decided::Accepted {
+            state: &pending.new_state,
+            version: pending.new_version(),
+            event_ids: &pending.event_ids(),
+        });
+        let transaction = cmd.guards.transaction.as_ref().map(|tx| TransactionRecord {
+            transaction_id: tx.transaction_id.to_owned(),
+            intent: tx.intent.clone(),
+            response: response.clone(),
+            recorded_at: run.now,
+        });
+        let idempotency = run.claim.as_ref().map(|claim| claim.completion(response.clone()));
+        match self.write(cmd.stream_id, pending, idempotency, transaction).await {
+            Ok(_) => Ok(GuardedPass::Answered(response)),
+            Err(StoreError::VersionConflict { .. }) => Ok(GuardedPass::VersionConflict),
+            Err(StoreError::TransactionExists { .. }) => Ok(GuardedPass::TransactionSeen),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One pass of an unguarded command: decide and append the events alone.
+    async fn pass_plain(
+        &self,
+        stream_id: &str,
+        decision: Decision<A>,
+    ) -> Result<PlainPass<A::State>, AppError> {
+        let pending = match decision {
+            Decision::Refused(rule) => return Ok(PlainPass::Decided(Err(rule))),
+            Decision::Unchanged { state, .. } => return Ok(PlainPass::Decided(Ok(state))),
+            Decision::Append(pending) => pending,
+        };
+        match self.write(stream_id, pending, None, None).await {
+            Ok(state) => Ok(PlainPass::Decided(Ok(state))),
+            Err(StoreError::VersionConflict { .. }) => Ok(PlainPass::VersionConflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads the stream and decides the command on it; accepted events become envelopes stamped
+    /// with `now` and `metadata`.
+    async fn decide(
+        &self,
         stream_id: &str,
         command: &A::Command,
         metadata: &EventMetadata,
-        render: Option<&Render<'_, A::State>>,
         now: DateTime<Utc>,
-        completion: Option<&(dyn Fn(StoredResponse) -> IdempotencyCompletion + Sync)>,
-    ) -> Result<Attempt<A::State>, AppError> {
+    ) -> Result<Decision<A>, AppError> {
         let state = self.load(stream_id).await?;
         let events = match A::decide(&state, command) {
             Ok(events) => events,
-            Err(rule) => {
-                let Some(render) = render else { return Ok(Attempt::Decided(Err(rule))) };
-                let response = render(Decided::Rejected(&AppError::Domain(rule)));
-                if let Some(completion) = completion {
-                    self.stores.idempotency.complete(completion(response.clone())).await?;
-                }
-                return Ok(Attempt::Done(response));
-            }
+            Err(rule) => return Ok(Decision::Refused(rule)),
         };
         let version = A::version(&state);
         if events.is_empty() {
-            // Nothing changes (a repeated, already recorded step): nothing to append, and nothing to
-            // guard, since no money moves.
-            let Some(render) = render else { return Ok(Attempt::Decided(Ok(state))) };
-            let response = render(Decided::Accepted { state: &state, version, event_ids: &[] });
-            if let Some(completion) = completion {
-                self.stores.idempotency.complete(completion(response.clone())).await?;
-            }
-            return Ok(Attempt::Done(response));
+            return Ok(Decision::Unchanged { state, version });
         }
-        let envelopes: Vec<EventEnvelope> = events
+        let envelopes = events
             .iter()
             .zip(version + 1..)
             .map(|(event, version)| EventEnvelope {
@@ -332,44 +453,35 @@ impl<A: Aggregate> Engine<A> {
                 metadata: metadata.clone(),
             })
             .collect();
-        let new_version = version + envelopes.len() as u64;
-        let event_ids: Vec<Uuid> = envelopes.iter().map(|e| e.event_id).collect();
         let new_state = events.iter().fold(state, A::evolve);
-        let response = render.map(|render| {
-            render(Decided::Accepted { state: &new_state, version: new_version, event_ids: &event_ids })
-        });
-        let transaction = match (&guards.transaction, &response) {
-            (Some(tx), Some(response)) => Some(TransactionRecord {
-                transaction_id: tx.transaction_id.to_owned(),
-                intent: tx.intent.clone(),
-                response: response.clone(),
-                recorded_at: now,
-            }),
-            _ => None,
-        };
+        Ok(Decision::Append(Pending { expected_version: version, envelopes, new_state }))
+    }
+
+    /// Appends decided events with their guard records; the cache follows what the store answered.
+    async fn write(
+        &self,
+        stream_id: &str,
+        pending: Pending<A>,
+        idempotency: Option<IdempotencyCompletion>,
+        transaction: Option<TransactionRecord>,
+    ) -> Result<A::State, StoreError> {
         let request = AppendRequest {
             stream_id: stream_id.to_owned(),
-            expected_version: version,
-            events: envelopes,
-            idempotency: completion.zip(response.clone()).map(|(completion, r)| completion(r)),
+            expected_version: pending.expected_version,
+            events: pending.envelopes,
+            idempotency,
             transaction,
         };
         match self.stores.events.append(request).await {
             Ok(_) => {
-                self.after_append(stream_id, new_state.clone());
-                Ok(match response {
-                    Some(response) => Attempt::Done(response),
-                    None => Attempt::Decided(Ok(new_state)),
-                })
+                self.after_append(stream_id, pending.new_state.clone());
+                Ok(pending.new_state)
             }
-            Err(StoreError::VersionConflict { .. }) => {
-                self.forget(stream_id);
-                Ok(Attempt::Retry)
-            }
-            Err(StoreError::TransactionExists { .. }) => Ok(Attempt::TransactionSeen),
+            // The stream is as we read it; only the transaction id was taken.
+            Err(e @ StoreError::TransactionExists { .. }) => Err(e),
             Err(e) => {
                 self.forget(stream_id);
-                Err(e.into())
+                Err(e)
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
 pub mod projection;
 pub mod projector;
 pub mod queries;

@@ -27,25 +27,26 @@
 //!
 //! # How the outcome of an account command is read
 //!
-//! From its stored response, through [`ResponseRenderer::rejection_code`]: a 2xx is accepted, anything
-//! else carries the stable error code that becomes the transfer's `failureReason`. A replayed leg only
-//! has its stored response (the idempotency and transaction records keep the response, byte for byte,
-//! because that is what the HTTP contract replays), so reading fresh and replayed outcomes the same way
-//! means they can never be interpreted differently. A structured copy beside the response would need a
-//! schema change on every adapter to hold a fact the response already holds.
+//! From the error code stored beside its response ([`StoredResponse::code`]): none is accepted, a code
+//! is the stable error code that becomes the transfer's `failureReason`. A replayed leg only has its
+//! stored response, and the idempotency and transaction records keep the code with the status and
+//! body, so fresh and replayed outcomes are read the same way and can never be interpreted
+//! differently. The HTTP body is never parsed. A rejection stored before codes were kept reads back
+//! with the code `UNKNOWN`, so it is never mistaken for an acceptance.
+//!
+//! [`StoredResponse::code`]: corebank_store::StoredResponse::code
 
 use std::sync::Arc;
 
 use corebank_domain::transfer::{
-    LEG_IDEMPOTENCY_KEY_PREFIX, Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg,
+    LEG_IDEMPOTENCY_KEY_PREFIX, LegCommand, LegOutcome, leg_command, next_step, record_leg,
 };
-use corebank_domain::{
-    AccountAggregate, AccountCommand, DomainError, EventEnvelope, EventMetadata, StreamId, TransferId,
-};
+use corebank_domain::{AccountAggregate, DomainError, EventEnvelope, EventMetadata, StreamId, TransferId};
 
 use crate::AppError;
-use crate::command::{CommandContext, CommandService, Operation, Trace, request_hash, transaction_id_of};
+use crate::command::{CommandContext, CommandService, Trace, transaction_id_of};
 use crate::engine::decode;
+use crate::fingerprint::RequestFingerprint;
 use crate::transfers::{TransferService, status_of};
 
 /// A transfer takes at most four steps; a pass that needs more is looping on a bug.
@@ -152,32 +153,17 @@ impl TransferSaga {
 
     /// Runs a leg's account command under its leg Idempotency-Key and transaction id.
     async fn run_leg(&self, leg: &LegCommand, trace: &Trace) -> Result<LegOutcome, AppError> {
-        let operation = match leg.leg {
-            Leg::Hold => Operation::TransferHold,
-            Leg::Credit => Operation::TransferCredit,
-            Leg::Capture => Operation::TransferCapture,
-            Leg::Release => Operation::TransferRelease,
-        };
         let txid = transaction_id_of(&leg.command).unwrap_or_default();
-        let body = match &leg.command {
-            AccountCommand::PlaceHold { transfer_id, amount, currency, .. } => serde_json::json!({
-                "transactionId": txid, "transferId": transfer_id.as_str(),
-                "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
-            }),
-            AccountCommand::Deposit { amount, currency, .. } => serde_json::json!({
-                "transactionId": txid, "amountMinorUnits": amount.minor().to_string(), "currency": currency.code(),
-            }),
-            _ => serde_json::json!({ "transactionId": txid }),
-        };
+        let fingerprint = RequestFingerprint::of_leg(leg);
         let ctx = CommandContext {
             idempotency_key: format!("{LEG_IDEMPOTENCY_KEY_PREFIX}{txid}"),
-            request_hash: request_hash(operation, Some(leg.account_id.as_str()), &body),
-            operation,
+            request_hash: fingerprint.hash(),
+            operation: fingerprint.operation(),
             request_id: trace.causation_id.clone(),
             actor: Some(SAGA_ACTOR.to_owned()),
         };
         let response = self.accounts.execute_traced(&ctx, trace, &leg.account_id, &leg.command).await?;
-        Ok(match self.accounts.renderer().rejection_code(&response) {
+        Ok(match response.code {
             None => LegOutcome::Accepted,
             Some(code) => LegOutcome::Refused(code),
         })

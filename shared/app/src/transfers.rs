@@ -11,7 +11,7 @@ use corebank_store::{StoredResponse, Stores};
 use uuid::Uuid;
 
 use crate::command::{CommandContext, ResponseRenderer, TRANSFERS_SCOPE, TransferAccepted};
-use crate::engine::{Decided, Engine, Guards, IdempotencyGuard};
+use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard};
 use crate::{AppConfig, AppError, Clock};
 
 /// The UUID v5 namespace of server-chosen transfer ids. Fixed for ever: the id of a request without
@@ -91,7 +91,15 @@ impl TransferService {
             Decided::Rejected(error) => self.renderer.rejected(error),
         };
         let command = TransferCommand::Request(terms.clone());
-        self.engine.execute(&guards, &terms.transfer_id.stream_id(), &command, &metadata, &render).await
+        let stream_id = terms.transfer_id.stream_id();
+        let guarded = GuardedCommand {
+            guards,
+            stream_id: &stream_id,
+            command: &command,
+            metadata: &metadata,
+            render: &render,
+        };
+        self.engine.execute(&guarded).await
     }
 
     /// The current state of a transfer (the default state when it was never requested).

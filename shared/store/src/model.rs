@@ -18,6 +18,26 @@ pub struct StoredResponse {
     pub status: u16,
     /// JSON body text.
     pub body: String,
+    /// The stable error code of a rejection (the body's `code`), `None` for an acceptance. Kept beside
+    /// the body so that a process manager learns a command's outcome without parsing HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// The code a stored rejection reads back with when it was written without one (by a build older than
+/// the `code` field).
+pub const UNKNOWN_RESPONSE_CODE: &str = "UNKNOWN";
+
+impl StoredResponse {
+    /// A response as an adapter reads it back. A rejection stored without its code (written before
+    /// the code was stored) reads as [`UNKNOWN_RESPONSE_CODE`], so it is never mistaken for a success.
+    pub fn read_back(status: u16, body: String, code: Option<String>) -> Self {
+        let code = match code {
+            None if !(200..300).contains(&status) => Some(UNKNOWN_RESPONSE_CODE.to_owned()),
+            other => other,
+        };
+        Self { status, body, code }
+    }
 }
 
 /// Where an idempotency key lives: keys are unique per operation family (`accounts`, `transfers`).

@@ -105,7 +105,7 @@ mod beyond_one_transaction {
             now: t,
         };
         assert_eq!(s.idempotency.claim(claim).await.unwrap(), ClaimOutcome::Claimed);
-        let response = StoredResponse { status: 200, body: "{}".to_owned() };
+        let response = StoredResponse { status: 200, body: "{}".to_owned(), code: None };
         let request = AppendRequest {
             stream_id: stream_id.to_owned(),
             expected_version,

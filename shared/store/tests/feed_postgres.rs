@@ -237,7 +237,7 @@ async fn every_append_writes_one_unpublished_outbox_row_per_event_and_a_failed_a
             amount_minor: 100,
             currency: "EUR".to_owned(),
         },
-        response: StoredResponse { status: 201, body: "{}".to_owned() },
+        response: StoredResponse { status: 201, body: "{}".to_owned(), code: None },
         recorded_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
     });
     stores.stores().events.append(with_guard.clone()).await.unwrap();

@@ -281,3 +281,76 @@ async fn upgrade_from_0002_adds_the_relay_columns_and_keeps_pending_outbox_rows_
     assert_eq!(outbox.mark_published(claim.token, &positions).await.unwrap(), 3);
     assert_eq!(outbox.stats().await.unwrap().pending, 0);
 }
+
+#[tokio::test]
+async fn upgrade_from_0004_backfills_rejection_codes_and_a_rejection_without_one_reads_as_unknown() {
+    let db = pg::empty_database().await;
+    postgres::migrate_to(&db.pool, 4).await.unwrap();
+    // What a build that only knew migrations 1 to 4 wrote: responses without a code column.
+    let client = db.pool.get().await.unwrap();
+    let rejection = json!({"statusCode": 400, "code": "INSUFFICIENT_FUNDS", "message": "no"}).to_string();
+    let rows: [(&str, i32, &str); 3] = [
+        ("refused", 400, &rejection),
+        ("accepted", 201, r#"{"status":"accepted"}"#),
+        ("garbled", 500, "not json"),
+    ];
+    let intent = json!({"accountId": "a", "operation": "deposit", "amountMinor": "1", "currency": "EUR"});
+    for (key, status, body) in rows {
+        client
+            .execute(
+                "INSERT INTO idempotency_records \
+                     (scope, key, operation, request_hash, state, response_status, response_body, expires_at) \
+                 VALUES ('accounts', $1, 'deposit', 'h', 'completed', $2, $3, now() + interval '1 day')",
+                &[&key, &status, &body],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO transaction_records \
+                     (transaction_id, intent, response_status, response_body, recorded_at) \
+                 VALUES ($1, $2, $3, $4, now())",
+                &[&key, &intent, &status, &body],
+            )
+            .await
+            .unwrap();
+    }
+    drop(client);
+
+    let report = postgres::migrate(&db.pool).await.unwrap();
+
+    assert_eq!(report.already_applied, [1, 2, 3, 4]);
+    assert!(report.applied.contains(&5), "0005 applied on top of 0004: {report:?}");
+    let stores = PgStores::new(db.pool.clone()).stores();
+    let now = Utc::now();
+    for (key, want) in
+        [("refused", Some("INSUFFICIENT_FUNDS")), ("accepted", None), ("garbled", Some("UNKNOWN"))]
+    {
+        let claim = corebank_store::IdempotencyClaim {
+            key: corebank_store::IdempotencyKey { scope: "accounts".to_owned(), key: key.to_owned() },
+            operation: "deposit".to_owned(),
+            request_hash: "h".to_owned(),
+            claim_token: Uuid::new_v4(),
+            lease_expires_at: now + chrono::Duration::seconds(30),
+            expires_at: now + chrono::Duration::days(1),
+            now,
+        };
+        let corebank_store::ClaimOutcome::Existing(record) = stores.idempotency.claim(claim).await.unwrap()
+        else {
+            panic!("{key}: the old record is still there");
+        };
+        let corebank_store::IdempotencyState::Completed(response) = record.state else {
+            panic!("{key}: completed");
+        };
+        assert_eq!(response.code.as_deref(), want, "idempotency record {key}");
+        let record = stores.events.transaction(key).await.unwrap().expect("the old record is still there");
+        assert_eq!(record.response.code.as_deref(), want, "transaction record {key}");
+    }
+    let client = db.pool.get().await.unwrap();
+    let garbled: Option<String> = client
+        .query_one("SELECT response_code FROM idempotency_records WHERE key = 'garbled'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(garbled, None, "a body that is not JSON is left without a code, which reads as UNKNOWN");
+}

@@ -240,9 +240,28 @@ pub(crate) fn completion_item(completion: &crate::IdempotencyCompletion) -> Resu
         completion.expires_at,
     )?;
     item.insert("state".to_owned(), s(COMPLETED));
-    item.insert("response_status".to_owned(), n(completion.response.status));
-    item.insert("response_body".to_owned(), s(&completion.response.body));
+    insert_response(&mut item, &completion.response);
     Ok(item)
+}
+
+/// A stored response's attributes: `response_status`, `response_body` and, for a rejection,
+/// `response_code`.
+fn insert_response(item: &mut Item, response: &StoredResponse) {
+    item.insert("response_status".to_owned(), n(response.status));
+    item.insert("response_body".to_owned(), s(&response.body));
+    if let Some(code) = &response.code {
+        item.insert("response_code".to_owned(), s(code));
+    }
+}
+
+/// Reads what [`insert_response`] wrote; an item written before `response_code` existed reads with
+/// the rule of [`StoredResponse::read_back`].
+fn response_from_item(item: &Item) -> Result<StoredResponse, StoreError> {
+    Ok(StoredResponse::read_back(
+        get_n(item, "response_status")?,
+        get_s(item, "response_body")?.to_owned(),
+        opt_s(item, "response_code")?,
+    ))
 }
 
 pub(crate) fn idempotency_from_item(item: &Item) -> Result<IdempotencyRecord, StoreError> {
@@ -251,10 +270,7 @@ pub(crate) fn idempotency_from_item(item: &Item) -> Result<IdempotencyRecord, St
             claim_token: get_uuid(item, "claim_token")?,
             lease_expires_at: get_time(item, "lease_expires_at")?,
         },
-        COMPLETED => IdempotencyState::Completed(StoredResponse {
-            status: get_n(item, "response_status")?,
-            body: get_s(item, "response_body")?.to_owned(),
-        }),
+        COMPLETED => IdempotencyState::Completed(response_from_item(item)?),
         other => return Err(corrupt("state", format!("unknown idempotency state {other:?}"))),
     };
     Ok(IdempotencyRecord {
@@ -270,16 +286,16 @@ pub(crate) fn idempotency_from_item(item: &Item) -> Result<IdempotencyRecord, St
 }
 
 pub(crate) fn transaction_item(record: &TransactionRecord) -> Item {
-    Item::from([
+    let mut item = Item::from([
         ("transaction_id".to_owned(), s(&record.transaction_id)),
         ("account_id".to_owned(), s(&record.intent.account_id)),
         ("operation".to_owned(), s(&record.intent.operation)),
         ("amount_minor".to_owned(), n(record.intent.amount_minor)),
         ("currency".to_owned(), s(&record.intent.currency)),
-        ("response_status".to_owned(), n(record.response.status)),
-        ("response_body".to_owned(), s(&record.response.body)),
         ("recorded_at".to_owned(), time(record.recorded_at)),
-    ])
+    ]);
+    insert_response(&mut item, &record.response);
+    item
 }
 
 pub(crate) fn transaction_from_item(item: &Item) -> Result<TransactionRecord, StoreError> {
@@ -291,10 +307,7 @@ pub(crate) fn transaction_from_item(item: &Item) -> Result<TransactionRecord, St
             amount_minor: get_n(item, "amount_minor")?,
             currency: get_s(item, "currency")?.to_owned(),
         },
-        response: StoredResponse {
-            status: get_n(item, "response_status")?,
-            body: get_s(item, "response_body")?.to_owned(),
-        },
+        response: response_from_item(item)?,
         recorded_at: get_time(item, "recorded_at")?,
     })
 }
@@ -492,6 +505,23 @@ mod tests {
         let item = event_item(&event).unwrap();
         assert!(!item.contains_key("stream_index"));
         assert_eq!(event_from_item(&item).unwrap(), event);
+    }
+
+    #[test]
+    fn a_response_without_a_code_attribute_reads_as_written_before_codes_were_stored() {
+        let rejection = StoredResponse { status: 400, body: "{}".to_owned(), code: Some("X".to_owned()) };
+        let mut item = Item::new();
+        insert_response(&mut item, &rejection);
+        assert_eq!(response_from_item(&item).unwrap(), rejection);
+
+        item.remove("response_code");
+        assert_eq!(response_from_item(&item).unwrap().code.as_deref(), Some(crate::UNKNOWN_RESPONSE_CODE));
+
+        let accepted = StoredResponse { status: 201, body: "{}".to_owned(), code: None };
+        let mut item = Item::new();
+        insert_response(&mut item, &accepted);
+        assert!(!item.contains_key("response_code"));
+        assert_eq!(response_from_item(&item).unwrap(), accepted);
     }
 
     #[test]

@@ -40,7 +40,7 @@ macro_rules! event_columns {
 macro_rules! idempotency_columns {
     () => {
         "scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
-         response_body, expires_at"
+         response_body, response_code, expires_at"
     };
 }
 
@@ -56,11 +56,12 @@ const ADVANCE_STREAM: &str = "UPDATE streams SET version = $3, updated_at = now(
 const STREAM_VERSION: &str = "SELECT version FROM streams WHERE stream_id = $1";
 
 const INSERT_TRANSACTION: &str = "INSERT INTO transaction_records \
-     (transaction_id, intent, response_status, response_body, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+     (transaction_id, intent, response_status, response_body, response_code, recorded_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
      ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id";
 
-const SELECT_TRANSACTION: &str = "SELECT transaction_id, intent, response_status, response_body, recorded_at \
-     FROM transaction_records WHERE transaction_id = $1";
+const SELECT_TRANSACTION: &str = "SELECT transaction_id, intent, response_status, response_body, \
+     response_code, recorded_at FROM transaction_records WHERE transaction_id = $1";
 
 const LOCK_APPENDS: &str = "SELECT pg_advisory_xact_lock($1)";
 
@@ -108,12 +109,13 @@ const LIST_STREAMS_AFTER_BELOW: &str = "SELECT stream_id FROM streams \
 /// locked by this transaction until it reads it.
 const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
      (scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
-      response_body, expires_at) \
-     VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, NULL, NULL, $7) \
+      response_body, response_code, expires_at) \
+     VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, NULL, NULL, NULL, $7) \
      ON CONFLICT (scope, key) DO UPDATE SET \
          operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, state = EXCLUDED.state, \
          claim_token = EXCLUDED.claim_token, lease_expires_at = EXCLUDED.lease_expires_at, \
-         response_status = NULL, response_body = NULL, expires_at = EXCLUDED.expires_at \
+         response_status = NULL, response_body = NULL, response_code = NULL, \
+         expires_at = EXCLUDED.expires_at \
      WHERE r.expires_at <= $8 \
         OR (r.state = 'in_progress' AND r.lease_expires_at <= $8 AND r.request_hash = EXCLUDED.request_hash) \
      RETURNING key";
@@ -125,13 +127,13 @@ const SELECT_IDEMPOTENCY: &str =
 /// absent record (released, or never claimed) as still held. No row back: the claim is lost.
 const COMPLETE_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
      (scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
-      response_body, expires_at) \
-     VALUES ($1, $2, $3, $4, 'completed', $5, NULL, $6, $7, $8) \
+      response_body, response_code, expires_at) \
+     VALUES ($1, $2, $3, $4, 'completed', $5, NULL, $6, $7, $8, $9) \
      ON CONFLICT (scope, key) DO UPDATE SET \
          operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, state = EXCLUDED.state, \
          claim_token = EXCLUDED.claim_token, lease_expires_at = NULL, \
          response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, \
-         expires_at = EXCLUDED.expires_at \
+         response_code = EXCLUDED.response_code, expires_at = EXCLUDED.expires_at \
      WHERE r.state = 'in_progress' AND r.claim_token = EXCLUDED.claim_token \
      RETURNING key";
 
@@ -240,7 +242,14 @@ impl PgEventStore {
             let inserted = tx
                 .query_opt(
                     &statement,
-                    &[&t.transaction_id, &intent, &status, &t.response.body, &t.recorded_at],
+                    &[
+                        &t.transaction_id,
+                        &intent,
+                        &status,
+                        &t.response.body,
+                        &t.response.code,
+                        &t.recorded_at,
+                    ],
                 )
                 .await
                 .map_err(|e| db_error(&e))?;
@@ -363,16 +372,20 @@ fn transaction_record(row: &Row) -> Result<TransactionRecord, StoreError> {
     Ok(TransactionRecord {
         transaction_id: column(row, "transaction_id")?,
         intent: serde_json::from_value(intent).map_err(|e| decode_error("transaction intent", e))?,
-        response: StoredResponse {
-            status: response_status(column(row, "response_status")?)?,
-            body: column(row, "response_body")?,
-        },
+        response: stored_response(row)?,
         recorded_at: column(row, "recorded_at")?,
     })
 }
 
-fn response_status(status: i32) -> Result<u16, StoreError> {
-    u16::try_from(status).map_err(|e| decode_error("response status", e))
+/// A stored response's columns; a row written before `response_code` existed reads with the rule of
+/// [`StoredResponse::read_back`].
+fn stored_response(row: &Row) -> Result<StoredResponse, StoreError> {
+    let status: i32 = column(row, "response_status")?;
+    Ok(StoredResponse::read_back(
+        u16::try_from(status).map_err(|e| decode_error("response status", e))?,
+        column(row, "response_body")?,
+        column(row, "response_code")?,
+    ))
 }
 
 fn idempotency_record(row: &Row) -> Result<IdempotencyRecord, StoreError> {
@@ -381,10 +394,7 @@ fn idempotency_record(row: &Row) -> Result<IdempotencyRecord, StoreError> {
             claim_token: column(row, "claim_token")?,
             lease_expires_at: column(row, "lease_expires_at")?,
         },
-        "completed" => IdempotencyState::Completed(StoredResponse {
-            status: response_status(column(row, "response_status")?)?,
-            body: column(row, "response_body")?,
-        }),
+        "completed" => IdempotencyState::Completed(stored_response(row)?),
         other => return Err(StoreError::Corrupt(format!("unknown idempotency state {other:?}"))),
     };
     Ok(IdempotencyRecord {
@@ -396,7 +406,7 @@ fn idempotency_record(row: &Row) -> Result<IdempotencyRecord, StoreError> {
     })
 }
 
-fn completion_params<'a>(c: &'a IdempotencyCompletion, status: &'a i32) -> [&'a (dyn ToSql + Sync); 8] {
+fn completion_params<'a>(c: &'a IdempotencyCompletion, status: &'a i32) -> [&'a (dyn ToSql + Sync); 9] {
     [
         &c.key.scope,
         &c.key.key,
@@ -405,6 +415,7 @@ fn completion_params<'a>(c: &'a IdempotencyCompletion, status: &'a i32) -> [&'a 
         &c.claim_token,
         status,
         &c.response.body,
+        &c.response.code,
         &c.expires_at,
     ]
 }

@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_transfer_status",
         sql: include_str!("../../../../infra/migrations/postgres/0004_transfer_status.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_response_code",
+        sql: include_str!("../../../../infra/migrations/postgres/0005_response_code.sql"),
+    },
 ];
 
 /// Why migrating stopped.

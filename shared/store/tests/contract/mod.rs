@@ -56,6 +56,7 @@ macro_rules! contract_suite {
             append_naming_a_claim_token_that_is_not_the_holder_fails_and_writes_nothing,
             append_after_the_claim_was_taken_over_fails_with_claim_lost_and_writes_nothing,
             transaction_record_is_written_with_the_events_and_reads_back,
+            rejection_codes_round_trip_in_idempotency_completions_and_transaction_records,
             second_append_with_the_same_transaction_id_fails_and_writes_none_of_its_events,
             first_claim_takes_the_key_and_a_second_claim_sees_it_in_progress,
             completed_key_returns_the_stored_response_to_later_claims,
@@ -204,6 +205,8 @@ fn completion(
         response: StoredResponse {
             status,
             body: json!({"status": status, "key": key.key, "token": claim_token.to_string()}).to_string(),
+            // A rejection carries its code, as the API's renderer stores it.
+            code: (!(200..300).contains(&status)).then(|| format!("CODE_{status}")),
         },
         expires_at: now + ttl(),
     }
@@ -255,6 +258,7 @@ fn transaction_record(transaction_id: &str, account_id: &str, amount_minor: i64)
         response: StoredResponse {
             status: 200,
             body: json!({"accountId": account_id, "amountMinor": amount_minor.to_string()}).to_string(),
+            code: None,
         },
         recorded_at: now(),
     }
@@ -679,6 +683,57 @@ pub(crate) async fn transaction_record_is_written_with_the_events_and_reads_back
     assert_eq!(stored.response, tx.response);
     assert_eq!(stored, tx);
     assert_eq!(s.events.transaction(&new_id("tx")).await.unwrap(), None);
+}
+
+fn rejection(status: u16, code: &str) -> StoredResponse {
+    StoredResponse {
+        status,
+        body: json!({"statusCode": status, "code": code, "message": "refused"}).to_string(),
+        code: Some(code.to_owned()),
+    }
+}
+
+pub(crate) async fn rejection_codes_round_trip_in_idempotency_completions_and_transaction_records(s: Stores) {
+    let t = now();
+    // A completion written on its own (a decision that appended nothing).
+    let alone = idem_key("accounts");
+    let token = Uuid::new_v4();
+    assert_eq!(s.idempotency.claim(claim(&alone, HASH_A, token, t)).await.unwrap(), ClaimOutcome::Claimed);
+    let mut refused = completion(&alone, HASH_A, token, t, 400);
+    refused.response = rejection(400, "INSUFFICIENT_FUNDS");
+    s.idempotency.complete(refused.clone()).await.unwrap();
+    let Some(stored) = stored_key(&s, &alone, t).await else { panic!("the completion is stored") };
+    let IdempotencyState::Completed(response) = &stored.state else { panic!("completed: {stored:?}") };
+    assert_eq!(response.code.as_deref(), Some("INSUFFICIENT_FUNDS"));
+    assert_eq!(stored, completed(&refused));
+
+    // A completion and a transaction record written with events.
+    let stream = new_stream();
+    let key = idem_key("accounts");
+    let token = Uuid::new_v4();
+    assert_eq!(s.idempotency.claim(claim(&key, HASH_A, token, t)).await.unwrap(), ClaimOutcome::Claimed);
+    let mut done = completion(&key, HASH_A, token, t, 409);
+    done.response = rejection(409, "HOLD_NOT_FOUND");
+    let mut tx = transaction_record(&new_id("tx"), &stream, 100);
+    tx.response = rejection(409, "TRANSACTION_ID_CONFLICT");
+    let mut request = append(&stream, 0, envelopes(&stream, 1, 1));
+    request.idempotency = Some(done.clone());
+    request.transaction = Some(tx.clone());
+
+    s.events.append(request).await.unwrap();
+
+    assert_eq!(stored_key(&s, &key, t).await, Some(completed(&done)));
+    let stored = s.events.transaction(&tx.transaction_id).await.unwrap().expect("the record is stored");
+    assert_eq!(stored.response.code.as_deref(), Some("TRANSACTION_ID_CONFLICT"));
+    assert_eq!(stored, tx);
+
+    // An acceptance has no code, and reads back without one.
+    let accepted = transaction_record(&new_id("tx"), &stream, 100);
+    let mut request = append(&stream, 1, envelopes(&stream, 2, 1));
+    request.transaction = Some(accepted.clone());
+    s.events.append(request).await.unwrap();
+    let stored = s.events.transaction(&accepted.transaction_id).await.unwrap().expect("the record is stored");
+    assert_eq!(stored.response.code, None);
 }
 
 pub(crate) async fn second_append_with_the_same_transaction_id_fails_and_writes_none_of_its_events(
