@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use corebank_backoff::{Attempts, Backoff};
 use corebank_domain::{Aggregate, DomainError, EventEnvelope, EventMetadata};
 use corebank_store::{
     AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyState,
@@ -294,12 +294,12 @@ impl<A: Aggregate> Engine<A> {
     ) -> Result<Result<A::State, DomainError>, AppError> {
         let now = self.clock.now();
         let _serialised = self.locks[self.shard(stream_id)].lock().await;
-        let mut attempt = 0;
+        let mut attempts = self.attempts();
         loop {
             let decision = self.decide(stream_id, command, metadata, now).await?;
             match self.pass_plain(stream_id, decision).await? {
                 PlainPass::Decided(outcome) => return Ok(outcome),
-                PlainPass::VersionConflict => self.backoff(&mut attempt).await?,
+                PlainPass::VersionConflict => pause(&mut attempts).await?,
             }
         }
     }
@@ -307,7 +307,7 @@ impl<A: Aggregate> Engine<A> {
     async fn run_claimed(&self, run: &Claimed<'_, '_, A>) -> Result<StoredResponse, AppError> {
         let cmd = run.command;
         let _serialised = self.locks[self.shard(cmd.stream_id)].lock().await;
-        let mut attempt = 0;
+        let mut attempts = self.attempts();
         loop {
             if let Some(tx) = &cmd.guards.transaction
                 && let Some(response) = self.answer_from_transaction(run, tx).await?
@@ -318,25 +318,23 @@ impl<A: Aggregate> Engine<A> {
                 GuardedPass::Answered(response) => return Ok(response),
                 GuardedPass::TransactionSeen => {
                     // The transaction record appeared between our check and our append: the next
-                    // pass answers from it. Counted, so a misbehaving store cannot loop us forever.
-                    attempt += 1;
-                    if attempt >= self.config.retry_attempts_max {
+                    // pass answers from it, at once. Counted, so a misbehaving store cannot loop us
+                    // forever.
+                    if attempts.failed().is_none() {
                         return Err(AppError::ConcurrencyConflict);
                     }
                 }
-                GuardedPass::VersionConflict => self.backoff(&mut attempt).await?,
+                GuardedPass::VersionConflict => pause(&mut attempts).await?,
             }
         }
     }
 
-    async fn backoff(&self, attempt: &mut u32) -> Result<(), AppError> {
-        *attempt += 1;
-        if *attempt >= self.config.retry_attempts_max {
-            return Err(AppError::ConcurrencyConflict);
-        }
-        let cap = self.config.retry_backoff_max_ms.min(1 << (*attempt).min(10)).max(1);
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
-        Ok(())
+    /// The tries a command gets against version conflicts: `RETRY_ATTEMPTS_MAX` in all, pausing
+    /// anywhere up to 2^n ms after the n-th conflict, at most `RETRY_BACKOFF_MAX_MS` (full jitter:
+    /// the writers of one hot stream race, and the sooner one of them wins the better).
+    fn attempts(&self) -> Attempts {
+        let backoff = Backoff::from_millis(2, self.config.retry_backoff_max_ms).full_jitter();
+        Attempts::new(backoff, self.config.retry_attempts_max)
     }
 
     /// When the transaction id is recorded, answers as the first command did (same intent) or with a
@@ -565,6 +563,13 @@ impl<A: Aggregate> Engine<A> {
     fn shard(&self, stream_id: &str) -> usize {
         (self.hasher.hash_one(stream_id) % LOCK_SHARDS as u64) as usize
     }
+}
+
+/// Pauses before the next try, or gives up with `CONCURRENCY_CONFLICT` when none is left.
+async fn pause(attempts: &mut Attempts) -> Result<(), AppError> {
+    let delay = attempts.failed().ok_or(AppError::ConcurrencyConflict)?;
+    tokio::time::sleep(delay).await;
+    Ok(())
 }
 
 /// Decodes a stored event of aggregate `A`.

@@ -3,23 +3,18 @@
 //! Shared by the live projector, the rebuild and the read-your-writes fallback of queries, so the
 //! three can never disagree.
 
-use corebank_domain::{AccountEvent, AccountId, AccountStatus, EventEnvelope};
+use corebank_domain::{AccountAggregate, AccountEvent, AccountId, AccountStatus, EventEnvelope};
 use corebank_store::{AccountSummary, StatementEntry};
 
 use crate::AppError;
-
-/// Decodes a stored account event.
-pub fn decode(envelope: &EventEnvelope) -> Result<AccountEvent, AppError> {
-    AccountEvent::decode(&envelope.event_type, envelope.schema_version, &envelope.payload)
-        .map_err(|e| AppError::Corrupt(format!("{} v{}: {e}", envelope.stream_id, envelope.version)))
-}
+use crate::engine::decode;
 
 /// Folds one event into the summary row and returns the statement row it adds.
 pub fn project(
     summary: Option<AccountSummary>,
     envelope: &EventEnvelope,
 ) -> Result<(Option<AccountSummary>, StatementEntry), AppError> {
-    let event = decode(envelope)?;
+    let event = decode::<AccountAggregate>(envelope)?;
     let account_id = AccountId::from_stream_id(&envelope.stream_id)
         .map(|a| a.as_str().to_owned())
         .unwrap_or_else(|| envelope.stream_id.clone());
