@@ -11,6 +11,7 @@ use corebank_domain::{AccountCommand, AccountId, Amount, Currency, OwnerId, Tran
 use corebank_store::StoredResponse;
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[derive(Debug)]
 struct Plain;
 
 impl ResponseRenderer for Plain {

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 
 use corebank_domain::{AccountAggregate, AccountCommand, AccountId, AccountState, EventMetadata, TransferId};
-use corebank_store::{StoredResponse, Stores, TransactionIntent};
+use corebank_store::{StoredResponse, TransactionIntent};
 use uuid::Uuid;
 
+use crate::AppError;
 pub use crate::engine::SNAPSHOT_SCHEMA_VERSION;
 use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard, TransactionGuard};
-use crate::{AppConfig, AppError, Clock};
 
 /// Idempotency keys of account commands live in this namespace.
 pub const ACCOUNTS_SCOPE: &str = "accounts";
@@ -115,7 +115,7 @@ pub struct TransferAccepted {
 /// An acceptance's response has no `code`; a rejection's carries its stable error code in
 /// [`StoredResponse::code`]: the transfer process manager reads the outcome of its account commands
 /// from that code, stored beside the body.
-pub trait ResponseRenderer: Send + Sync {
+pub trait ResponseRenderer: Send + Sync + std::fmt::Debug {
     /// The response of an accepted account command (`code` is `None`).
     fn accepted(&self, accepted: &Accepted) -> StoredResponse;
     /// The response of an accepted transfer request (`code` is `None`).
@@ -135,26 +135,16 @@ pub struct Trace {
 }
 
 /// The account command service.
+#[derive(Debug)]
 pub struct CommandService {
     engine: Engine<AccountAggregate>,
     renderer: Arc<dyn ResponseRenderer>,
 }
 
-impl std::fmt::Debug for CommandService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandService").finish_non_exhaustive()
-    }
-}
-
 impl CommandService {
-    /// Builds the service.
-    pub fn new(
-        config: Arc<AppConfig>,
-        stores: Stores,
-        renderer: Arc<dyn ResponseRenderer>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self { engine: Engine::new(config, stores, clock), renderer }
+    /// The service over an engine of account streams.
+    pub fn new(engine: Engine<AccountAggregate>, renderer: Arc<dyn ResponseRenderer>) -> Self {
+        Self { engine, renderer }
     }
 
     /// Runs one account command under the idempotency contract and returns the response to send

@@ -95,18 +95,12 @@ impl App {
             projector::Projector::new(stores.events.clone(), stores.read_model.clone())
                 .with_transfers(stores.transfers.clone()),
         );
-        let commands = Arc::new(command::CommandService::new(
-            config.clone(),
-            stores.clone(),
-            renderer.clone(),
-            clock.clone(),
-        ));
-        let transfers = Arc::new(transfers::TransferService::new(
-            config.clone(),
-            stores.clone(),
-            renderer,
-            clock.clone(),
-        ));
+        let (account_engine, transfer_engine) = (
+            engine::Engine::new(config.clone(), stores.clone(), clock.clone()),
+            engine::Engine::new(config.clone(), stores.clone(), clock.clone()),
+        );
+        let commands = Arc::new(command::CommandService::new(account_engine, renderer.clone()));
+        let transfers = Arc::new(transfers::TransferService::new(transfer_engine, renderer));
         Self {
             saga: Arc::new(saga::TransferSaga::new(commands.clone(), transfers.clone())),
             commands,

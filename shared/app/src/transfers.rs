@@ -7,12 +7,12 @@ use corebank_domain::transfer::TransferStep;
 use corebank_domain::{
     DomainError, EventMetadata, TransferAggregate, TransferCommand, TransferId, TransferState, TransferTerms,
 };
-use corebank_store::{StoredResponse, Stores};
+use corebank_store::StoredResponse;
 use uuid::Uuid;
 
+use crate::AppError;
 use crate::command::{CommandContext, ResponseRenderer, TRANSFERS_SCOPE, TransferAccepted};
 use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard};
-use crate::{AppConfig, AppError, Clock};
 
 /// The UUID v5 namespace of server-chosen transfer ids. Fixed for ever: the id of a request without
 /// a `transferId` is derived from its Idempotency-Key, so a retry names the same transfer.
@@ -30,26 +30,16 @@ pub fn status_of(state: &TransferState) -> &'static str {
 }
 
 /// Transfer use cases on the write side.
+#[derive(Debug)]
 pub struct TransferService {
     engine: Engine<TransferAggregate>,
     renderer: Arc<dyn ResponseRenderer>,
 }
 
-impl std::fmt::Debug for TransferService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransferService").finish_non_exhaustive()
-    }
-}
-
 impl TransferService {
-    /// Builds the service.
-    pub fn new(
-        config: Arc<AppConfig>,
-        stores: Stores,
-        renderer: Arc<dyn ResponseRenderer>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self { engine: Engine::new(config, stores, clock), renderer }
+    /// The service over an engine of transfer streams.
+    pub fn new(engine: Engine<TransferAggregate>, renderer: Arc<dyn ResponseRenderer>) -> Self {
+        Self { engine, renderer }
     }
 
     /// Requests a transfer under the idempotency contract (scope `transfers`) and returns the
