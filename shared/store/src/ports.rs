@@ -119,4 +119,18 @@ pub trait EventFeed: Send + Sync {
 
     /// The latest committed position; its changes wake a tailing reader.
     fn head(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Where the tailing reader named `lane` got to, as it last saved it (0 when never): a reader of a
+    /// feed that outlives the process resumes there instead of replaying the feed from the start.
+    async fn cursor(&self, lane: &str) -> Result<u64, StoreError> {
+        let _ = lane;
+        Ok(0)
+    }
+
+    /// Saves `lane`'s position. Everything at or below it has been handled. A feed that does not
+    /// outlive the process keeps nothing (the default).
+    async fn save_cursor(&self, lane: &str, position: u64) -> Result<(), StoreError> {
+        let _ = (lane, position);
+        Ok(())
+    }
 }
