@@ -4,6 +4,9 @@
 //!
 //! The projector and the saga each tail the feed on their own lane with their own position, so a
 //! saga step that waits (a retry, a lease) never holds back the read side, nor the other way round.
+//! Each lane starts from the cursor it saved in the feed (a feed that outlives the process keeps one
+//! per lane; the memory feed keeps none, so its lanes start at the beginning) and saves it every
+//! 250 ms and at shutdown.
 //! Neither lane skips an event: a failed handling is retried with backoff until it succeeds, and a
 //! lane's position only moves past a batch once its handler has taken every event of it.
 //!
@@ -27,6 +30,7 @@ use corebank_domain::EventEnvelope;
 use corebank_store::EventFeed;
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::fanout::{STREAMS_IN_FLIGHT_MAX, bounded, group_by_key};
 
@@ -64,6 +68,9 @@ impl EventHandler for TransferSaga {
 }
 
 const BATCH: usize = 512;
+/// How often a lane saves its cursor while it runs (and once more at shutdown): a restart hands over
+/// again at most this long's worth of events.
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(250);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pauses after a failed handling or a failed feed read: 10 ms doubling to 2 s, jittered.
@@ -224,9 +231,52 @@ impl EmbeddedPipeline {
         tokio::join!(signal, projection, saga);
     }
 
+    /// Tails the feed on `lane` until shutdown, from the lane's saved cursor; saves the cursor now and
+    /// then and once more on the way out.
     async fn tail(&self, lane: &Lane, mut stopped: watch::Receiver<bool>) {
+        let Some(start) = self.resume(lane, &mut stopped).await else { return };
+        lane.position.send_replace(start);
+        let position = self.tail_from(lane, start, &mut stopped).await;
+        self.save_cursor(lane, position).await;
+    }
+
+    /// The lane's saved cursor (0 on a feed that keeps none), read again after a failure until it is
+    /// read or shutdown comes first.
+    async fn resume(&self, lane: &Lane, stopped: &mut watch::Receiver<bool>) -> Option<u64> {
+        let mut failures = 0;
+        loop {
+            match self.feed.cursor(lane.name).await {
+                Ok(position) => {
+                    if position > 0 {
+                        tracing::info!(lane = lane.name, position, "resuming from the saved cursor");
+                    }
+                    return Some(position);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, lane = lane.name, "reading the saved cursor failed");
+                    lane.set_error(Some(e.to_string()));
+                    failures += 1;
+                    if !pause(stopped, failures).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Best effort: a cursor that is not saved only means that a restart hands over again what was
+    /// handled since the last save, which every handler takes as a duplicate.
+    async fn save_cursor(&self, lane: &Lane, position: u64) {
+        if let Err(e) = self.feed.save_cursor(lane.name, position).await {
+            tracing::warn!(error = %e, lane = lane.name, position, "saving the cursor failed");
+        }
+    }
+
+    /// The tailing loop; returns the last position handled when shutdown comes.
+    async fn tail_from(&self, lane: &Lane, start: u64, stopped: &mut watch::Receiver<bool>) -> u64 {
         let mut head = self.feed.head();
-        let mut position = *lane.position.borrow();
+        let mut position = start;
+        let mut saved_at = Instant::now();
         let mut failures = 0;
         loop {
             let batch = match self.feed.read_after(position, BATCH).await {
@@ -235,26 +285,26 @@ impl EmbeddedPipeline {
                     tracing::error!(error = %e, lane = lane.name, "feed read failed");
                     lane.set_error(Some(e.to_string()));
                     failures += 1;
-                    if !pause(&mut stopped, failures).await {
-                        return;
+                    if !pause(stopped, failures).await {
+                        return position;
                     }
                     continue;
                 }
             };
             let Some(last) = batch.last().map(|(pos, _)| *pos) else {
                 tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => return,
-                    changed = head.changed() => if changed.is_err() { return },
+                    _ = stopped.wait_for(|s| *s) => return position,
+                    changed = head.changed() => if changed.is_err() { return position },
                 }
                 continue;
             };
-            match Self::deliver_batch(lane, batch, &stopped).await {
+            match Self::deliver_batch(lane, batch, stopped).await {
                 Batch::Taken => {}
-                Batch::Stopped => return,
+                Batch::Stopped => return position,
                 Batch::Retry => {
                     failures += 1;
-                    if !pause(&mut stopped, failures).await {
-                        return;
+                    if !pause(stopped, failures).await {
+                        return position;
                     }
                     continue;
                 }
@@ -264,6 +314,10 @@ impl EmbeddedPipeline {
             lane.position.send_replace(position);
             failures = 0;
             lane.set_error(None);
+            if saved_at.elapsed() >= CURSOR_SAVE_INTERVAL {
+                self.save_cursor(lane, position).await;
+                saved_at = Instant::now();
+            }
         }
     }
 
