@@ -1,5 +1,6 @@
 //! The writer thread with group commit, and the pool of read connections.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -37,7 +38,10 @@ where
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let outcome = match self.work.take() {
-            Some(work) => work(conn),
+            // A panicking job fails alone, like any failing job: its savepoint is rolled back and the
+            // writer thread goes on with the rest of the group.
+            Some(work) => std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("a sqlite write job panicked".to_owned()))),
             None => Err(StoreError::Unavailable("sqlite write job ran twice".to_owned())),
         };
         let ok = outcome.is_ok();

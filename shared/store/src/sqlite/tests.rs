@@ -203,6 +203,36 @@ async fn a_failing_job_rolls_back_alone_and_the_rest_of_its_group_commits() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+    let path = TempPath::new();
+    let stores = open(SqliteSettings::new(&path.0)).unwrap();
+    let ports = stores.stores();
+    let (release, blocker) = block_writer(&stores).await;
+    let events = ports.events.clone();
+    let before = tokio::spawn(async move { events.append(append("account-before", 0)).await });
+    until_queued(&stores, 1).await;
+    let db = stores.db.clone();
+    let panicking = tokio::spawn(async move {
+        db.writer
+            .write(|conn| -> Result<(), StoreError> {
+                conn.execute_batch("INSERT INTO feed_cursors (lane, position) VALUES ('half-done', 1)")
+                    .unwrap();
+                panic!("a bug inside a write job")
+            })
+            .await
+    });
+    until_queued(&stores, 2).await;
+    drop(release);
+    blocker.await.unwrap();
+
+    assert!(matches!(panicking.await.unwrap(), Err(StoreError::Unavailable(_))));
+    assert_eq!(before.await.unwrap().unwrap().stream_version, 1);
+    assert_eq!(stores.feed().cursor("half-done").await.unwrap(), 0, "the panicking job's write is undone");
+    ports.events.append(append("account-after", 0)).await.unwrap();
+    assert_eq!(stores.feed().read_after(0, 10).await.unwrap().len(), 2);
+}
+
 fn summary(account_id: &str, version: u64, balance_minor: i64) -> AccountSummary {
     AccountSummary {
         account_id: account_id.to_owned(),
