@@ -24,6 +24,12 @@
 //! single writer, so commit order is position order, which is what the [`EventFeed`] needs: after
 //! each commit the writer raises the feed head to the highest committed position.
 //!
+//! A write whose caller stops waiting (its future dropped) still runs and, with its group, commits.
+//!
+//! One process per file: another process may open the same file (SQLite serialises the writers of
+//! both, and positions still follow commit order), but this process's feed head only moves with its
+//! own commits.
+//!
 //! # Reads
 //!
 //! Reads run on their own connections ([`SqliteSettings::readers`] of them, `query_only`), on Tokio's
