@@ -233,6 +233,25 @@ async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
     assert_eq!(stores.feed().read_after(0, 10).await.unwrap().len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_head_moves_with_committed_events_only() {
+    let path = TempPath::new();
+    let stores = open(SqliteSettings::new(&path.0)).unwrap();
+    let ports = stores.stores();
+    let mut head = stores.feed().head();
+    assert_eq!(*head.borrow_and_update(), 0);
+
+    ports.events.append(append("account-x", 0)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), head.changed()).await.unwrap().unwrap();
+    assert_eq!(*head.borrow_and_update(), 1);
+
+    // A refused append and a write without events leave it where it is.
+    assert!(ports.events.append(append("account-x", 0)).await.is_err());
+    stores.feed().save_cursor("lane", 1).await.unwrap();
+    assert!(!head.has_changed().unwrap());
+    assert_eq!(*head.borrow(), 1);
+}
+
 fn summary(account_id: &str, version: u64, balance_minor: i64) -> AccountSummary {
     AccountSummary {
         account_id: account_id.to_owned(),
