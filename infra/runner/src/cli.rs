@@ -5,8 +5,9 @@
 //! - `corebank-runner rebuild account <id>`: rebuilds one account's read rows from the event store;
 //! - `corebank-runner rebuild all`: rebuilds every account as a recorded rebuild job.
 //!
-//! Rebuilds use the store named by `STORE_KIND` (`postgres` or `dynamodb`; with `postgres`, pending
-//! migrations are applied first unless `RUN_MIGRATIONS=false`). Each command prints one JSON document
+//! Rebuilds use the store named by `STORE_KIND` (`sqlite`, the default, on the file in `DATA_DIR`:
+//! best run while the runner that owns the file is stopped; `postgres`, with pending migrations
+//! applied first unless `RUN_MIGRATIONS=false`; or `dynamodb`). Each command prints one JSON document
 //! on stdout and exits non-zero on failure.
 
 use std::io::Write as _;
@@ -62,12 +63,16 @@ async fn migrate() -> Result<serde_json::Value, RunnerError> {
 
 async fn app() -> Result<App, RunnerError> {
     let config = AppConfig::from_env()?;
-    let store: StoreKind = corebank_app::config::env_parse("STORE_KIND", StoreKind::Memory)?;
+    let store: StoreKind = corebank_app::config::env_parse("STORE_KIND", crate::modes::DEFAULT_STORE_KIND)?;
     let stores = match store {
         StoreKind::Memory => {
             return Err(RunnerError::Mode(
-                "rebuild needs a persistent store: set STORE_KIND=postgres (or dynamodb)".to_owned(),
+                "rebuild needs a persistent store: STORE_KIND=sqlite (the default), postgres or dynamodb"
+                    .to_owned(),
             ));
+        }
+        StoreKind::Sqlite => {
+            corebank_wiring::stores_from_env().await.map_err(|e| failed("sqlite")(e.to_string()))?
         }
         StoreKind::Postgres => {
             let settings = PgSettings::from_env(true).map_err(|e| failed("postgres")(e.to_string()))?;

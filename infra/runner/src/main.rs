@@ -1,7 +1,7 @@
 //! `corebank-runner`: every route's handler on one port, API-Gateway-shaped.
 //!
-//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`memory`, `postgres`,
-//! `dynamodb`; default `memory`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
+//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`sqlite`, `memory`,
+//! `postgres`, `dynamodb`; default `sqlite`, its file in `DATA_DIR`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
 //! `ADMIN_TOKEN` (enables the admin routes), `WAIT_FOR_PROJECTION` (default `true`: a command answers
 //! once the read side has it, where the pipeline is in process), plus the settings of
 //! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.
@@ -27,7 +27,7 @@ async fn main() -> Result<(), RunnerError> {
     }
     let config = corebank_app::AppConfig::from_env()?;
     let wait = env_parse("WAIT_FOR_PROJECTION", true)?;
-    let store: StoreKind = env_parse("STORE_KIND", StoreKind::Memory)?;
+    let store: StoreKind = env_parse("STORE_KIND", modes::DEFAULT_STORE_KIND)?;
     let pipeline: PipelineKind = env_parse("PIPELINE", PipelineKind::Embedded)?;
     let addr = listen_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);

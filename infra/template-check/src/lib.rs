@@ -266,6 +266,12 @@ pub fn configs() -> Vec<Config> {
             not_variables: &[],
         },
         Config {
+            id: "sqlite",
+            sources: &["shared/wiring/src/sqlite.rs"],
+            declared: Some(corebank_wiring::SQLITE_ENV_VARS.to_vec()),
+            not_variables: &[],
+        },
+        Config {
             id: "kafka",
             sources: &["shared/messaging/src/config.rs"],
             declared: Some(corebank_messaging::KafkaConfig::ENV_VARS.to_vec()),

@@ -12,12 +12,16 @@ use corebank_store::Stores;
 pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// Which adapters back the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
-    /// In-memory: one process only; for the runner and tests.
+    /// In-memory: one process only, gone when it ends; for tests and throw-away runs.
     Memory,
+    /// One local SQLite file in `DATA_DIR`: the runner's durable default.
+    Sqlite,
     /// Postgres (RDS): `DATABASE_URL`.
     Postgres,
     /// DynamoDB: tables named by `TABLE_PREFIX` or one variable per table.
@@ -30,9 +34,10 @@ impl std::str::FromStr for StoreKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "memory" => Ok(Self::Memory),
+            "sqlite" => Ok(Self::Sqlite),
             "postgres" => Ok(Self::Postgres),
             "dynamodb" => Ok(Self::Dynamodb),
-            other => Err(format!("unknown store kind {other:?} (memory, postgres or dynamodb)")),
+            other => Err(format!("unknown store kind {other:?} (sqlite, memory, postgres or dynamodb)")),
         }
     }
 }
@@ -87,6 +92,10 @@ pub const POSTGRES_ENV_VARS: &[&str] = &[
     "RUN_MIGRATIONS",
 ];
 
+/// Variables the SQLite wiring reads (`STORE_KIND=sqlite`): where the file is and how durable a
+/// commit is.
+pub const SQLITE_ENV_VARS: &[&str] = &["DATA_DIR", "SQLITE_SYNCHRONOUS"];
+
 /// The stores named by `STORE_KIND` (default `memory`).
 pub async fn stores_from_env() -> Result<Stores, WiringError> {
     let kind: StoreKind = corebank_app::config::env_parse("STORE_KIND", StoreKind::Memory)?;
@@ -95,6 +104,10 @@ pub async fn stores_from_env() -> Result<Stores, WiringError> {
             tracing::warn!("STORE_KIND=memory: state lives only as long as this process");
             corebank_store::memory::stores().0
         }
+        #[cfg(feature = "sqlite")]
+        StoreKind::Sqlite => sqlite::open_from_env()?.stores(),
+        #[cfg(not(feature = "sqlite"))]
+        StoreKind::Sqlite => return Err(WiringError::NotCompiled("sqlite")),
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => postgres::stores_from_env().await?,
         #[cfg(not(feature = "postgres"))]

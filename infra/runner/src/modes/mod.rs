@@ -30,9 +30,14 @@ pub mod dynamodb;
 pub mod memory;
 pub mod postgres;
 pub mod saga;
+pub mod sqlite;
 
 /// Partitions of each event topic when the runner creates it (existing topics are left as they are).
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
+
+/// The store when `STORE_KIND` is not set: one SQLite file in `DATA_DIR`, so the bank keeps its
+/// books across restarts with nothing installed.
+pub const DEFAULT_STORE_KIND: StoreKind = StoreKind::Sqlite;
 
 /// The store behind the ports (`STORE_KIND`): the same choice the Lambda functions make.
 pub use corebank_wiring::StoreKind;
@@ -91,6 +96,9 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, RunnerError> {
     match (store, pipeline) {
+        (StoreKind::Sqlite, PipelineKind::Embedded) => {
+            sqlite::start_from_env(config, wait_for_projection, shutdown)
+        }
         (StoreKind::Memory, PipelineKind::Embedded) => {
             Ok(memory::start(config, wait_for_projection, shutdown))
         }
