@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the load scenarios of docs/performance.md against the runner and keeps their reports.
 #
-#   infra/scripts/bench-scenarios.sh [embedded|postgres|all]
+#   infra/scripts/bench-scenarios.sh [sqlite|embedded|postgres|all]
+#
+#   sqlite    the runner's default store (one SQLite file, a fresh one under $OUT/sqlite-data)
+#   embedded  the memory store (nothing kept)
 #
 #   seed      the original runner's published scenario: 120 s, 50 workers, 250 accounts,
 #             --seed-concurrency=25 --initial-deposit=25000, 5% hot accounts, 90% hot selection
@@ -52,6 +55,12 @@ with_runner() { # prefix, env assignments...
   return "$rc"
 }
 
+case "$WHICH" in
+  sqlite|all)
+    rm -rf "$OUT/sqlite-data"
+    with_runner sqlite STORE_KIND=sqlite DATA_DIR="$OUT/sqlite-data"
+    du -b "$OUT/sqlite-data" | tail -n 1 | tee "$OUT/sqlite-data-bytes.txt" ;;
+esac
 case "$WHICH" in
   embedded|all) with_runner embedded STORE_KIND=memory ;;
 esac

@@ -5,7 +5,7 @@
 //! - `corebank-runner rebuild account <id>`: rebuilds one account's read rows from the event store;
 //! - `corebank-runner rebuild all`: rebuilds every account as a recorded rebuild job.
 //!
-//! Rebuilds use the store named by `STORE_KIND` (`sqlite`, the default, on the file in `DATA_DIR`:
+//! Rebuilds use the store named by `STORE_KIND` (`sqlite`, on the file in `DATA_DIR`:
 //! best run while the runner that owns the file is stopped; `postgres`, with pending migrations
 //! applied first unless `RUN_MIGRATIONS=false`; or `dynamodb`). Each command prints one JSON document
 //! on stdout and exits non-zero on failure.
@@ -67,8 +67,7 @@ async fn app() -> Result<App, RunnerError> {
     let stores = match store {
         StoreKind::Memory => {
             return Err(RunnerError::Mode(
-                "rebuild needs a persistent store: STORE_KIND=sqlite (the default), postgres or dynamodb"
-                    .to_owned(),
+                "rebuild needs a persistent store: STORE_KIND=sqlite, postgres or dynamodb".to_owned(),
             ));
         }
         StoreKind::Sqlite => {

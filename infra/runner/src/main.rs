@@ -1,7 +1,7 @@
 //! `corebank-runner`: every route's handler on one port, API-Gateway-shaped.
 //!
-//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`sqlite`, `memory`,
-//! `postgres`, `dynamodb`; default `sqlite`, its file in `DATA_DIR`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
+//! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`memory`, `sqlite`,
+//! `postgres`, `dynamodb`; default `memory`; `sqlite` keeps its file in `DATA_DIR`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
 //! `ADMIN_TOKEN` (enables the admin routes), `WAIT_FOR_PROJECTION` (default `true`: a command answers
 //! once the read side has it, where the pipeline is in process), plus the settings of
 //! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.

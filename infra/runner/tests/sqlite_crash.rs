@@ -1,4 +1,4 @@
-//! The durable default under a crash: the runner (the real binary, `STORE_KIND=sqlite`) is killed with
+//! The durable store under a crash: the runner (the real binary, `STORE_KIND=sqlite`) is killed with
 //! SIGKILL in the middle of a stream of deposits and started again on the same data directory. Every
 //! deposit it acknowledged (201) must still be there, every deposit whose answer was lost must resolve
 //! to exactly one outcome when retried with its Idempotency-Key, and the read side must catch up from

@@ -20,7 +20,7 @@ pub mod sqlite;
 pub enum StoreKind {
     /// In-memory: one process only, gone when it ends; for tests and throw-away runs.
     Memory,
-    /// One local SQLite file in `DATA_DIR`: the runner's durable default.
+    /// One local SQLite file in `DATA_DIR`: the runner's durable mode.
     Sqlite,
     /// Postgres (RDS): `DATABASE_URL`.
     Postgres,

@@ -1,4 +1,4 @@
-//! The embedded durable store from the environment (`STORE_KIND=sqlite`, the local runner's default).
+//! The embedded durable store from the environment (`STORE_KIND=sqlite`, the local runner's durable mode).
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
