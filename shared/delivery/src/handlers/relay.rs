@@ -505,7 +505,10 @@ impl Relay {
         tokio::pin!(shutdown);
         let mut wake = self.wake.clone();
         let mut next_cleanup = Instant::now();
-        let mut error_pause = self.config.poll_interval;
+        // After failed cycles (the database unreachable): the poll interval doubling to
+        // ERROR_PAUSE_MAX, jittered.
+        let error_backoff = Backoff::new(self.config.poll_interval, ERROR_PAUSE_MAX);
+        let mut failed_cycles = 0;
         let mut next_stats = Instant::now();
         loop {
             if Instant::now() >= next_cleanup {
@@ -520,7 +523,7 @@ impl Relay {
             }
             let pause = match self.relay_batch().await {
                 Ok(report) if report.claimed > 0 => {
-                    error_pause = self.config.poll_interval;
+                    failed_cycles = 0;
                     // Under steady load the relay is never idle: keep the backlog figure fresh anyway.
                     if Instant::now() >= next_stats {
                         if let Err(e) = self.refresh_stats().await {
@@ -531,7 +534,7 @@ impl Relay {
                     continue;
                 }
                 Ok(_) => {
-                    error_pause = self.config.poll_interval;
+                    failed_cycles = 0;
                     if let Err(e) = self.refresh_stats().await {
                         self.record_error(&e);
                     }
@@ -541,9 +544,8 @@ impl Relay {
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay cycle failed");
                     self.record_error(&e);
-                    let pause = error_pause;
-                    error_pause = (error_pause * 2).min(ERROR_PAUSE_MAX);
-                    pause
+                    failed_cycles += 1;
+                    error_backoff.delay(failed_cycles)
                 }
             };
             let notified = async {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use corebank_backoff::Backoff;
 use corebank_domain::{EventEnvelope, EventMetadata};
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::watch;
@@ -27,9 +28,10 @@ use crate::{
 /// Advisory lock key that serialises the event insert and commit of every append ("cbappend").
 const APPEND_LOCK_KEY: i64 = 0x6362_6170_7065_6e64;
 
-/// Shortest and longest pause before the feed listener reconnects.
-const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pauses before the feed listener reconnects: 100 ms doubling to 5 s, jittered; back to the start
+/// after a connection that lasted longer than the longest pause.
+const LISTEN_BACKOFF: Backoff = Backoff::from_millis(100, 5_000);
+const LISTEN_BACKOFF_RESET: Duration = Duration::from_secs(5);
 
 macro_rules! event_columns {
     () => {
@@ -601,17 +603,17 @@ where
     T::TlsConnect: Sync + Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    let mut backoff = LISTEN_BACKOFF_MIN;
+    let mut failures = 0;
     loop {
         let started = tokio::time::Instant::now();
         if let Err(e) = listen_once(&head, &config, tls.clone()).await {
             tracing::warn!(error = %e, "feed listener lost its connection");
         }
-        if started.elapsed() > LISTEN_BACKOFF_MAX {
-            backoff = LISTEN_BACKOFF_MIN;
+        if started.elapsed() > LISTEN_BACKOFF_RESET {
+            failures = 0;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        failures += 1;
+        tokio::time::sleep(LISTEN_BACKOFF.delay(failures)).await;
     }
 }
 
