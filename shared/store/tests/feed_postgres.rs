@@ -89,6 +89,26 @@ fn positions(batch: &[(u64, EventEnvelope)]) -> Vec<u64> {
 }
 
 #[tokio::test]
+async fn a_lane_cursor_starts_at_zero_survives_a_new_pool_and_only_moves_forward() {
+    let db = pg::migrated_database().await;
+    let stores = PgStores::new(db.pool.clone());
+    assert_eq!(stores.events.cursor("projection").await.unwrap(), 0);
+
+    stores.events.save_cursor("projection", 41).await.unwrap();
+    stores.events.save_cursor("saga", 7).await.unwrap();
+    stores.events.save_cursor("projection", 12).await.unwrap();
+
+    let reopened = PgStores::new(pg::pool(&db.config));
+    assert_eq!(
+        reopened.events.cursor("projection").await.unwrap(),
+        41,
+        "an older save does not move it back"
+    );
+    assert_eq!(reopened.events.cursor("saga").await.unwrap(), 7);
+    assert_eq!(reopened.events.cursor("unknown").await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn head_moves_to_the_last_position_after_an_own_append() {
     let db = pg::migrated_database().await;
     let stores = PgStores::new(db.pool.clone());

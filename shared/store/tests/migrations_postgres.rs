@@ -28,13 +28,20 @@ const EVENT_STORE_TABLES: [&str; 7] = [
 const READ_MODEL_TABLES: [&str; 5] =
     ["account_statement", "account_summary", "projection_checkpoints", "rebuild_jobs", "transfer_status"];
 
+/// Tables of migrations after the read model's (0006: the embedded pipeline's saved cursors).
+const LATER_TABLES: [&str; 1] = ["feed_cursors"];
+
 fn all_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|m| m.version).collect()
 }
 
 fn all_tables() -> Vec<String> {
-    let mut all: Vec<String> =
-        EVENT_STORE_TABLES.iter().chain(&READ_MODEL_TABLES).map(|t| t.to_string()).collect();
+    let mut all: Vec<String> = EVENT_STORE_TABLES
+        .iter()
+        .chain(&READ_MODEL_TABLES)
+        .chain(&LATER_TABLES)
+        .map(|t| t.to_string())
+        .collect();
     all.sort();
     all
 }

@@ -93,8 +93,9 @@ pub async fn start_embedded(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, RunnerError> {
     let mut pg = connect(settings).await?;
-    // The embedded pipeline replays the feed from the start on every start, so a projection write lost
-    // in a server crash is written again: it need not wait for its WAL flush (see `with_async_commit`).
+    // A projection write need not wait for its WAL flush (see `with_async_commit`): the pipeline's lanes
+    // save their cursors with synchronous commits, which flush every earlier write first, so after a
+    // server crash a lane resumes at or before the first write that was lost and writes it again.
     pg.stores.read_model = Arc::new(PgReadModelStore::new(pg.pool.clone()).with_async_commit(true));
     let app = App::new(config, pg.stores.stores(), corebank_api::renderer(), Arc::new(SystemClock));
     let feed: Arc<dyn EventFeed> = pg.stores.events.clone();

@@ -593,7 +593,35 @@ impl EventFeed for PgEventStore {
     fn head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
+
+    async fn cursor(&self, lane: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(READ_CURSOR).await.map_err(|e| db_error(&e))?;
+        let row = client.query_opt(&statement, &[&lane]).await.map_err(|e| db_error(&e))?;
+        match row {
+            Some(row) => to_u64("feed cursor", column(&row, "position")?),
+            None => Ok(0),
+        }
+    }
+
+    /// Committed with the server's `synchronous_commit` (on unless an operator turned it off; the
+    /// projection writes turn it off for their own transactions only): waiting for this commit's WAL
+    /// flush makes every earlier commit durable too, since the WAL is written in order, so a saved
+    /// cursor never points past a projection write that a crash of the server could lose.
+    async fn save_cursor(&self, lane: &str, position: u64) -> Result<(), StoreError> {
+        let position = to_i64("feed cursor", position)?;
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SAVE_CURSOR).await.map_err(|e| db_error(&e))?;
+        client.execute(&statement, &[&lane, &position]).await.map_err(|e| db_error(&e))?;
+        Ok(())
+    }
 }
+
+const READ_CURSOR: &str = "SELECT position FROM feed_cursors WHERE lane = $1";
+
+const SAVE_CURSOR: &str = "INSERT INTO feed_cursors (lane, position) VALUES ($1, $2) \
+     ON CONFLICT (lane) DO UPDATE SET position = GREATEST(feed_cursors.position, EXCLUDED.position), \
+     updated_at = now()";
 
 /// Keeps a listening connection up, forever; the owning store aborts it.
 async fn listen<T>(head: Arc<watch::Sender<u64>>, config: tokio_postgres::Config, tls: T)

@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_response_code",
         sql: include_str!("../../../../infra/migrations/postgres/0005_response_code.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_feed_cursors",
+        sql: include_str!("../../../../infra/migrations/postgres/0006_feed_cursors.sql"),
+    },
 ];
 
 /// Why migrating stopped.
