@@ -12,6 +12,8 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod error;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod keys;
 pub mod memory;
 pub mod model;
 pub mod ports;

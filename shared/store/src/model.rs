@@ -315,6 +315,27 @@ pub enum RebuildStatus {
     Failed,
 }
 
+impl RebuildStatus {
+    /// The stored (and serialised) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// The status a stored name stands for; an unknown name is corrupt data.
+    pub fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
+        match text {
+            "RUNNING" => Ok(Self::Running),
+            "COMPLETED" => Ok(Self::Completed),
+            "FAILED" => Ok(Self::Failed),
+            other => Err(crate::StoreError::Corrupt(format!("unknown rebuild status {other:?}"))),
+        }
+    }
+}
+
 /// Progress of a rebuild-all job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -334,18 +334,10 @@ pub(crate) fn snapshot_from_item(item: &Item) -> Result<Snapshot, StoreError> {
     })
 }
 
-fn rebuild_status(status: RebuildStatus) -> &'static str {
-    match status {
-        RebuildStatus::Running => "RUNNING",
-        RebuildStatus::Completed => "COMPLETED",
-        RebuildStatus::Failed => "FAILED",
-    }
-}
-
 pub(crate) fn rebuild_job_item(job: &RebuildJob) -> Item {
     let mut item = Item::from([
         ("rebuild_id".to_owned(), s(&job.rebuild_id)),
-        ("status".to_owned(), s(rebuild_status(job.status))),
+        ("status".to_owned(), s(job.status.as_str())),
         ("streams_rebuilt".to_owned(), n(job.streams_rebuilt)),
         ("events_replayed".to_owned(), n(job.events_replayed)),
         ("started_at".to_owned(), time(job.started_at)),
@@ -361,12 +353,7 @@ pub(crate) fn rebuild_job_item(job: &RebuildJob) -> Item {
 }
 
 pub(crate) fn rebuild_job_from_item(item: &Item) -> Result<RebuildJob, StoreError> {
-    let status = match get_s(item, "status")? {
-        "RUNNING" => RebuildStatus::Running,
-        "COMPLETED" => RebuildStatus::Completed,
-        "FAILED" => RebuildStatus::Failed,
-        other => return Err(corrupt("status", format!("unknown rebuild status {other:?}"))),
-    };
+    let status = RebuildStatus::from_stored(get_s(item, "status")?)?;
     Ok(RebuildJob {
         rebuild_id: get_s(item, "rebuild_id")?.to_owned(),
         status,

@@ -432,23 +432,6 @@ impl PgRebuildJobStore {
     }
 }
 
-fn rebuild_status_text(status: RebuildStatus) -> &'static str {
-    match status {
-        RebuildStatus::Running => "RUNNING",
-        RebuildStatus::Completed => "COMPLETED",
-        RebuildStatus::Failed => "FAILED",
-    }
-}
-
-fn rebuild_status(text: &str) -> Result<RebuildStatus, StoreError> {
-    match text {
-        "RUNNING" => Ok(RebuildStatus::Running),
-        "COMPLETED" => Ok(RebuildStatus::Completed),
-        "FAILED" => Ok(RebuildStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown rebuild status {other:?}"))),
-    }
-}
-
 #[async_trait]
 impl RebuildJobStore for PgRebuildJobStore {
     async fn put(&self, job: RebuildJob) -> Result<(), StoreError> {
@@ -461,7 +444,7 @@ impl RebuildJobStore for PgRebuildJobStore {
                 &statement,
                 &[
                     &job.rebuild_id,
-                    &rebuild_status_text(job.status),
+                    &job.status.as_str(),
                     &streams_rebuilt,
                     &events_replayed,
                     &job.last_stream_id,
@@ -482,7 +465,7 @@ impl RebuildJobStore for PgRebuildJobStore {
         let Some(row) = row else { return Ok(None) };
         Ok(Some(RebuildJob {
             rebuild_id: column(&row, "rebuild_id")?,
-            status: rebuild_status(column(&row, "status")?)?,
+            status: RebuildStatus::from_stored(column(&row, "status")?)?,
             streams_rebuilt: to_u64("streams rebuilt", column(&row, "streams_rebuilt")?)?,
             events_replayed: to_u64("events replayed", column(&row, "events_replayed")?)?,
             last_stream_id: column(&row, "last_stream_id")?,

@@ -8,6 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::keys::prefix_upper_bound;
+
 use super::{
     Db, clamp_i64, decode_error, from_json, from_micros, micros, sql_error, to_i64, to_json, to_u64, to_uuid,
 };
@@ -330,24 +332,6 @@ fn idempotency_record(row: &Row<'_>) -> Result<IdempotencyRecord, StoreError> {
     })
 }
 
-/// The least string above every string that starts with `prefix` (in code point order, which is the
-/// byte order of UTF-8 and of SQLite's `BINARY` collation), or `None` when no string is above them
-/// all. The same rule as the Postgres adapter's.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(next) = char::from_u32(next) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// Collects rows mapped by `decode`, whose own errors are the store's.
 pub(super) fn collect<T>(
     statement: &mut rusqlite::CachedStatement<'_>,
@@ -509,19 +493,5 @@ impl EventFeed for SqliteEventStore {
         let position = to_i64("feed cursor", position)?;
         let lane = lane.to_owned();
         self.db.writer.write(move |conn| changed(conn, SAVE_CURSOR, (lane, position)).map(|_| ())).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn prefix_upper_bound_is_the_least_string_above_every_extension() {
-        assert_eq!(prefix_upper_bound(""), None);
-        assert_eq!(prefix_upper_bound("account-").as_deref(), Some("account."));
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}\u{10FFFF}"), None);
-        assert_eq!(prefix_upper_bound("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
     }
 }

@@ -469,28 +469,11 @@ impl SqliteRebuildJobStore {
     }
 }
 
-fn rebuild_status_text(status: RebuildStatus) -> &'static str {
-    match status {
-        RebuildStatus::Running => "RUNNING",
-        RebuildStatus::Completed => "COMPLETED",
-        RebuildStatus::Failed => "FAILED",
-    }
-}
-
-fn rebuild_status(text: &str) -> Result<RebuildStatus, StoreError> {
-    match text {
-        "RUNNING" => Ok(RebuildStatus::Running),
-        "COMPLETED" => Ok(RebuildStatus::Completed),
-        "FAILED" => Ok(RebuildStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown rebuild status {other:?}"))),
-    }
-}
-
 fn rebuild_job(row: &Row<'_>) -> Result<RebuildJob, StoreError> {
     let status: String = row.get("status").map_err(|e| sql_error(&e))?;
     Ok(RebuildJob {
         rebuild_id: row.get("rebuild_id").map_err(|e| sql_error(&e))?,
-        status: rebuild_status(&status)?,
+        status: RebuildStatus::from_stored(&status)?,
         streams_rebuilt: version_column(row, "streams_rebuilt")?,
         events_replayed: version_column(row, "events_replayed")?,
         last_stream_id: row.get("last_stream_id").map_err(|e| sql_error(&e))?,
@@ -513,7 +496,7 @@ impl RebuildJobStore for SqliteRebuildJobStore {
                     PUT_REBUILD,
                     (
                         &job.rebuild_id,
-                        rebuild_status_text(job.status),
+                        job.status.as_str(),
                         streams_rebuilt,
                         events_replayed,
                         &job.last_stream_id,
