@@ -176,6 +176,14 @@ pub struct AppendOutcome {
 }
 
 impl AppendRequest {
+    /// The stream's version once the append is written.
+    pub fn new_version(&self) -> Result<u64, crate::StoreError> {
+        let added = u64::try_from(self.events.len()).unwrap_or(u64::MAX);
+        self.expected_version
+            .checked_add(added)
+            .ok_or_else(|| crate::StoreError::Invalid("stream version overflows".to_owned()))
+    }
+
     /// Checks the shape every adapter relies on: a non-empty batch within the limit, for this stream,
     /// with consecutive versions after `expected_version`.
     pub fn validate(&self) -> Result<(), crate::StoreError> {

@@ -209,12 +209,7 @@ impl PgEventStore {
         let columns = EventColumns::new(&request.events)?;
         let stream_id = request.stream_id.as_str();
         let expected = to_i64("expected version", request.expected_version)?;
-        let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
-        let new_version = request
-            .expected_version
-            .checked_add(added)
-            .ok_or_else(|| StoreError::Invalid("stream version overflows".to_owned()))?;
-        let new_version = to_i64("stream version", new_version)?;
+        let new_version = to_i64("stream version", request.new_version()?)?;
 
         let moved = if expected == 0 {
             let statement = tx.prepare_cached(START_STREAM).await.map_err(|e| db_error(&e))?;
@@ -428,7 +423,7 @@ fn completion_params<'a>(c: &'a IdempotencyCompletion, status: &'a i32) -> [&'a 
 impl EventStore for PgEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         request.validate()?;
-        let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
+        let stream_version = request.new_version()?;
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
         let last_position = match self.append_in(&tx, &request).await {
@@ -440,7 +435,7 @@ impl EventStore for PgEventStore {
         };
         tx.commit().await.map_err(|e| db_error(&e))?;
         raise(&self.head, to_u64("event position", last_position)?);
-        Ok(AppendOutcome { stream_version: request.expected_version.saturating_add(added) })
+        Ok(AppendOutcome { stream_version })
     }
 
     async fn load_stream(

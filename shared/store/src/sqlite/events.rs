@@ -121,12 +121,7 @@ fn changed(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 fn append_in(conn: &Connection, request: &AppendRequest) -> Result<(), StoreError> {
     let stream_id = request.stream_id.as_str();
     let expected = to_i64("expected version", request.expected_version)?;
-    let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
-    let new_version = request
-        .expected_version
-        .checked_add(added)
-        .ok_or_else(|| StoreError::Invalid("stream version overflows".to_owned()))?;
-    let new_version = to_i64("stream version", new_version)?;
+    let new_version = to_i64("stream version", request.new_version()?)?;
 
     let moved = if expected == 0 {
         changed(conn, START_STREAM, (stream_id, new_version))?
@@ -350,8 +345,7 @@ pub(super) fn collect<T>(
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         request.validate()?;
-        let added = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
-        let stream_version = request.expected_version.saturating_add(added);
+        let stream_version = request.new_version()?;
         self.db.writer.write(move |conn| append_in(conn, &request)).await?;
         Ok(AppendOutcome { stream_version })
     }
