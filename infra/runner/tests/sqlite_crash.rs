@@ -30,8 +30,25 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_runner(dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_corebank-runner"))
+/// The runner's process, killed when dropped, so a failing assertion leaves no runner behind.
+struct Runner(Child);
+
+impl Runner {
+    /// SIGKILL, then reap.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start_runner(dir: &Path, port: u16) -> Runner {
+    let child = Command::new(env!("CARGO_BIN_EXE_corebank-runner"))
         .env("STORE_KIND", "sqlite")
         .env("DATA_DIR", dir)
         .env("PORT", port.to_string())
@@ -41,7 +58,8 @@ fn start_runner(dir: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Runner(child)
 }
 
 async fn wait_until_serving(http: &Http, port: u16) -> Duration {
@@ -143,8 +161,7 @@ async fn acknowledged_deposits_survive_a_sigkill_and_the_read_side_catches_up_af
         .map(|account| tokio::spawn(deposit_until(http.clone(), port, account.clone(), stop.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    runner.kill().unwrap();
-    runner.wait().unwrap();
+    runner.kill();
     stop.store(true, Ordering::SeqCst);
     let mut outcomes = Vec::new();
     for writer in writers {
@@ -198,7 +215,6 @@ async fn acknowledged_deposits_survive_a_sigkill_and_the_read_side_catches_up_af
         }
     }
 
-    runner.kill().unwrap();
-    runner.wait().unwrap();
+    runner.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
