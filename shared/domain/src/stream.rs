@@ -5,7 +5,6 @@
 //! The prefixes are written down only in [`StreamKind::prefix`].
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::ids::{AccountId, IdError, TransferId};
 
@@ -110,60 +109,12 @@ impl StreamId {
             Self::Transfer(id) => id.as_str(),
         }
     }
-
-    /// The account, for an account stream.
-    pub const fn account(&self) -> Option<&AccountId> {
-        match self {
-            Self::Account(id) => Some(id),
-            Self::Transfer(_) => None,
-        }
-    }
-
-    /// The transfer, for a transfer stream.
-    pub const fn transfer(&self) -> Option<&TransferId> {
-        match self {
-            Self::Transfer(id) => Some(id),
-            Self::Account(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind().prefix())?;
         f.write_str(self.id())
-    }
-}
-
-impl FromStr for StreamId {
-    type Err = StreamIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl From<AccountId> for StreamId {
-    fn from(id: AccountId) -> Self {
-        Self::Account(id)
-    }
-}
-
-impl From<&AccountId> for StreamId {
-    fn from(id: &AccountId) -> Self {
-        Self::Account(id.clone())
-    }
-}
-
-impl From<TransferId> for StreamId {
-    fn from(id: TransferId) -> Self {
-        Self::Transfer(id)
-    }
-}
-
-impl From<&TransferId> for StreamId {
-    fn from(id: &TransferId) -> Self {
-        Self::Transfer(id.clone())
     }
 }
 
@@ -181,28 +132,24 @@ mod tests {
 
     #[test]
     fn account_and_transfer_streams_round_trip() {
-        let a = StreamId::from(&account("acc-1"));
+        let a = StreamId::Account(account("acc-1"));
         assert_eq!(a.to_string(), "account-acc-1");
         assert_eq!(a.kind(), StreamKind::Account);
         assert_eq!(a.id(), "acc-1");
-        assert_eq!(StreamId::parse("account-acc-1"), Ok(a.clone()));
-        assert_eq!(a.account(), Some(&account("acc-1")));
-        assert_eq!(a.transfer(), None);
+        assert_eq!(StreamId::parse("account-acc-1"), Ok(a));
 
-        let t = StreamId::from(transfer("t-9"));
+        let t = StreamId::Transfer(transfer("t-9"));
         assert_eq!(t.to_string(), "transfer-t-9");
         assert_eq!(t.kind(), StreamKind::Transfer);
-        assert_eq!("transfer-t-9".parse::<StreamId>(), Ok(t.clone()));
-        assert_eq!(t.transfer(), Some(&transfer("t-9")));
-        assert_eq!(t.account(), None);
+        assert_eq!(StreamId::parse("transfer-t-9"), Ok(t));
     }
 
     #[test]
     fn the_typed_ids_render_the_same_text_as_their_stream_id_methods() {
         let a = account("acc-1");
         let t = transfer("8c4e9a3a-3a43-4a3e-9f4c-0c3c1a2b3c4d");
-        assert_eq!(StreamId::from(&a).to_string(), a.stream_id());
-        assert_eq!(StreamId::from(&t).to_string(), t.stream_id());
+        assert_eq!(StreamId::Account(a.clone()).to_string(), a.stream_id());
+        assert_eq!(StreamId::Transfer(t.clone()).to_string(), t.stream_id());
         assert_eq!(StreamKind::Account.stream_id(a.as_str()), a.stream_id());
         assert_eq!(StreamKind::Transfer.stream_id(t.as_str()), t.stream_id());
     }
@@ -252,10 +199,10 @@ mod tests {
     #[test]
     fn stream_ids_sort_as_their_text() {
         let mut typed = [
-            StreamId::from(transfer("a")),
-            StreamId::from(account("zzz")),
-            StreamId::from(account("acc-2")),
-            StreamId::from(transfer("t-1")),
+            StreamId::Transfer(transfer("a")),
+            StreamId::Account(account("zzz")),
+            StreamId::Account(account("acc-2")),
+            StreamId::Transfer(transfer("t-1")),
         ];
         typed.sort();
         let texts: Vec<String> = typed.iter().map(ToString::to_string).collect();

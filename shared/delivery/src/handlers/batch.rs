@@ -121,14 +121,9 @@ fn decode_partition<'a>(
     key: &str,
     records: &'a [KafkaRecord],
 ) -> Vec<(&'a KafkaRecord, Result<EventEnvelope, CodecError>)> {
-    // The codec decodes a partition in offset order (a stable sort); sorting the records the same way
-    // pairs each decoded envelope with the record it came from.
-    let mut single = KafkaEvent::default();
-    single.records.insert(key.to_owned(), records.to_vec());
-    let decoded = envelopes_from_kafka_event(&single);
     let mut ordered: Vec<&KafkaRecord> = records.iter().collect();
     ordered.sort_by_key(|record| record.offset);
-    ordered.into_iter().zip(decoded).collect()
+    ordered.into_iter().map(|record| (record, decode_record(key, record))).collect()
 }
 
 fn topic_of(record: &KafkaRecord, key: &str) -> String {
