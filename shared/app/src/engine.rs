@@ -122,6 +122,19 @@ struct Claim {
 }
 
 impl Claim {
+    /// The claim on the store: this key, held until `lease_expires_at`.
+    fn request(&self, lease_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> IdempotencyClaim {
+        IdempotencyClaim {
+            key: self.key.clone(),
+            operation: self.operation.clone(),
+            request_hash: self.request_hash.clone(),
+            claim_token: self.claim_token,
+            lease_expires_at,
+            expires_at: self.expires_at,
+            now,
+        }
+    }
+
     fn completion(&self, response: StoredResponse) -> IdempotencyCompletion {
         IdempotencyCompletion {
             key: self.key.clone(),
@@ -247,16 +260,8 @@ impl<A: Aggregate> Engine<A> {
             claim_token: Uuid::new_v4(),
             expires_at: now + chrono::Duration::seconds(self.config.idempotency_ttl_secs),
         };
-        let request = IdempotencyClaim {
-            key: claim.key.clone(),
-            operation: claim.operation.clone(),
-            request_hash: claim.request_hash.clone(),
-            claim_token: claim.claim_token,
-            lease_expires_at: now + chrono::Duration::seconds(self.config.idempotency_lease_secs),
-            expires_at: claim.expires_at,
-            now,
-        };
-        match self.stores.idempotency.claim(request).await? {
+        let lease_expires_at = now + chrono::Duration::seconds(self.config.idempotency_lease_secs);
+        match self.stores.idempotency.claim(claim.request(lease_expires_at, now)).await? {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::Existing(record) => {
                 if record.request_hash != idem.request_hash {
