@@ -39,8 +39,21 @@ const INSERT_EVENT: &str = "INSERT INTO events \
      (event_id, stream_id, version, event_type, schema_version, occurred_at, payload, metadata) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const EVENT_COLUMNS: &str =
-    "position, event_id, stream_id, version, event_type, schema_version, occurred_at, payload, metadata";
+/// The columns `envelope` reads, in a `SELECT` from `events` (a macro, so the statements below are
+/// constants).
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, occurred_at, \
+             payload, metadata FROM events ",
+            $rest
+        )
+    };
+}
+
+const LOAD_STREAM: &str = select_events!("WHERE stream_id = ?1 AND version > ?2 ORDER BY version");
+
+const READ_AFTER: &str = select_events!("WHERE position > ?1 ORDER BY position LIMIT ?2");
 
 /// Takes a key that is free, past its TTL, or held under a lapsed lease by the same request (the
 /// memory adapter's rule). No change means the key stays as it is.
@@ -118,7 +131,8 @@ fn changed(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 }
 
 /// The append's writes, inside the writer's savepoint for it; any error rolls all of them back.
-fn append_in(conn: &Connection, request: &AppendRequest) -> Result<(), StoreError> {
+/// Answers the position of its last event.
+fn append_in(conn: &Connection, request: &AppendRequest) -> Result<u64, StoreError> {
     let stream_id = request.stream_id.as_str();
     let expected = to_i64("expected version", request.expected_version)?;
     let new_version = to_i64("stream version", request.new_version()?)?;
@@ -200,7 +214,9 @@ fn append_in(conn: &Connection, request: &AppendRequest) -> Result<(), StoreErro
                 _ => sql_error(&err),
             })?;
     }
-    Ok(())
+    // `events.position` is the rowid, and `events` is the only rowid table: the last insert of this
+    // connection is this append's last event.
+    to_u64("event position", conn.last_insert_rowid())
 }
 
 /// Completes a claim; `false` if the key is held by another token or completed.
@@ -346,7 +362,7 @@ impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         request.validate()?;
         let stream_version = request.new_version()?;
-        self.db.writer.write(move |conn| append_in(conn, &request)).await?;
+        self.db.writer.write_events(move |conn| append_in(conn, &request)).await?;
         Ok(AppendOutcome { stream_version })
     }
 
@@ -360,10 +376,7 @@ impl EventStore for SqliteEventStore {
         self.db
             .readers
             .read(move |conn| {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version"
-                );
-                let mut statement = conn.prepare_cached(&sql).map_err(|e| sql_error(&e))?;
+                let mut statement = conn.prepare_cached(LOAD_STREAM).map_err(|e| sql_error(&e))?;
                 collect(&mut statement, (stream_id, after), |row| envelope(row).map(|(_, e)| e))
             })
             .await
@@ -457,10 +470,7 @@ impl EventFeed for SqliteEventStore {
         self.db
             .readers
             .read(move |conn| {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
-                );
-                let mut statement = conn.prepare_cached(&sql).map_err(|e| sql_error(&e))?;
+                let mut statement = conn.prepare_cached(READ_AFTER).map_err(|e| sql_error(&e))?;
                 collect(&mut statement, (after, limit), envelope)
             })
             .await

@@ -230,11 +230,6 @@ impl SqliteStores {
         self.db.writer.commits()
     }
 
-    /// Write jobs the writer has run since [`open`], failed ones included.
-    pub fn writes(&self) -> u64 {
-        self.db.writer.writes()
-    }
-
     /// Deletes the idempotency records whose TTL ended `older_than` or more before `now`, in writes of
     /// at most [`PURGE_BATCH`] rows (so other writes interleave); returns how many were deleted. A
     /// record is never needed after its TTL (a claim treats it as absent), the margin only keeps

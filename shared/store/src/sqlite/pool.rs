@@ -8,16 +8,24 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use super::{SqliteSettings, connect, events, sql_error};
+use super::{SqliteSettings, connect, sql_error};
 use crate::StoreError;
 
 /// Jobs that may wait for the writer, per job it commits at most: past that, writers wait to queue.
 const QUEUE_PER_GROUP: usize = 4;
 
+/// How a job's run ended.
+pub(crate) enum Ran {
+    /// It failed: its savepoint is rolled back.
+    Failed,
+    /// It succeeded and its writes are kept; the position of the last event it wrote, if it wrote any.
+    Kept(Option<u64>),
+}
+
 /// One write: runs inside its own savepoint, then answers once the group's fate is known.
 pub(crate) trait WriteJob: Send {
-    /// Runs the job; `true` if it succeeded and its writes are to be kept.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the job.
+    fn run(&mut self, conn: &Connection) -> Ran;
 
     /// Sends the answer: the job's own outcome if the group committed (or the job failed by
     /// itself), `commit`'s error otherwise.
@@ -29,6 +37,8 @@ struct Typed<T, F> {
     work: Option<F>,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    /// The last event position a successful outcome stands for (only an append's does).
+    position: fn(&T) -> Option<u64>,
 }
 
 impl<T, F> WriteJob for Typed<T, F>
@@ -36,7 +46,7 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> Ran {
         let outcome = match self.work.take() {
             // A panicking job fails alone, like any failing job: its savepoint is rolled back and the
             // writer thread goes on with the rest of the group.
@@ -44,9 +54,12 @@ where
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("a sqlite write job panicked".to_owned()))),
             None => Err(StoreError::Unavailable("sqlite write job ran twice".to_owned())),
         };
-        let ok = outcome.is_ok();
+        let ran = match &outcome {
+            Ok(value) => Ran::Kept((self.position)(value)),
+            Err(_) => Ran::Failed,
+        };
         self.outcome = Some(outcome);
-        ok
+        ran
     }
 
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>) {
@@ -67,7 +80,6 @@ where
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
-    writes: AtomicU64,
 }
 
 /// The handle to the writer thread: queues jobs, and stops and joins the thread when dropped.
@@ -111,8 +123,25 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit_typed(work, |_| None).await
+    }
+
+    /// [`Writer::write`] for a job that appends events: it answers the position of the last event it
+    /// wrote, which the feed head moves to once the group is committed.
+    pub(crate) async fn write_events<F>(&self, work: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<u64, StoreError> + Send + 'static,
+    {
+        self.submit_typed(work, |position| Some(*position)).await
+    }
+
+    async fn submit_typed<T, F>(&self, work: F, position: fn(&T) -> Option<u64>) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(Typed { work: Some(work), outcome: None, reply })).await?;
+        self.submit(Box::new(Typed { work: Some(work), outcome: None, reply, position })).await?;
         answer.await.map_err(|_| StoreError::Unavailable("the sqlite writer stopped".to_owned()))?
     }
 
@@ -129,10 +158,6 @@ impl Writer {
 
     pub(crate) fn commits(&self) -> u64 {
         self.counters.commits.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn writes(&self) -> u64 {
-        self.counters.writes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn head(&self) -> watch::Receiver<u64> {
@@ -167,7 +192,6 @@ fn run(
     // Blocks for the first job, then takes every job already waiting, up to `group_max`; 0 once
     // every sender is gone and the queue is drained.
     while queue.blocking_recv_many(&mut group, group_max) > 0 {
-        counters.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
         let outcome = commit_group(&mut conn, &mut group);
         if let Ok(last) = &outcome {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -188,16 +212,16 @@ fn run(
 }
 
 /// Runs `group` in one transaction, each job in its own savepoint, and commits; returns the highest
-/// event position when any job succeeded. Any failure outside a job's own work (a savepoint that
+/// event position a kept job wrote, if any wrote events. Any failure outside a job's own work (a savepoint that
 /// cannot be rolled back, a transaction SQLite rolled back by itself, a failed commit) fails the group.
 fn commit_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> Result<Option<u64>, StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_error(&e))?;
-    let mut any = false;
+    let mut last: Option<u64> = None;
     for job in group.iter_mut() {
         let mut savepoint = tx.savepoint().map_err(|e| sql_error(&e))?;
-        if job.run(&savepoint) {
+        if let Ran::Kept(position) = job.run(&savepoint) {
             savepoint.commit().map_err(|e| sql_error(&e))?;
-            any = true;
+            last = last.max(position);
         } else {
             // A failed statement may have ended the whole transaction (a full disk, an I/O error):
             // then there is no savepoint to roll back to and the group cannot commit.
@@ -210,7 +234,6 @@ fn commit_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> Resul
             savepoint.commit().map_err(|e| sql_error(&e))?;
         }
     }
-    let last = if any { Some(events::head_position(&tx)?) } else { None };
     tx.commit().map_err(|e| sql_error(&e))?;
     Ok(last)
 }
