@@ -12,13 +12,13 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod error;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-mod keys;
 pub mod memory;
 pub mod model;
 pub mod ports;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -15,7 +15,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Row, Socket};
 use uuid::Uuid;
 
-use crate::keys::prefix_upper_bound;
+use crate::sql::{prefix_upper_bound, raise};
 
 use super::{
     abandon, clamp_i64, column, db_error, decode_error, pool_error, to_i32, to_i64, to_u32, to_u64,
@@ -294,17 +294,6 @@ impl PgEventStore {
         })?;
         column(&row, "position")
     }
-}
-
-/// Raises the head, never lowers it: appends commit concurrently and report out of order.
-fn raise(head: &watch::Sender<u64>, position: u64) {
-    head.send_if_modified(|current| {
-        let higher = position > *current;
-        if higher {
-            *current = position;
-        }
-        higher
-    });
 }
 
 /// The events of one append as column arrays for `UNNEST`.

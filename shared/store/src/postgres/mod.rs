@@ -64,6 +64,7 @@ pub use outbox::{FailureReport, MAX_CLAIM_BATCH, OutboxClaim, OutboxRow, OutboxS
 pub use read::{PgReadModelStore, PgRebuildJobStore, PgSnapshotStore};
 pub use transfers::PgTransferStatusStore;
 
+pub(crate) use crate::sql::{clamp_i64, decode_error, to_i64, to_u64};
 use crate::{StoreError, Stores};
 
 /// Every Postgres adapter over one pool, with typed access to the event store (which is also the
@@ -134,25 +135,10 @@ pub(crate) fn pool_error(e: &deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("postgres pool: {e}"))
 }
 
-/// A stored value that does not decode into its Rust type.
-pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
 /// The unique constraint a statement violated, if that is why it failed.
 pub(crate) fn violated_unique(e: &tokio_postgres::Error) -> Option<&str> {
     let db = e.as_db_error()?;
     (*db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION).then(|| db.constraint()).flatten()
-}
-
-/// A count or version as a `BIGINT`; values beyond `i64::MAX` cannot be stored.
-pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{what} {value} does not fit a BIGINT")))
-}
-
-/// A `BIGINT` read back as a count or version.
-pub(crate) fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
 }
 
 /// A schema version as an `INTEGER`.
@@ -163,11 +149,6 @@ pub(crate) fn to_i32(what: &str, value: u32) -> Result<i32, StoreError> {
 /// An `INTEGER` read back as a schema version.
 pub(crate) fn to_u32(what: &str, value: i32) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
-}
-
-/// An offset or limit for `OFFSET`/`LIMIT`: anything beyond `i64::MAX` means "all".
-pub(crate) fn clamp_i64(value: usize) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Reads one column, mapping a type mismatch or an unexpected NULL to `Corrupt`.

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::keys::prefix_upper_bound;
+use crate::sql::prefix_upper_bound;
 
 use super::{
     Db, clamp_i64, decode_error, from_json, from_micros, micros, sql_error, to_i64, to_json, to_u64, to_uuid,

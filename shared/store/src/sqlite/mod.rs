@@ -80,6 +80,7 @@ pub use read::{SqliteReadModelStore, SqliteRebuildJobStore, SqliteSnapshotStore,
 pub use schema::SCHEMA_VERSION;
 
 use self::pool::{Readers, Writer};
+pub(crate) use crate::sql::{clamp_i64, decode_error, to_i64, to_u64};
 use crate::{EventFeed, StoreError, Stores};
 
 /// Idempotency records deleted per write by [`SqliteStores::purge_expired`].
@@ -298,26 +299,6 @@ pub(crate) fn sql_error(e: &rusqlite::Error) -> StoreError {
         | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(format!("sqlite: {e}")),
         _ => StoreError::Unavailable(format!("sqlite: {e}")),
     }
-}
-
-/// A stored value that does not decode into its Rust type.
-pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-/// A count or version as an `INTEGER`; values beyond `i64::MAX` cannot be stored.
-pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{what} {value} does not fit an INTEGER")))
-}
-
-/// An `INTEGER` read back as a count or version.
-pub(crate) fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
-}
-
-/// An offset or limit for `LIMIT`/`OFFSET`: anything beyond `i64::MAX` means "all".
-pub(crate) fn clamp_i64(value: usize) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A time as stored: microseconds since the Unix epoch (as precise as Postgres keeps it), so that

@@ -10,6 +10,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::{SqliteSettings, connect, sql_error};
 use crate::StoreError;
+use crate::sql::raise;
 
 /// Jobs that may wait for the writer, per job it commits at most: past that, writers wait to queue.
 const QUEUE_PER_GROUP: usize = 4;
@@ -195,14 +196,8 @@ fn run(
         let outcome = commit_group(&mut conn, &mut group);
         if let Ok(last) = &outcome {
             counters.commits.fetch_add(1, Ordering::Relaxed);
-            if let Some(position) = last {
-                head.send_if_modified(|current| {
-                    let higher = *position > *current;
-                    if higher {
-                        *current = *position;
-                    }
-                    higher
-                });
+            if let Some(position) = *last {
+                raise(head, position);
             }
         }
         for job in group.drain(..) {

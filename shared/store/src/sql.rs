@@ -1,4 +1,43 @@
-//! Key arithmetic the SQL adapters share.
+//! What the SQL adapters (Postgres, SQLite) share: conversions between our unsigned counts and SQL's
+//! signed 64-bit integers, decoding errors, key arithmetic for range scans, and raising the feed head.
+
+use tokio::sync::watch;
+
+use crate::StoreError;
+
+/// A stored value that does not decode into its Rust type.
+pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A count or version as a signed 64-bit column (`BIGINT`, `INTEGER`); values beyond `i64::MAX`
+/// cannot be stored.
+pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::Invalid(format!("{what} {value} does not fit a 64-bit integer")))
+}
+
+/// A signed 64-bit column read back as a count or version.
+pub(crate) fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
+}
+
+/// An offset or limit for `OFFSET`/`LIMIT`: anything beyond `i64::MAX` means "all".
+pub(crate) fn clamp_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Raises the feed head to `position`, never lowers it (concurrent appends may report out of order);
+/// only a change wakes the tailing readers.
+pub(crate) fn raise(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|current| {
+        let higher = position > *current;
+        if higher {
+            *current = position;
+        }
+        higher
+    });
+}
 
 /// The least string above every string that starts with `prefix` (in code point order, which is the
 /// byte order of UTF-8, of Postgres' `C` collation and of SQLite's `BINARY` collation), or `None` when
