@@ -1,9 +1,11 @@
 //! What the SQL adapters (Postgres, SQLite) share: conversions between our unsigned counts and SQL's
-//! signed 64-bit integers, decoding errors, key arithmetic for range scans, and raising the feed head.
+//! signed 64-bit integers, stored names read back, decoding errors, key arithmetic for range scans,
+//! and raising the feed head.
 
+use corebank_domain::{AccountStatus, Currency};
 use tokio::sync::watch;
 
-use crate::StoreError;
+use crate::{StoreError, TransferPhase};
 
 /// A stored value that does not decode into its Rust type.
 pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -20,6 +22,26 @@ pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
 /// A signed 64-bit column read back as a count or version.
 pub(crate) fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {value}")))
+}
+
+/// A stored account status read back.
+pub(crate) fn account_status(status: &str) -> Result<AccountStatus, StoreError> {
+    match status {
+        "ACTIVE" => Ok(AccountStatus::Active),
+        "FROZEN" => Ok(AccountStatus::Frozen),
+        other => Err(StoreError::Corrupt(format!("unknown account status {other:?}"))),
+    }
+}
+
+/// A stored currency code read back.
+pub(crate) fn currency(code: &str) -> Result<Currency, StoreError> {
+    Currency::parse(code).map_err(|e| decode_error("currency", e))
+}
+
+/// A stored transfer status read back.
+pub(crate) fn transfer_phase(status: &str) -> Result<TransferPhase, StoreError> {
+    TransferPhase::parse(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown transfer status {status:?}")))
 }
 
 /// An offset or limit for `OFFSET`/`LIMIT`: anything beyond `i64::MAX` means "all".

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corebank_domain::{AccountStatus, Currency};
+use corebank_domain::Currency;
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{abandon, clamp_i64, column, db_error, decode_error, pool_error, to_i32, to_i64, to_u32, to_u64};
+use super::{abandon, clamp_i64, column, db_error, pool_error, to_i32, to_i64, to_u32, to_u64};
+use crate::sql::{account_status, currency};
 use crate::{
     AccountSummary, ProjectionChange, ProjectionReplacement, ReadModelStore, RebuildJob, RebuildJobStore,
     RebuildStatus, Snapshot, SnapshotStore, StatementEntry, StoreError,
@@ -247,18 +248,6 @@ async fn upsert_summary(tx: &Transaction<'_>, s: &AccountSummary) -> Result<(), 
     .await
     .map_err(|e| db_error(&e))?;
     Ok(())
-}
-
-fn account_status(status: &str) -> Result<AccountStatus, StoreError> {
-    match status {
-        "ACTIVE" => Ok(AccountStatus::Active),
-        "FROZEN" => Ok(AccountStatus::Frozen),
-        other => Err(StoreError::Corrupt(format!("unknown account status {other:?}"))),
-    }
-}
-
-fn currency(code: &str) -> Result<Currency, StoreError> {
-    Currency::parse(code).map_err(|e| decode_error("currency", e))
 }
 
 fn summary(row: &Row) -> Result<AccountSummary, StoreError> {

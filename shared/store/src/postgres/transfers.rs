@@ -1,13 +1,14 @@
 //! The `transfer_status` read table on Postgres.
 
 use async_trait::async_trait;
-use corebank_domain::{Currency, StreamKind};
+use corebank_domain::StreamKind;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{column, db_error, decode_error, pool_error, to_i64, to_u64};
-use crate::{StoreError, TransferLegStatus, TransferPhase, TransferStatus, TransferStatusStore};
+use crate::sql::{self, transfer_phase};
+use crate::{StoreError, TransferLegStatus, TransferStatus, TransferStatusStore};
 
 const SELECT: &str = "SELECT transfer_id, status, failure_reason, source_account_id, destination_account_id, \
          amount_minor, currency, legs, version, created_at, updated_at \
@@ -94,13 +95,12 @@ fn row_status(row: &Row) -> Result<TransferStatus, StoreError> {
     let legs: serde_json::Value = column(row, "legs")?;
     Ok(TransferStatus {
         transfer_id: column(row, "transfer_id")?,
-        status: TransferPhase::parse(status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown transfer status {status:?}")))?,
+        status: transfer_phase(status)?,
         failure_reason: column(row, "failure_reason")?,
         source_account_id: column(row, "source_account_id")?,
         destination_account_id: column(row, "destination_account_id")?,
         amount_minor: column(row, "amount_minor")?,
-        currency: Currency::parse(currency).map_err(|e| decode_error("currency", e))?,
+        currency: sql::currency(currency)?,
         legs: serde_json::from_value::<Vec<TransferLegStatus>>(legs).map_err(|e| decode_error("legs", e))?,
         version: to_u64("transfer status version", column(row, "version")?)?,
         created_at: column(row, "created_at")?,

@@ -3,17 +3,17 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corebank_domain::{AccountStatus, Currency, StreamKind};
+use corebank_domain::{Currency, StreamKind};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::events::collect;
 use super::{
     Db, clamp_i64, decode_error, from_json, from_micros, micros, sql_error, to_i64, to_json, to_u64, to_uuid,
 };
+use crate::sql::{account_status, currency, transfer_phase};
 use crate::{
     AccountSummary, ProjectionChange, ProjectionReplacement, ReadModelStore, RebuildJob, RebuildJobStore,
-    RebuildStatus, Snapshot, SnapshotStore, StatementEntry, StoreError, TransferPhase, TransferStatus,
-    TransferStatusStore,
+    RebuildStatus, Snapshot, SnapshotStore, StatementEntry, StoreError, TransferStatus, TransferStatusStore,
 };
 
 const LOAD_SNAPSHOT: &str =
@@ -134,10 +134,6 @@ fn version_column(row: &Row<'_>, name: &str) -> Result<u64, StoreError> {
 fn time_column(row: &Row<'_>, name: &str) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
     let value: i64 = row.get(name).map_err(|e| sql_error(&e))?;
     from_micros(name, value)
-}
-
-fn currency(code: &str) -> Result<Currency, StoreError> {
-    Currency::parse(code).map_err(|e| decode_error("currency", e))
 }
 
 /// Snapshots in the `snapshots` table, newest per stream.
@@ -286,14 +282,6 @@ fn replace_in(conn: &Connection, replacement: &ProjectionReplacement) -> Result<
     }
 }
 
-fn account_status(status: &str) -> Result<AccountStatus, StoreError> {
-    match status {
-        "ACTIVE" => Ok(AccountStatus::Active),
-        "FROZEN" => Ok(AccountStatus::Frozen),
-        other => Err(StoreError::Corrupt(format!("unknown account status {other:?}"))),
-    }
-}
-
 fn summary(row: &Row<'_>) -> Result<AccountSummary, StoreError> {
     let code: String = row.get("currency").map_err(|e| sql_error(&e))?;
     let status: String = row.get("status").map_err(|e| sql_error(&e))?;
@@ -403,8 +391,7 @@ fn transfer_status(row: &Row<'_>) -> Result<TransferStatus, StoreError> {
     let legs: String = row.get("legs").map_err(|e| sql_error(&e))?;
     Ok(TransferStatus {
         transfer_id: row.get("transfer_id").map_err(|e| sql_error(&e))?,
-        status: TransferPhase::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown transfer status {status:?}")))?,
+        status: transfer_phase(&status)?,
         failure_reason: row.get("failure_reason").map_err(|e| sql_error(&e))?,
         source_account_id: row.get("source_account_id").map_err(|e| sql_error(&e))?,
         destination_account_id: row.get("destination_account_id").map_err(|e| sql_error(&e))?,
