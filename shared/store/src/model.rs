@@ -311,6 +311,19 @@ pub struct ProjectionReplacement {
     pub statement: Vec<StatementEntry>,
 }
 
+impl ProjectionReplacement {
+    /// Checks that every statement row belongs to the account being replaced.
+    pub fn validate(&self) -> Result<(), crate::StoreError> {
+        match self.statement.iter().find(|e| e.account_id != self.account_id) {
+            Some(foreign) => Err(crate::StoreError::Invalid(format!(
+                "statement row of {} in a replacement of {}",
+                foreign.account_id, self.account_id
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// State of a rebuild-all job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -321,12 +321,6 @@ async fn apply_in(tx: &Transaction<'_>, change: &ProjectionChange) -> Result<(),
 }
 
 async fn replace_in(tx: &Transaction<'_>, replacement: &ProjectionReplacement) -> Result<(), StoreError> {
-    if let Some(foreign) = replacement.statement.iter().find(|e| e.account_id != replacement.account_id) {
-        return Err(StoreError::Invalid(format!(
-            "statement row of {} in a replacement of {}",
-            foreign.account_id, replacement.account_id
-        )));
-    }
     let rows = StatementColumns::new(&replacement.statement)?;
     let checkpoint = to_i64("checkpoint", replacement.checkpoint)?;
     let statement = tx.prepare_cached(SET_CHECKPOINT).await.map_err(|e| db_error(&e))?;
@@ -375,6 +369,7 @@ impl ReadModelStore for PgReadModelStore {
     }
 
     async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
+        replacement.validate()?;
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
         match replace_in(&tx, &replacement).await {

@@ -266,12 +266,6 @@ fn apply_in(conn: &Connection, change: &ProjectionChange) -> Result<(), StoreErr
 }
 
 fn replace_in(conn: &Connection, replacement: &ProjectionReplacement) -> Result<(), StoreError> {
-    if let Some(foreign) = replacement.statement.iter().find(|e| e.account_id != replacement.account_id) {
-        return Err(StoreError::Invalid(format!(
-            "statement row of {} in a replacement of {}",
-            foreign.account_id, replacement.account_id
-        )));
-    }
     let checkpoint = to_i64("checkpoint", replacement.checkpoint)?;
     execute(conn, SET_CHECKPOINT, (&replacement.stream_id, checkpoint))?;
     execute(conn, DELETE_STATEMENT, [&replacement.account_id])?;
@@ -327,6 +321,7 @@ impl ReadModelStore for SqliteReadModelStore {
     }
 
     async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
+        replacement.validate()?;
         self.db.writer.write(move |conn| replace_in(conn, &replacement)).await
     }
 
