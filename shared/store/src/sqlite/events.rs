@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corebank_domain::EventEnvelope;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::sql::prefix_upper_bound;
 
 use super::{
-    Db, clamp_i64, decode_error, from_json, from_micros, micros, sql_error, to_i64, to_json, to_u64, to_uuid,
+    Db, clamp_i64, collect, decode_error, execute, from_json, from_micros, micros, one, sql_error, to_i64,
+    to_json, to_u64, to_uuid,
 };
 use crate::{
     AppendOutcome, AppendRequest, ClaimOutcome, EventFeed, EventStore, IdempotencyClaim,
@@ -126,8 +127,7 @@ impl SqliteEventStore {
 }
 
 fn changed(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<bool, StoreError> {
-    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
-    Ok(statement.execute(params).map_err(|e| sql_error(&e))? > 0)
+    Ok(execute(conn, sql, params)? > 0)
 }
 
 /// The append's writes, inside the writer's savepoint for it; any error rolls all of them back.
@@ -143,9 +143,8 @@ fn append_in(conn: &Connection, request: &AppendRequest) -> Result<u64, StoreErr
         changed(conn, ADVANCE_STREAM, (stream_id, expected, new_version))?
     };
     if !moved {
-        let mut statement = conn.prepare_cached(STREAM_VERSION).map_err(|e| sql_error(&e))?;
         let actual: Option<i64> =
-            statement.query_row([stream_id], |row| row.get(0)).optional().map_err(|e| sql_error(&e))?;
+            one(conn, STREAM_VERSION, [stream_id], |row| row.get(0).map_err(|e| sql_error(&e)))?;
         return Err(StoreError::VersionConflict {
             stream_id: request.stream_id.clone(),
             expected: request.expected_version,
@@ -257,13 +256,8 @@ fn claim_in(conn: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome,
         return Ok(ClaimOutcome::Claimed);
     }
     // The same transaction wrote nothing, so the conflicting row is still there.
-    let mut statement = conn.prepare_cached(SELECT_IDEMPOTENCY).map_err(|e| sql_error(&e))?;
-    let record = statement
-        .query_row((&claim.key.scope, &claim.key.key), |row| Ok(idempotency_record(row)))
-        .optional()
-        .map_err(|e| sql_error(&e))?;
-    match record {
-        Some(record) => Ok(ClaimOutcome::Existing(record?)),
+    match one(conn, SELECT_IDEMPOTENCY, (&claim.key.scope, &claim.key.key), idempotency_record)? {
+        Some(record) => Ok(ClaimOutcome::Existing(record)),
         None => Err(StoreError::Unavailable(format!(
             "idempotency record {} vanished during its claim; retry",
             claim.key.key
@@ -343,20 +337,6 @@ fn idempotency_record(row: &Row<'_>) -> Result<IdempotencyRecord, StoreError> {
     })
 }
 
-/// Collects rows mapped by `decode`, whose own errors are the store's.
-pub(super) fn collect<T>(
-    statement: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
-    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut rows = statement.query(params).map_err(|e| sql_error(&e))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| sql_error(&e))? {
-        out.push(decode(row)?);
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -419,14 +399,7 @@ impl EventStore for SqliteEventStore {
         let transaction_id = transaction_id.to_owned();
         self.db
             .readers
-            .read(move |conn| {
-                let mut statement = conn.prepare_cached(SELECT_TRANSACTION).map_err(|e| sql_error(&e))?;
-                statement
-                    .query_row([transaction_id], |row| Ok(transaction_record(row)))
-                    .optional()
-                    .map_err(|e| sql_error(&e))?
-                    .transpose()
-            })
+            .read(move |conn| one(conn, SELECT_TRANSACTION, [transaction_id], transaction_record))
             .await
     }
 }
@@ -486,8 +459,7 @@ impl EventFeed for SqliteEventStore {
             .db
             .readers
             .read(move |conn| {
-                let mut statement = conn.prepare_cached(CURSOR).map_err(|e| sql_error(&e))?;
-                statement.query_row([lane], |row| row.get(0)).optional().map_err(|e| sql_error(&e))
+                one(conn, CURSOR, [lane], |row| row.get::<_, i64>(0).map_err(|e| sql_error(&e)))
             })
             .await?;
         position.map_or(Ok(0), |p| to_u64("feed cursor", p))

@@ -73,7 +73,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
 pub use events::SqliteEventStore;
 pub use read::{SqliteReadModelStore, SqliteRebuildJobStore, SqliteSnapshotStore, SqliteTransferStatusStore};
@@ -326,4 +326,39 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) 
 /// Reads back a UUID stored as text.
 pub(crate) fn to_uuid(what: &str, text: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(text).map_err(|e| decode_error(what, e))
+}
+
+/// Runs `sql` once; answers how many rows it changed.
+pub(crate) fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
+    statement.execute(params).map_err(|e| sql_error(&e))
+}
+
+/// One row of `sql` decoded by `decode`, if any.
+pub(crate) fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
+    statement.query_row(params, |row| Ok(decode(row))).optional().map_err(|e| sql_error(&e))?.transpose()
+}
+
+/// Collects rows mapped by `decode`, whose own errors are the store's.
+pub(crate) fn collect<T>(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = statement.query(params).map_err(|e| sql_error(&e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| sql_error(&e))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
 }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corebank_domain::{Currency, StreamKind};
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
-use super::events::collect;
 use super::{
-    Db, clamp_i64, decode_error, from_json, from_micros, micros, sql_error, to_i64, to_json, to_u64, to_uuid,
+    Db, clamp_i64, collect, decode_error, execute, from_json, from_micros, micros, one, sql_error, to_i64,
+    to_json, to_u64, to_uuid,
 };
 use crate::sql::{account_status, currency, transfer_phase};
 use crate::{
@@ -109,22 +109,6 @@ const PUT_REBUILD: &str = "INSERT INTO rebuild_jobs \
 const GET_REBUILD: &str = "SELECT rebuild_id, status, streams_rebuilt, events_replayed, last_stream_id, \
          error, started_at, updated_at \
      FROM rebuild_jobs WHERE rebuild_id = ?1";
-
-fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
-    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
-    statement.execute(params).map_err(|e| sql_error(&e))
-}
-
-/// One row of `sql` decoded by `decode`, if any.
-fn one<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
-    statement.query_row(params, |row| Ok(decode(row))).optional().map_err(|e| sql_error(&e))?.transpose()
-}
 
 fn version_column(row: &Row<'_>, name: &str) -> Result<u64, StoreError> {
     let value: i64 = row.get(name).map_err(|e| sql_error(&e))?;
