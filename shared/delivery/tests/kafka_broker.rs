@@ -8,6 +8,8 @@
 
 #![cfg(test)]
 
+// The event helpers of the publisher's own broker tests, shared rather than copied.
+#[path = "../../messaging/tests/common/mod.rs"]
 mod events;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -22,15 +22,14 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::DateTime;
+use corebank_backoff::Backoff;
+use corebank_messaging::context::{KafkaContext, describe_partitions};
+use corebank_messaging::{KafkaConfig, KafkaSetupError, OutgoingRecord};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
-
-use corebank_backoff::Backoff;
-use corebank_messaging::context::{KafkaContext, describe_partitions};
-use corebank_messaging::{KafkaConfig, KafkaSetupError, OutgoingRecord};
 
 /// The `eventSource` of an MSK batch.
 pub const EVENT_SOURCE_MSK: &str = "aws:kafka";
