@@ -22,8 +22,11 @@ use hyper_util::rt::TokioIo;
 use lambda_http::Body;
 use tokio::net::TcpListener;
 
+pub mod auth;
 pub mod cli;
 pub mod modes;
+
+pub use auth::Gate;
 
 /// The base path every route lives under locally.
 pub const BASE_PATH: &str = "/api";
@@ -60,11 +63,18 @@ fn not_found() -> lambda_http::Response<Body> {
     error_response(&corebank_api::ApiError::NotFound, &uuid::Uuid::new_v4().to_string())
 }
 
-/// Serves one HTTP request: strips `/api`, builds the Lambda-shaped request, dispatches.
-pub async fn handle(deps: &Deps, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-    let response = to_lambda(req).await;
-    let response = match response {
-        Ok(req) => corebank_api::dispatch(deps, req).await,
+/// Serves one HTTP request: strips `/api`, builds the Lambda-shaped request, authenticates it
+/// (`gate`), dispatches.
+pub async fn handle(deps: &Deps, gate: &Gate, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let response = match to_lambda(req).await {
+        Ok(req) => {
+            let path = req.uri().path().to_owned();
+            let request_id = corebank_api::handlers::request_id(&req);
+            match gate.admit(req, &path, &request_id).await {
+                Ok(req) => corebank_api::dispatch(deps, req).await,
+                Err(refused) => *refused,
+            }
+        }
         Err(resp) => resp,
     };
     let (parts, body) = response.into_parts();
@@ -123,14 +133,26 @@ async fn to_lambda(
     Ok(lambda_http::Request::from_parts(parts, body))
 }
 
-/// Accepts connections until `shutdown` resolves, then lets in-flight requests finish.
+/// Accepts connections until `shutdown` resolves, then lets in-flight requests finish; every caller
+/// acts as `local-operator` (`AUTH_MODE=open`).
 pub async fn serve(
     listener: TcpListener,
     deps: Deps,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunnerError> {
+    serve_gated(listener, deps, Gate::Open, shutdown).await
+}
+
+/// [`serve`] with callers authenticated by `gate`.
+pub async fn serve_gated(
+    listener: TcpListener,
+    deps: Deps,
+    gate: Gate,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunnerError> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let deps = Arc::new(deps);
+    let gate = Arc::new(gate);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -145,10 +167,10 @@ pub async fn serve(
         };
         // Small request/response exchanges: send them without Nagle's delay.
         let _ = stream.set_nodelay(true);
-        let deps = deps.clone();
+        let (deps, gate) = (deps.clone(), gate.clone());
         let service = hyper::service::service_fn(move |req| {
-            let deps = deps.clone();
-            async move { Ok::<_, Infallible>(handle(&deps, req).await) }
+            let (deps, gate) = (deps.clone(), gate.clone());
+            async move { Ok::<_, Infallible>(handle(&deps, &gate, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(conn);

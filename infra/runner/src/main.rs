@@ -2,13 +2,14 @@
 //!
 //! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`memory`, `sqlite`,
 //! `postgres`, `dynamodb`; default `memory`; `sqlite` keeps its file in `DATA_DIR`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
-//! `ADMIN_TOKEN` (enables the admin routes), `WAIT_FOR_PROJECTION` (default `true`: a command answers
+//! `ADMIN_TOKEN` (enables the admin routes), `AUTH_MODE` (`open`, the default, or `jwt` with
+//! `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`; see `corebank_runner::auth`), `WAIT_FOR_PROJECTION` (default `true`: a command answers
 //! once the read side has it, where the pipeline is in process), plus the settings of
 //! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.
 
 use corebank_app::config::env_parse;
 use corebank_runner::modes::{self, PipelineKind, StoreKind};
-use corebank_runner::{RunnerError, listen_addr, serve};
+use corebank_runner::{Gate, RunnerError, listen_addr, serve_gated};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,18 +31,20 @@ async fn main() -> Result<(), RunnerError> {
     let store: StoreKind = env_parse("STORE_KIND", modes::DEFAULT_STORE_KIND)?;
     let pipeline: PipelineKind = env_parse("PIPELINE", PipelineKind::Embedded)?;
     let addr = listen_addr()?;
+    let gate = Gate::from_env().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = modes::start(store, pipeline, config, wait, stop_rx).await?;
     let tasks: Vec<_> = started.tasks.into_iter().map(tokio::spawn).collect();
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!("core bank listening on http://{local}/api ({})", started.description);
+    tracing::info!("{}", gate.describe());
     let shutdown = async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    serve(listener, started.deps, shutdown).await?;
+    serve_gated(listener, started.deps, gate, shutdown).await?;
     for task in tasks {
         let _ = task.await;
     }

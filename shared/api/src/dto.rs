@@ -4,7 +4,7 @@ use corebank_app::transfers::transfer_id_for_key;
 use corebank_domain::transfer::LEG_TRANSACTION_PREFIX;
 use corebank_domain::{
     AccountCommand, AccountId, Amount, Currency, IdError, OwnerId, Reason, TransactionId, TransferId,
-    TransferTerms,
+    TransferTerms, has_control,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,11 +22,15 @@ fn currency(code: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|e| ApiError::Validation(format!("currency: {e}")))
 }
 
-/// Checks the optional actor.
+/// Checks the optional `actor` of a body: the actor the client names, recorded as the requested
+/// actor beside the authenticated principal, never as the actor.
 pub fn actor(actor: Option<String>) -> Result<Option<String>, ApiError> {
     match actor {
-        Some(a) if a.trim().is_empty() || a.chars().count() > MAX_ACTOR_CHARS => {
-            Err(ApiError::Validation("actor must be a non-blank text of at most 128 characters".to_owned()))
+        Some(a) if a.trim().is_empty() || a.chars().count() > MAX_ACTOR_CHARS || has_control(&a) => {
+            Err(ApiError::Validation(
+                "actor must be a non-blank text of at most 128 characters without control characters"
+                    .to_owned(),
+            ))
         }
         other => Ok(other),
     }
@@ -148,12 +152,17 @@ fn named(field: &str, e: &IdError) -> ApiError {
 }
 
 impl TransferRequest {
-    /// The transfer's terms and the actor. Only the request's shape is checked here (ids, amount,
-    /// distinct accounts); existence, currency, funds and status are the saga's to find out.
-    pub fn into_terms(self, idempotency_key: &str) -> Result<(TransferTerms, Option<String>), ApiError> {
+    /// The transfer's terms, asked for by `principal`, and the requested actor. Only the request's
+    /// shape is checked here (ids, amount, distinct accounts); existence, currency, funds and status
+    /// are the saga's to find out.
+    pub fn into_terms(
+        self,
+        principal: &str,
+        idempotency_key: &str,
+    ) -> Result<(TransferTerms, Option<String>), ApiError> {
         let transfer_id = match &self.transfer_id {
             Some(id) => TransferId::parse(id).map_err(invalid)?,
-            None => transfer_id_for_key(idempotency_key),
+            None => transfer_id_for_key(principal, idempotency_key),
         };
         let source = AccountId::parse(&self.source_account_id).map_err(|e| named("sourceAccountId", &e))?;
         let destination =
@@ -172,6 +181,7 @@ impl TransferRequest {
             destination_account_id: destination,
             amount,
             currency,
+            initiated_by: Some(principal.to_owned()),
         };
         Ok((terms, actor(self.actor)?))
     }

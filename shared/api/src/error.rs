@@ -30,9 +30,16 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Missing or wrong admin token, or admin routes disabled.
+    /// No authenticated principal: a missing or refused token, a missing or wrong admin token, or
+    /// admin routes disabled.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// An authenticated principal whose scopes do not allow the operation.
+    #[error("the caller's scopes do not allow this operation")]
+    Forbidden,
+    /// The caller could not be authenticated for a reason of ours (the issuer's keys are unreadable).
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// A use case failed.
     #[error(transparent)]
     App(AppError),
@@ -60,6 +67,8 @@ pub fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             (S::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route".to_owned())
         }
         ApiError::Unauthorized(m) => (S::UNAUTHORIZED, "UNAUTHORIZED", (*m).to_owned()),
+        ApiError::Forbidden => (S::FORBIDDEN, "FORBIDDEN", error.to_string()),
+        ApiError::Unavailable(m) => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", (*m).to_owned()),
         ApiError::App(e) => classify_app(e),
     }
 }
@@ -109,14 +118,21 @@ pub fn error_body(status: StatusCode, code: &str, message: &str) -> String {
     .to_string()
 }
 
-/// Renders an error as the response to send, logging server errors with their cause chain once.
+/// Renders an error as the response to send, logging server errors with their cause chain once. A
+/// 401 says how to authenticate (`WWW-Authenticate: Bearer`).
 pub fn error_response(error: &ApiError, request_id: &str) -> Response<Body> {
     let (status, code, mut message) = classify(error);
     if status.is_server_error() {
         tracing::error!(request_id, error = %chain(error), code, "request failed");
         message = format!("{message} (request id {request_id})");
     }
-    json_response(status, error_body(status, code, &message), request_id)
+    let mut response = json_response(status, error_body(status, code, &message), request_id);
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 fn chain(error: &ApiError) -> String {

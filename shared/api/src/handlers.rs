@@ -1,7 +1,9 @@
 //! Route handlers: thin adapters from HTTP to the use cases and back.
 
-use corebank_app::command::{CommandContext, Operation};
+use corebank_app::command::{CommandContext, KeyScope, Operation};
 use corebank_app::fingerprint::RequestFingerprint;
+use corebank_auth::policy::Operation as Access;
+use corebank_auth::{Authentication, Principal, Scope};
 use corebank_domain::{AccountCommand, AccountId, StreamKind, TransferId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
@@ -14,7 +16,7 @@ use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, T
 use crate::error::error_response;
 use crate::render::{balance_body, history_body, summary_body, time, transfer_body};
 use crate::response::{json_response, stored_response};
-use crate::{ApiError, Deps};
+use crate::{ApiError, Deps, access};
 
 type Handled = Result<Response<Body>, ApiError>;
 
@@ -67,24 +69,47 @@ fn min_version(req: &Request) -> Result<Option<u64>, ApiError> {
 struct Prepared {
     account_id: AccountId,
     command: AccountCommand,
-    actor: Option<String>,
+    requested_actor: Option<String>,
     fingerprint: RequestFingerprint,
+    access: Access,
 }
 
+/// A client command's context: its key in the principal's namespace, the principal as its actor.
+fn client_context(
+    req: &Request,
+    principal: &Principal,
+    key: String,
+    fingerprint: &RequestFingerprint,
+    requested_actor: Option<String>,
+) -> CommandContext {
+    CommandContext {
+        idempotency_key: key,
+        request_hash: fingerprint.hash(),
+        operation: fingerprint.operation(),
+        request_id: request_id(req),
+        principal: principal.id.to_string(),
+        requested_actor,
+        key_scope: KeyScope::Principal,
+    }
+}
+
+/// Authenticates, validates, authorizes, then runs the command: a 401, 400, 403 or concealing 404
+/// stores nothing and consumes no key.
 async fn run_command(
     deps: &Deps,
     req: &Request,
     prepare: impl FnOnce(&Request) -> Result<Prepared, ApiError>,
 ) -> Handled {
+    let principal = access::principal(req)?;
     let key = idempotency_key(req)?;
     let p = prepare(req)?;
-    let ctx = CommandContext {
-        idempotency_key: key,
-        request_hash: p.fingerprint.hash(),
-        operation: p.fingerprint.operation(),
-        request_id: request_id(req),
-        actor: p.actor,
-    };
+    match (&p.access, &p.command) {
+        (Access::CreateAccount { .. }, AccountCommand::Create { owner_id, .. }) => {
+            access::create_account(&principal, owner_id.as_str())?;
+        }
+        (operation, _) => access::account(deps, &principal, *operation, &p.account_id).await?,
+    }
+    let ctx = client_context(req, &principal, key, &p.fingerprint, p.requested_actor);
     let stored = deps.app.commands.execute(&ctx, &p.account_id, &p.command).await?;
     if stored.status == StatusCode::CREATED.as_u16()
         && let Some(barrier) = &deps.barrier
@@ -100,9 +125,10 @@ pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
         &req,
         run_command(deps, &req, |req| {
             let (dto, body) = decode_json::<CreateAccountRequest>(req)?;
-            let (account_id, command, actor) = dto.into_command()?;
+            let (account_id, command, requested_actor) = dto.into_command()?;
             let fingerprint = RequestFingerprint::new(Operation::CreateAccount, None, body);
-            Ok(Prepared { account_id, command, actor, fingerprint })
+            let access = Access::CreateAccount { for_self: false };
+            Ok(Prepared { account_id, command, requested_actor, fingerprint, access })
         }),
     )
     .await
@@ -111,25 +137,26 @@ pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
 fn money_command(req: &Request, direction: Direction) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
     let (dto, body) = decode_json::<MoneyRequest>(req)?;
-    let (command, actor) = dto.into_command(direction)?;
-    let operation = match direction {
-        Direction::Deposit => Operation::Deposit,
-        Direction::Withdraw => Operation::Withdraw,
+    let (command, requested_actor) = dto.into_command(direction)?;
+    let (operation, access) = match direction {
+        Direction::Deposit => (Operation::Deposit, Access::Deposit),
+        Direction::Withdraw => (Operation::Withdraw, Access::Withdraw),
     };
     let mut fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
     if let AccountCommand::Deposit { amount, .. } | AccountCommand::Withdraw { amount, .. } = &command {
         fingerprint = fingerprint.exact_amount(*amount);
     }
-    Ok(Prepared { account_id, command, actor, fingerprint })
+    Ok(Prepared { account_id, command, requested_actor, fingerprint, access })
 }
 
 fn status_command(req: &Request, freeze: bool) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
     let (dto, body) = decode_json::<StatusRequest>(req)?;
-    let (command, actor) = dto.into_command(freeze)?;
-    let operation = if freeze { Operation::Freeze } else { Operation::Unfreeze };
+    let (command, requested_actor) = dto.into_command(freeze)?;
+    let (operation, access) =
+        if freeze { (Operation::Freeze, Access::Freeze) } else { (Operation::Unfreeze, Access::Unfreeze) };
     let fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
-    Ok(Prepared { account_id, command, actor, fingerprint })
+    Ok(Prepared { account_id, command, requested_actor, fingerprint, access })
 }
 
 /// `POST /accounts/{id}/deposits`.
@@ -152,10 +179,18 @@ pub async fn unfreeze(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, run_command(deps, &req, |r| status_command(r, false))).await
 }
 
+/// The account of a read route, once the principal may read it.
+async fn readable_account(deps: &Deps, req: &Request) -> Result<AccountId, ApiError> {
+    let principal = access::principal(req)?;
+    let account_id = path_account(req)?;
+    access::account(deps, &principal, Access::ReadAccount, &account_id).await?;
+    Ok(account_id)
+}
+
 /// `GET /accounts/{id}`.
 pub async fn get_account(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
-        let account_id = path_account(&req)?;
+        let account_id = readable_account(deps, &req).await?;
         let summary = deps.app.queries.summary(&account_id, min_version(&req)?).await?;
         Ok(json_response(StatusCode::OK, summary_body(&summary), ""))
     })
@@ -165,7 +200,7 @@ pub async fn get_account(deps: &Deps, req: Request) -> Response<Body> {
 /// `GET /accounts/{id}/balance`.
 pub async fn get_balance(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
-        let account_id = path_account(&req)?;
+        let account_id = readable_account(deps, &req).await?;
         let summary = deps.app.queries.summary(&account_id, min_version(&req)?).await?;
         Ok(json_response(StatusCode::OK, balance_body(&summary), ""))
     })
@@ -175,7 +210,7 @@ pub async fn get_balance(deps: &Deps, req: Request) -> Response<Body> {
 /// `GET /accounts/{id}/history?limit&offset&minVersion`.
 pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
-        let account_id = path_account(&req)?;
+        let account_id = readable_account(deps, &req).await?;
         let config = &deps.app.config;
         let limit = query_u64(&req, "limit", 1, config.history_limit_max as u64)?
             .map_or(config.history_limit_default, |l| l as usize);
@@ -189,22 +224,20 @@ pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
 /// `POST /transfers`: 202 with `{transferId, status}` and a `Location`, the saga does the rest.
 pub async fn start_transfer(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
+        let principal = access::principal(&req)?;
         let key = idempotency_key(&req)?;
         let (dto, body) = decode_json::<TransferRequest>(&req)?;
-        let (terms, actor) = dto.into_terms(&key)?;
+        let (terms, requested_actor) = dto.into_terms(principal.id.as_str(), &key)?;
+        // A customer's transfer out of an account it does not own is refused here, before anything
+        // is reserved; an operator's is the saga's to decide.
+        access::account(deps, &principal, Access::StartTransfer, &terms.source_account_id).await?;
         // The hash sees the amount as exact minor units and the transfer id the request names (chosen
         // or derived from the key), so equal money and an omitted-but-equal id are the same request.
         let transfer_id = terms.transfer_id.as_str();
         let fingerprint = RequestFingerprint::new(Operation::StartTransfer, Some(transfer_id), body)
             .exact_amount(terms.amount)
             .with_field("transferId", transfer_id);
-        let ctx = CommandContext {
-            idempotency_key: key,
-            request_hash: fingerprint.hash(),
-            operation: fingerprint.operation(),
-            request_id: request_id(&req),
-            actor,
-        };
+        let ctx = client_context(&req, &principal, key, &fingerprint, requested_actor);
         let stored = deps.app.transfers.start(&ctx, &terms).await?;
         let accepted = stored.status == StatusCode::ACCEPTED.as_u16();
         if accepted && let Some(barrier) = &deps.barrier {
@@ -224,8 +257,10 @@ pub async fn start_transfer(deps: &Deps, req: Request) -> Response<Body> {
 /// `GET /transfers/{id}?minVersion`: `PENDING`, `COMPLETED` or `FAILED` with the reason, legs and times.
 pub async fn get_transfer(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
+        let principal = access::principal(&req)?;
         let raw = path_param(&req, "id").unwrap_or_default();
         let transfer_id = TransferId::parse(&raw).map_err(|e| ApiError::Validation(e.to_string()))?;
+        access::transfer(deps, &principal, &transfer_id).await?;
         let status = deps.app.queries.transfer(&transfer_id, min_version(&req)?).await?;
         Ok(json_response(StatusCode::OK, transfer_body(&status), ""))
     })
@@ -242,19 +277,25 @@ pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
             "eventStore".into(),
             match &store {
                 Ok(_) => serde_json::json!({"status": "ok"}),
-                Err(e) => serde_json::json!({"status": "failing", "error": e.to_string()}),
+                Err(e) => {
+                    // Health is public: the cause goes to the log, never into the answer.
+                    tracing::warn!(error = %e, "health: the event store is failing");
+                    serde_json::json!({"status": "failing"})
+                }
             },
         );
         let mut pipeline_ok = true;
         if let Some(p) = &deps.pipeline {
             let last_error = p.last_error();
             pipeline_ok = last_error.is_none();
+            if let Some(e) = &last_error {
+                tracing::warn!(error = %e, "health: the pipeline is failing");
+            }
             checks.insert(
                 "pipeline".into(),
                 serde_json::json!({
                     "status": if pipeline_ok { "ok" } else { "failing" },
                     "lag": p.lag(),
-                    "lastError": last_error,
                 }),
             );
         }
@@ -274,7 +315,32 @@ pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
 /// The header that carries the admin token when `Authorization` holds a SigV4 signature.
 pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 
+/// The admin routes take a principal with `ledger:admin`, or the `ADMIN_TOKEN` bearer. An
+/// authenticated principal without the scope and without a token is refused with 403; everyone else
+/// without a valid token with 401.
 fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
+    let principal = access::principal(req).ok();
+    if principal.as_ref().is_some_and(|p| p.has(Scope::Admin)) {
+        return Ok(());
+    }
+    match admin_token(deps, req) {
+        Err(ApiError::Unauthorized(AdminToken::MISSING))
+            if principal.is_some_and(|p| p.via != Authentication::Open) =>
+        {
+            Err(ApiError::Forbidden)
+        }
+        other => other,
+    }
+}
+
+/// The messages of the admin token check.
+struct AdminToken;
+
+impl AdminToken {
+    const MISSING: &'static str = "a bearer token is required";
+}
+
+fn admin_token(deps: &Deps, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &deps.app.config.admin_token else {
         return Err(ApiError::Unauthorized("admin routes are disabled: no ADMIN_TOKEN is configured"));
     };
@@ -292,7 +358,7 @@ fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
         })
         .map(str::trim);
     let Some(presented) = presented else {
-        return Err(ApiError::Unauthorized("a bearer token is required"));
+        return Err(ApiError::Unauthorized(AdminToken::MISSING));
     };
     // Comparing digests keeps the comparison time independent of where the texts differ.
     let digest = |s: &str| Sha256::digest(s.as_bytes());

@@ -6,6 +6,7 @@
 //! that the runner, the SAM template check and the OpenAPI check share.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod decode;
 pub mod dto;
 pub mod error;

@@ -41,14 +41,16 @@ async fn a_signed_admin_request_is_authorised_by_the_x_admin_token_header() {
     assert_eq!((status, code.as_str()), (404, "ACCOUNT_NOT_FOUND"));
 }
 
+/// The caller is authenticated (IAM names it) but holds no `ledger:admin`: without a token it is
+/// refused for what it is (403), with a wrong token the token is refused (401).
 #[tokio::test]
-async fn a_signed_admin_request_without_the_token_or_with_a_wrong_one_is_unauthorised() {
+async fn a_signed_admin_request_without_the_token_is_forbidden_and_with_a_wrong_one_unauthorised() {
     let deps = deps("fixture-admin-token");
     let without = signed_request(|e| {
         e["headers"].as_object_mut().unwrap().remove("X-Admin-Token");
         e["multiValueHeaders"].as_object_mut().unwrap().remove("X-Admin-Token");
     });
-    assert_eq!(status_and_code(&deps, without).await, (401, "UNAUTHORIZED".to_owned()));
+    assert_eq!(status_and_code(&deps, without).await, (403, "FORBIDDEN".to_owned()));
     let wrong = signed_request(|e| {
         e["headers"]["X-Admin-Token"] = Value::from("not-the-token");
         e["multiValueHeaders"]["X-Admin-Token"] = Value::from(vec!["not-the-token"]);

@@ -59,6 +59,23 @@ fn answer(response: Response<Body>, request_id: &str) -> Answer {
     Answer { status, text, body }
 }
 
+/// The event with its authorizer context edited (`None` removes it, as without an authorizer).
+fn event_as(name: &str, authorizer: Option<Value>) -> (Request, String) {
+    let mut raw: Value = serde_json::from_str(&fixture_text(name)).expect("fixture JSON");
+    let request_id = raw["requestContext"]["requestId"].as_str().expect("requestId").to_owned();
+    match authorizer {
+        Some(a) => raw["requestContext"]["authorizer"] = a,
+        None => {
+            raw["requestContext"].as_object_mut().map(|c| c.remove("authorizer"));
+        }
+    }
+    (lambda_http::request::from_str(&raw.to_string()).unwrap_or_else(|e| panic!("{name}: {e}")), request_id)
+}
+
+fn customer(id: &str) -> Option<Value> {
+    Some(serde_json::json!({"principalId": id, "scope": "ledger:customer", "integrationLatency": 12}))
+}
+
 macro_rules! call {
     ($handler:path, $deps:expr, $fixture:literal) => {{
         let (req, rid) = event($fixture);
@@ -107,7 +124,9 @@ async fn deposit_and_withdrawal_events_move_money_and_a_redelivered_event_replay
     assert_eq!(again.text, d.text);
     let events = deps.app.stores.events.load_stream("account-acc-lambda-1", 0).await.expect("load");
     assert_eq!(events.len(), 3);
-    assert_eq!(events[1].metadata.actor.as_deref(), Some("teller-3"));
+    // The authorizer's principal is the actor; the body's actor is only what was asked.
+    assert_eq!(events[1].metadata.actor.as_deref(), Some("operator-7"));
+    assert_eq!(events[1].metadata.requested_actor.as_deref(), Some("teller-3"));
     assert_eq!(events[1].metadata.transaction_id.as_deref(), Some("tx-lambda-dep-1"));
 
     let b = call!(handlers::get_balance, &deps, "get_balance_min_version");
@@ -132,7 +151,9 @@ async fn the_transfer_event_is_accepted_with_a_location_and_reads_back_pending_w
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type, "TransferRequested");
     assert_eq!(stored[0].metadata.command_id.as_deref(), Some("idem-transfer-0001"));
-    assert_eq!(stored[0].metadata.actor.as_deref(), Some("teller-3"));
+    assert_eq!(stored[0].metadata.actor.as_deref(), Some("operator-7"));
+    assert_eq!(stored[0].metadata.requested_actor.as_deref(), Some("teller-3"));
+    assert_eq!(stored[0].payload["initiatedBy"], "operator-7");
     assert_eq!(stored[0].metadata.correlation_id.as_deref(), Some(rid.as_str()));
 
     // Nothing drives these deps' transfers: the read, folded from the event store, is PENDING.
@@ -242,4 +263,47 @@ async fn the_events_route_through_the_shared_route_table() {
         assert_eq!(found.map(|(_, _, r)| *r), Some(route), "{name}");
         assert_eq!(raw["requestContext"]["resourcePath"], resource, "{name}");
     }
+}
+
+#[tokio::test]
+async fn an_event_without_an_authorizer_context_is_unauthorized_and_writes_nothing() {
+    let deps = deps();
+    for (name, handler) in [("create_account", 0), ("deposit", 1), ("get_balance_min_version", 2)] {
+        let (req, rid) = event_as(name, None);
+        let response = match handler {
+            0 => handlers::create_account(&deps, req).await,
+            1 => handlers::deposit(&deps, req).await,
+            _ => handlers::get_balance(&deps, req).await,
+        };
+        let challenge =
+            response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let a = answer(response, &rid);
+        assert_eq!((a.status, a.body["code"].as_str()), (401, Some("UNAUTHORIZED")), "{name}: {}", a.text);
+        assert_eq!(challenge.as_deref(), Some("Bearer"), "{name}");
+    }
+    let streams = deps.app.stores.events.list_streams("", None, 10).await.expect("list");
+    assert!(streams.is_empty(), "nothing was written: {streams:?}");
+}
+
+#[tokio::test]
+async fn a_customer_is_refused_what_its_scope_does_not_allow_and_sees_only_its_own_accounts() {
+    let deps = deps();
+    // The fixture's account belongs to owner-lambda; an operator opens it.
+    created_account(&deps).await;
+    // A customer may not deposit (403), and another customer's account is unknown to it (404).
+    let (req, rid) = event_as("deposit", customer("owner-lambda"));
+    let a = answer(handlers::deposit(&deps, req).await, &rid);
+    assert_eq!((a.status, a.body["code"].as_str()), (403, Some("FORBIDDEN")), "{}", a.text);
+    let (req, rid) = event_as("withdrawal", customer("someone-else"));
+    let a = answer(handlers::withdraw(&deps, req).await, &rid);
+    assert_eq!((a.status, a.body["code"].as_str()), (404, Some("ACCOUNT_NOT_FOUND")), "{}", a.text);
+    let (req, rid) = event_as("get_history_paged", customer("someone-else"));
+    let a = answer(handlers::get_history(&deps, req).await, &rid);
+    assert_eq!((a.status, a.body["code"].as_str()), (404, Some("ACCOUNT_NOT_FOUND")), "{}", a.text);
+    // Its own account it reads.
+    let (req, rid) = event_as("get_history_paged", customer("owner-lambda"));
+    let a = answer(handlers::get_history(&deps, req).await, &rid);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let events = deps.app.stores.events.load_stream("account-acc-lambda-1", 0).await.expect("load");
+    assert_eq!(events.len(), 1, "only the creation was written");
 }

@@ -5,7 +5,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use corebank_app::command::{Accepted, CommandContext, Operation, ResponseRenderer, TransferAccepted};
+use corebank_app::command::{
+    Accepted, CommandContext, KeyScope, Operation, ResponseRenderer, TransferAccepted,
+};
 use corebank_app::{App, AppConfig, AppError, SystemClock};
 use corebank_domain::{AccountCommand, AccountId, Amount, Currency, OwnerId, TransactionId};
 use corebank_store::StoredResponse;
@@ -36,7 +38,9 @@ fn ctx(n: u64, operation: Operation) -> CommandContext {
         request_hash: format!("hash-{n}"),
         operation,
         request_id: format!("req-{n}"),
-        actor: None,
+        principal: "bench-client".to_owned(),
+        requested_actor: None,
+        key_scope: KeyScope::Principal,
     }
 }
 

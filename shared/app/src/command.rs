@@ -19,11 +19,31 @@ use crate::AppError;
 pub use crate::engine::SNAPSHOT_SCHEMA_VERSION;
 use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard, TransactionGuard};
 
-/// Idempotency keys of account commands live in this namespace.
+/// Idempotency keys of account commands live in this family: a client's under
+/// `accounts/<principal id>`, the transfer process manager's legs under `accounts` itself.
 pub const ACCOUNTS_SCOPE: &str = "accounts";
 
-/// Idempotency keys of transfer requests live in this namespace.
+/// Idempotency keys of transfer requests live in this family, under `transfers/<principal id>`.
 pub const TRANSFERS_SCOPE: &str = "transfers";
+
+/// Whose namespace a command's Idempotency-Key is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The principal's own (client requests): the same key from two principals is two requests.
+    Principal,
+    /// The process manager's (a transfer's legs, whose keys are derived from the leg and unique).
+    Process,
+}
+
+/// The idempotency scope of a key of `family` (`accounts`, `transfers`) for this context.
+///
+/// Principal ids never hold `#`, which the DynamoDB adapter uses to join scope and key.
+pub fn idempotency_scope(family: &str, ctx: &CommandContext) -> String {
+    match ctx.key_scope {
+        KeyScope::Principal => format!("{family}/{}", ctx.principal),
+        KeyScope::Process => family.to_owned(),
+    }
+}
 
 /// The commands, named as in the idempotency records and transaction intents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,8 +99,13 @@ pub struct CommandContext {
     pub operation: Operation,
     /// The request id, used as correlation and causation id.
     pub request_id: String,
-    /// The optional actor named by the client.
-    pub actor: Option<String>,
+    /// The principal the command acts for (an authenticated caller's id; for a transfer's legs, the
+    /// principal that started the transfer): the events' actor.
+    pub principal: String,
+    /// The `actor` the client named in the body, recorded beside the principal and never as it.
+    pub requested_actor: Option<String>,
+    /// Whose namespace the Idempotency-Key is in.
+    pub key_scope: KeyScope,
 }
 
 /// A command that was accepted and written.
@@ -178,9 +203,10 @@ impl CommandService {
         let transaction = transaction_id_of(command)
             .zip(intent_of(account_id, command, ctx.operation))
             .map(|(transaction_id, intent)| TransactionGuard { transaction_id, intent });
+        let scope = idempotency_scope(ACCOUNTS_SCOPE, ctx);
         let guards = Guards {
             idempotency: Some(IdempotencyGuard {
-                scope: ACCOUNTS_SCOPE,
+                scope: &scope,
                 key: &ctx.idempotency_key,
                 operation: ctx.operation.as_str(),
                 request_hash: &ctx.request_hash,
@@ -192,7 +218,8 @@ impl CommandService {
             causation_id: Some(trace.causation_id.clone()),
             command_id: Some(ctx.idempotency_key.clone()),
             transaction_id: transaction_id_of(command).map(str::to_owned),
-            actor: ctx.actor.clone(),
+            actor: Some(ctx.principal.clone()),
+            requested_actor: ctx.requested_actor.clone(),
         };
         let render = |decided: Decided<'_, AccountState>| match decided {
             Decided::Accepted { version, event_ids, .. } => self.renderer.accepted(&Accepted {

@@ -44,7 +44,7 @@ use corebank_domain::transfer::{
 use corebank_domain::{AccountAggregate, DomainError, EventEnvelope, EventMetadata, StreamId, TransferId};
 
 use crate::AppError;
-use crate::command::{CommandContext, CommandService, Trace, transaction_id_of};
+use crate::command::{CommandContext, CommandService, KeyScope, Trace, transaction_id_of};
 use crate::engine::decode;
 use crate::fingerprint::RequestFingerprint;
 use crate::transfers::{TransferService, status_of};
@@ -52,7 +52,8 @@ use crate::transfers::{TransferService, status_of};
 /// A transfer takes at most four steps; a pass that needs more is looping on a bug.
 const STEPS_MAX: usize = 8;
 
-/// The actor the process manager's commands carry.
+/// The actor the process manager's commands carry for a transfer that does not name who started it
+/// (requested before principals were recorded).
 pub const SAGA_ACTOR: &str = "transfer-saga";
 
 /// What one delivery did.
@@ -126,7 +127,9 @@ impl TransferSaga {
                     "transfer {transfer_id} did not settle in {STEPS_MAX} steps"
                 )));
             }
-            let outcome = self.run_leg(&leg, &trace).await?;
+            // The legs act for the principal that started the transfer.
+            let actor = terms.initiated_by.clone().unwrap_or_else(|| SAGA_ACTOR.to_owned());
+            let outcome = self.run_leg(&leg, &trace, &actor).await?;
             let Some(command) = record_leg(&state, leg.leg, &outcome) else {
                 tracing::error!(%transfer_id, leg = leg.leg.as_str(), ?outcome, "the transfer's own hold refused its settlement");
                 return Err(AppError::Corrupt(format!(
@@ -139,7 +142,8 @@ impl TransferSaga {
                 causation_id: Some(trace.causation_id.clone()),
                 command_id: None,
                 transaction_id: transaction_id_of(&leg.command).map(str::to_owned),
-                actor: Some(SAGA_ACTOR.to_owned()),
+                actor: Some(actor),
+                requested_actor: None,
             };
             match self.transfers.record(transfer_id, &command, &metadata).await? {
                 Ok(_) => {}
@@ -152,7 +156,7 @@ impl TransferSaga {
     }
 
     /// Runs a leg's account command under its leg Idempotency-Key and transaction id.
-    async fn run_leg(&self, leg: &LegCommand, trace: &Trace) -> Result<LegOutcome, AppError> {
+    async fn run_leg(&self, leg: &LegCommand, trace: &Trace, actor: &str) -> Result<LegOutcome, AppError> {
         let txid = transaction_id_of(&leg.command).unwrap_or_default();
         let fingerprint = RequestFingerprint::of_leg(leg);
         let ctx = CommandContext {
@@ -160,7 +164,9 @@ impl TransferSaga {
             request_hash: fingerprint.hash(),
             operation: fingerprint.operation(),
             request_id: trace.causation_id.clone(),
-            actor: Some(SAGA_ACTOR.to_owned()),
+            principal: actor.to_owned(),
+            requested_actor: None,
+            key_scope: KeyScope::Process,
         };
         let response = self.accounts.execute_traced(&ctx, trace, &leg.account_id, &leg.command).await?;
         Ok(match response.code {

@@ -11,17 +11,22 @@ use corebank_store::StoredResponse;
 use uuid::Uuid;
 
 use crate::AppError;
-use crate::command::{CommandContext, ResponseRenderer, TRANSFERS_SCOPE, TransferAccepted};
+use crate::command::{
+    CommandContext, ResponseRenderer, TRANSFERS_SCOPE, TransferAccepted, idempotency_scope,
+};
 use crate::engine::{Decided, Engine, GuardedCommand, Guards, IdempotencyGuard};
 
 /// The UUID v5 namespace of server-chosen transfer ids. Fixed for ever: the id of a request without
 /// a `transferId` is derived from its Idempotency-Key, so a retry names the same transfer.
 const TRANSFER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c9a_61f0_5e2d_4b8a_a1f7_0d6e_93b4_c258);
 
-/// The transfer id of a request that did not name one: a UUID v5 of its Idempotency-Key. The same key
-/// always gives the same transfer, so the answer (and its `Location`) is the same on every retry.
-pub fn transfer_id_for_key(idempotency_key: &str) -> TransferId {
-    TransferId::from_uuid(Uuid::new_v5(&TRANSFER_ID_NAMESPACE, idempotency_key.as_bytes()))
+/// The transfer id of a request that did not name one: a UUID v5 of the principal and its
+/// Idempotency-Key (`<principal>#<key>`; principal ids never hold `#`). The same principal and key
+/// always give the same transfer, so the answer (and its `Location`) is the same on every retry, and
+/// two principals using the same key ask for two transfers.
+pub fn transfer_id_for_key(principal: &str, idempotency_key: &str) -> TransferId {
+    let name = format!("{principal}#{idempotency_key}");
+    TransferId::from_uuid(Uuid::new_v5(&TRANSFER_ID_NAMESPACE, name.as_bytes()))
 }
 
 /// `PENDING`, `COMPLETED` or `FAILED`.
@@ -56,9 +61,10 @@ impl TransferService {
         ctx: &CommandContext,
         terms: &TransferTerms,
     ) -> Result<StoredResponse, AppError> {
+        let scope = idempotency_scope(TRANSFERS_SCOPE, ctx);
         let guards = Guards {
             idempotency: Some(IdempotencyGuard {
-                scope: TRANSFERS_SCOPE,
+                scope: &scope,
                 key: &ctx.idempotency_key,
                 operation: ctx.operation.as_str(),
                 request_hash: &ctx.request_hash,
@@ -70,7 +76,8 @@ impl TransferService {
             causation_id: Some(ctx.request_id.clone()),
             command_id: Some(ctx.idempotency_key.clone()),
             transaction_id: None,
-            actor: ctx.actor.clone(),
+            actor: Some(ctx.principal.clone()),
+            requested_actor: ctx.requested_actor.clone(),
         };
         let render = |decided: Decided<'_, TransferState>| match decided {
             Decided::Accepted { state, version, .. } => self.renderer.transfer_accepted(&TransferAccepted {
@@ -113,9 +120,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_always_names_the_same_transfer_and_different_keys_different_ones() {
-        assert_eq!(transfer_id_for_key("key-1"), transfer_id_for_key("key-1"));
-        assert_ne!(transfer_id_for_key("key-1"), transfer_id_for_key("key-2"));
-        assert_eq!(transfer_id_for_key("key-1").as_str().len(), 36);
+    fn a_principal_and_key_always_name_the_same_transfer_and_others_other_ones() {
+        assert_eq!(transfer_id_for_key("p1", "key-1"), transfer_id_for_key("p1", "key-1"));
+        assert_ne!(transfer_id_for_key("p1", "key-1"), transfer_id_for_key("p1", "key-2"));
+        assert_ne!(transfer_id_for_key("p1", "key-1"), transfer_id_for_key("p2", "key-1"));
+        assert_eq!(transfer_id_for_key("p1", "key-1").as_str().len(), 36);
     }
 }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corebank_app::command::{CommandContext, Operation};
+use corebank_app::command::{CommandContext, KeyScope, Operation};
 use corebank_app::projection::project_all;
 use corebank_app::transfer_projection::project_transfer_all;
 use corebank_app::{App, AppConfig, AppError, Clock};
@@ -310,7 +310,9 @@ fn ctx(key: &str, operation: Operation) -> CommandContext {
         request_hash: format!("hash-{key}"),
         operation,
         request_id: format!("req-{key}"),
-        actor: None,
+        principal: "sim-client".to_owned(),
+        requested_actor: None,
+        key_scope: KeyScope::Principal,
     }
 }
 
@@ -377,6 +379,7 @@ fn plan(world: &World) -> Vec<Op> {
             destination_account_id: account(destination),
             amount: amount(1 + world.roll(|r| r.below(200))),
             currency: usd(),
+            initiated_by: None,
         };
         ops.push(Op::Start { key: format!("start-{t}"), terms });
     }

@@ -88,6 +88,7 @@ fn envelopes(events: &[AccountEvent]) -> Vec<EventEnvelope> {
                 command_id: Some(format!("idem-{version}")),
                 transaction_id: event.transaction_id().map(|t| t.as_str().to_owned()),
                 actor: None,
+                requested_actor: None,
             },
         })
         .collect()

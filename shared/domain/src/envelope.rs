@@ -23,9 +23,14 @@ pub struct EventMetadata {
     /// The business transaction id of a money movement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
-    /// The optional actor a client names on a command.
+    /// Who caused the event: the authenticated principal's id (for a transfer's legs, the principal
+    /// that started the transfer). Events written before principals were recorded hold the actor the
+    /// client named, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The `actor` a client named in the request body: recorded, never believed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_actor: Option<String>,
 }
 
 /// One immutable, stored event. Its JSON form (camelCase) is the message value on the bus.

@@ -139,12 +139,22 @@ pub const MAX_REASON_CHARS: usize = 500;
 #[serde(transparent)]
 pub struct Reason(String);
 
+/// Whether free text holds a control character (U+0000..=U+001F or U+007F), which free-text fields
+/// refuse on every store alike.
+pub fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+}
+
 impl Reason {
-    /// Refuses blank text and text over the limit; keeps the text as sent.
+    /// Refuses blank text, text over the limit and text holding a control character; keeps the
+    /// text as sent.
     pub fn parse(value: &str) -> Result<Self, IdError> {
         let len = value.chars().count();
-        if value.trim().is_empty() || len > MAX_REASON_CHARS {
-            Err(IdError { field: "reason", rule: "a non-blank text of at most 500 characters" })
+        if value.trim().is_empty() || len > MAX_REASON_CHARS || has_control(value) {
+            Err(IdError {
+                field: "reason",
+                rule: "a non-blank text of at most 500 characters without control characters",
+            })
         } else {
             Ok(Self(value.to_owned()))
         }

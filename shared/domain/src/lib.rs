@@ -28,7 +28,7 @@ pub use aggregate::{AccountAggregate, Aggregate, TransferAggregate};
 pub use currency::Currency;
 pub use envelope::{EventEnvelope, EventMetadata};
 pub use error::DomainError;
-pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId, TransferId};
+pub use ids::{AccountId, IdError, OwnerId, Reason, TransactionId, TransferId, has_control};
 pub use money::{Amount, MoneyError};
 pub use stream::{StreamId, StreamIdError, StreamKind};
 pub use transfer::{TransferCommand, TransferEvent, TransferState, TransferTerms};

@@ -30,6 +30,22 @@ pub struct TransferTerms {
     pub amount: Amount,
     /// The currency of both accounts.
     pub currency: Currency,
+    /// The principal that asked for the transfer (absent on transfers requested before principals
+    /// were recorded). Not part of the movement: the same movement asked for again by another
+    /// principal is the same transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiated_by: Option<String>,
+}
+
+impl TransferTerms {
+    /// Whether two requests ask for the same movement: everything but who asked.
+    pub fn same_movement(&self, other: &TransferTerms) -> bool {
+        self.transfer_id == other.transfer_id
+            && self.source_account_id == other.source_account_id
+            && self.destination_account_id == other.destination_account_id
+            && self.amount == other.amount
+            && self.currency == other.currency
+    }
 }
 
 /// Commands on a transfer.
@@ -207,7 +223,7 @@ pub fn decide(state: &TransferState, command: &TransferCommand) -> Result<Vec<Tr
     use TransferStep as S;
     Ok(match (command, step) {
         (TransferCommand::Request(new), _) => {
-            if new == terms {
+            if new.same_movement(terms) {
                 vec![]
             } else {
                 return Err(DomainError::TransferIdConflict);

@@ -280,6 +280,7 @@ fn terms(id: &str) -> TransferTerms {
         destination_account_id: acc("acc-dst"),
         amount: amount(250),
         currency: usd(),
+        initiated_by: Some("customer-1".to_owned()),
     }
 }
 
@@ -309,6 +310,26 @@ fn requesting_the_same_transfer_again_changes_nothing() {
     ])
     .when(&TransferCommand::Request(terms("t-1")))
     .then_events(&[]);
+}
+
+#[test]
+fn the_same_movement_asked_for_by_another_principal_is_the_same_transfer() {
+    let mut by_operator = terms("t-1");
+    by_operator.initiated_by = Some("operator-1".to_owned());
+    let state = given_transfer(&[requested()]).when(&TransferCommand::Request(by_operator)).then_events(&[]);
+    // Who started it stays who asked first.
+    assert_eq!(state.terms.and_then(|t| t.initiated_by).as_deref(), Some("customer-1"));
+}
+
+#[test]
+fn transfers_requested_before_principals_were_recorded_read_back_without_one() {
+    let mut payload = requested().payload();
+    payload.as_object_mut().map(|m| m.remove("initiatedBy"));
+    let event = TransferEvent::decode("TransferRequested", 1, &payload).unwrap_or_else(|e| panic!("{e}"));
+    let TransferEvent::Requested(old) = event else { panic!("not a request: {event:?}") };
+    assert_eq!(old.initiated_by, None);
+    assert!(old.same_movement(&terms("t-1")));
+    assert_eq!(requested().payload()["initiatedBy"], "customer-1");
 }
 
 #[test]
@@ -438,7 +459,7 @@ fn every_transfer_event_round_trips_through_its_stored_payload() {
     assert_eq!(
         requested().payload(),
         serde_json::json!({"transferId": "t-1", "sourceAccountId": "acc-src", "destinationAccountId": "acc-dst",
-                           "amountMinorUnits": "250", "currency": "USD"})
+                           "amountMinorUnits": "250", "currency": "USD", "initiatedBy": "customer-1"})
     );
 }
 
@@ -736,6 +757,7 @@ impl Bank {
                     destination_account_id: account_name(*destination),
                     amount: amount(*minor),
                     currency: usd(),
+                    initiated_by: None,
                 };
                 if let Ok(events) =
                     transfer::decide(&TransferState::default(), &TransferCommand::Request(terms))

@@ -149,7 +149,9 @@ async fn health_reports_ok_with_service_and_checks() {
     assert_eq!(checks["eventStore"]["status"], "ok");
     assert_eq!(checks["pipeline"]["status"], "ok");
     assert!(checks["pipeline"]["lag"].is_u64(), "{}", resp.text);
-    assert!(checks["pipeline"].get("lastError").is_some(), "{}", resp.text);
+    // Health is public: no error text from a store or the pipeline, ever.
+    assert!(checks["pipeline"].get("lastError").is_none(), "{}", resp.text);
+    assert!(checks["eventStore"].get("error").is_none(), "{}", resp.text);
     // Health is GET only.
     app.send(Method::POST, "/api/health", &[], Vec::new()).await.error(405, "METHOD_NOT_ALLOWED");
 }

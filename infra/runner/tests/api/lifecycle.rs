@@ -128,7 +128,7 @@ async fn an_account_lives_through_create_deposit_withdraw_freeze_and_every_read_
 }
 
 #[tokio::test]
-async fn the_actor_and_idempotency_key_go_to_event_metadata() {
+async fn the_principal_is_the_actor_and_the_body_actor_only_the_requested_one() {
     let app = spawn_app().await;
     app.new_account("acc-meta", "EUR").await;
     let k = key();
@@ -136,7 +136,9 @@ async fn the_actor_and_idempotency_key_go_to_event_metadata() {
     app.post_json("/api/accounts/acc-meta/deposits", Some(&k), body).await.accepted("acc-meta");
     let events = app.stored_events("acc-meta").await;
     assert_eq!(events.len(), 2);
-    assert_eq!(events[1].metadata.actor.as_deref(), Some("teller-9"));
+    // Open mode: every caller is local-operator; the body's actor is recorded, never believed.
+    assert_eq!(events[1].metadata.actor.as_deref(), Some("local-operator"));
+    assert_eq!(events[1].metadata.requested_actor.as_deref(), Some("teller-9"));
     assert_eq!(events[1].metadata.command_id.as_deref(), Some(k.as_str()));
     assert_eq!(events[1].metadata.transaction_id.as_deref(), Some("tx-meta-1"));
 }

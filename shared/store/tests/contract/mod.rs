@@ -150,6 +150,7 @@ fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
             command_id: Some(new_id("cmd")),
             transaction_id: Some(format!("tx-{stream_id}-{version}")),
             actor: Some("contract-suite".to_owned()),
+            requested_actor: Some("named-in-body".to_owned()),
         },
     }
 }
