@@ -128,3 +128,41 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn gate(vars: &[(&str, &str)]) -> Result<Gate, RunnerError> {
+        let vars: Vec<(String, String)> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Gate::from_lookup(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).await
+    }
+
+    fn refused_for(result: Result<Gate, RunnerError>, variable: &str) {
+        match result {
+            Err(RunnerError::Config(e)) => assert_eq!(e.name, variable, "{e}"),
+            other => panic!("expected a configuration error naming {variable}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_is_the_default_and_jwt_needs_its_settings() {
+        assert!(matches!(gate(&[]).await, Ok(Gate::Open)));
+        assert!(matches!(gate(&[("AUTH_MODE", "open")]).await, Ok(Gate::Open)));
+        refused_for(gate(&[("AUTH_MODE", "none")]).await, "AUTH_MODE");
+        refused_for(gate(&[("AUTH_MODE", "jwt")]).await, "AUTH_ISSUER");
+        refused_for(gate(&[("AUTH_MODE", "jwt"), ("AUTH_ISSUER", "https://i")]).await, "AUTH_AUDIENCE");
+        let both = [
+            ("AUTH_MODE", "jwt"),
+            ("AUTH_ISSUER", "https://i"),
+            ("AUTH_AUDIENCE", "a"),
+            ("AUTH_JWKS_FILE", "/nonexistent/jwks.json"),
+            ("AUTH_JWKS_URL", "https://i/jwks.json"),
+        ];
+        refused_for(gate(&both).await, "AUTH_JWKS_FILE");
+        refused_for(gate(&both[..4]).await, "AUTH_JWKS_FILE");
+        let plain_url = [both[0], both[1], both[2], ("AUTH_JWKS_URL", "http://issuer.example/jwks.json")];
+        refused_for(gate(&plain_url).await, "AUTH_JWKS_URL");
+    }
+}

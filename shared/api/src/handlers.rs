@@ -323,12 +323,11 @@ fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
     if principal.as_ref().is_some_and(|p| p.has(Scope::Admin)) {
         return Ok(());
     }
-    match admin_token(deps, req) {
-        Err(ApiError::Unauthorized(AdminToken::MISSING))
-            if principal.is_some_and(|p| p.via != Authentication::Open) =>
-        {
-            Err(ApiError::Forbidden)
-        }
+    // Behind a token or an IAM signature, `Authorization` carries that credential, so the admin
+    // token can only travel in X-Admin-Token; otherwise `Authorization: Bearer` carries it too.
+    let authenticated = principal.is_some_and(|p| p.via != Authentication::Open);
+    match admin_token(deps, req, !authenticated) {
+        Err(ApiError::Unauthorized(AdminToken::MISSING)) if authenticated => Err(ApiError::Forbidden),
         other => other,
     }
 }
@@ -340,29 +339,35 @@ impl AdminToken {
     const MISSING: &'static str = "a bearer token is required";
 }
 
-fn admin_token(deps: &Deps, req: &Request) -> Result<(), ApiError> {
+/// Whether two byte strings of the same length are equal, in a time that does not depend on where
+/// they differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn admin_token(deps: &Deps, req: &Request, from_authorization: bool) -> Result<(), ApiError> {
     let Some(expected) = &deps.app.config.admin_token else {
         return Err(ApiError::Unauthorized("admin routes are disabled: no ADMIN_TOKEN is configured"));
     };
-    // In AWS the admin routes are SigV4-signed (AWS_IAM at API Gateway), which takes the Authorization
-    // header; the token then travels in X-Admin-Token. Elsewhere `Authorization: Bearer` works too.
     let headers = req.headers();
     let presented = headers
         .get(ADMIN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .or_else(|| {
-            headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            from_authorization
+                .then(|| headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+                .flatten()
+                .and_then(corebank_auth::bearer)
         })
         .map(str::trim);
     let Some(presented) = presented else {
         return Err(ApiError::Unauthorized(AdminToken::MISSING));
     };
-    // Comparing digests keeps the comparison time independent of where the texts differ.
-    let digest = |s: &str| Sha256::digest(s.as_bytes());
-    if digest(presented) == digest(expected.expose_secret()) {
+    // Digests of equal length, compared in constant time: neither the token's length nor the
+    // position of the first difference shows in the time taken.
+    let (presented, expected) =
+        (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.expose_secret().as_bytes()));
+    if same_bytes(&presented, &expected) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("invalid bearer token"))

@@ -304,6 +304,16 @@ pub(crate) async fn spawn_app_with(config: AppConfig, wait_for_projection: bool)
 }
 
 async fn serve_deps(deps: Deps, pipeline: Arc<EmbeddedPipeline>) -> TestApp {
+    serve_gated(deps, pipeline, corebank_runner::Gate::Open).await
+}
+
+/// An app whose callers are authenticated by `gate` (the embedded default otherwise).
+pub(crate) async fn spawn_gated_app(gate: corebank_runner::Gate) -> TestApp {
+    let (deps, pipeline) = corebank_runner::embedded(config(), true);
+    serve_gated(deps, pipeline, gate).await
+}
+
+async fn serve_gated(deps: Deps, pipeline: Arc<EmbeddedPipeline>, gate: corebank_runner::Gate) -> TestApp {
     let inspect = deps.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
@@ -313,7 +323,7 @@ async fn serve_deps(deps: Deps, pipeline: Arc<EmbeddedPipeline>) -> TestApp {
     };
     tokio::spawn(pipeline.run(stopped(stop_rx.clone())));
     tokio::spawn(async move {
-        corebank_runner::serve(listener, deps, stopped(stop_rx)).await.expect("serve");
+        corebank_runner::serve_gated(listener, deps, gate, stopped(stop_rx)).await.expect("serve");
     });
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))

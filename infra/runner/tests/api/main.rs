@@ -5,6 +5,7 @@
 #![cfg(test)]
 
 mod admin;
+mod auth;
 mod concurrency;
 mod errors;
 mod helpers;
