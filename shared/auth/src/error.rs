@@ -36,6 +36,9 @@ pub enum AuthError {
     /// `sub` is missing or not 1..=128 characters of `[A-Za-z0-9._:-]`.
     #[error("the token's subject is not a valid principal id")]
     Subject,
+    /// A setting is missing or wrong.
+    #[error("{0}")]
+    Misconfigured(String),
     /// The issuer's key set could not be read: nothing could be verified.
     #[error("the issuer's signing keys are unavailable: {0}")]
     KeysUnavailable(String),
@@ -44,6 +47,6 @@ pub enum AuthError {
 impl AuthError {
     /// Whether the token itself was refused (401), rather than the keys being unavailable (503).
     pub fn is_refusal(&self) -> bool {
-        !matches!(self, Self::KeysUnavailable(_))
+        !matches!(self, Self::KeysUnavailable(_) | Self::Misconfigured(_))
     }
 }

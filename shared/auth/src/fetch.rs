@@ -35,12 +35,13 @@ fn unavailable(e: impl std::fmt::Display) -> AuthError {
 impl UrlKeys {
     /// A source reading `url`: `https`, or `http` to a loopback host.
     pub fn new(url: &str) -> Result<Self, AuthError> {
-        let uri: http::Uri = url.parse().map_err(|e| unavailable(format!("not a URL: {e}")))?;
+        let misconfigured = |reason: String| AuthError::Misconfigured(format!("the key set URL: {reason}"));
+        let uri: http::Uri = url.parse().map_err(|e| misconfigured(format!("not a URL: {e}")))?;
         let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
         match uri.scheme_str() {
             Some("https") => {}
             Some("http") if loopback => {}
-            _ => return Err(unavailable("the key set URL must be https")),
+            _ => return Err(misconfigured("it must be https".to_owned())),
         }
         Ok(Self { url: uri, client: OnceLock::new() })
     }

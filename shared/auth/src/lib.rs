@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod mint;
 pub mod policy;
 pub mod principal;
+pub mod settings;
 
 pub use error::AuthError;
 pub use jwt::{MAX_TOKEN_BYTES, Verifier, VerifierConfig, bearer};
