@@ -272,6 +272,12 @@ pub fn configs() -> Vec<Config> {
             not_variables: &[],
         },
         Config {
+            id: "auth",
+            sources: &["shared/auth/src/settings.rs"],
+            declared: Some(corebank_auth::settings::ENV_VARS.to_vec()),
+            not_variables: &[],
+        },
+        Config {
             id: "kafka",
             sources: &["shared/messaging/src/config.rs"],
             declared: Some(corebank_messaging::KafkaConfig::ENV_VARS.to_vec()),

@@ -126,8 +126,39 @@ fn every_route_is_one_api_event_on_the_function_that_declares_it() {
 }
 
 #[test]
-fn admin_routes_need_iam_and_command_routes_need_a_body_and_an_idempotency_key() {
+fn every_route_but_health_sits_behind_the_authorizer_and_commands_need_a_body_and_a_key() {
     let template = template();
+    let api = &resources(&template)["CoreBankApi"]["Properties"];
+    // The default: the OIDC authorizer function, or IAM when AuthMode=iam (resolved by
+    // AWS::LanguageExtensions before the SAM transform).
+    let transforms: Vec<&Value> = as_list(&template["Transform"]);
+    assert_eq!(
+        transforms.first().copied(),
+        Some(&Value::from("AWS::LanguageExtensions")),
+        "LanguageExtensions first"
+    );
+    let auth = &api["Auth"];
+    assert_eq!(
+        auth["DefaultAuthorizer"],
+        serde_json::json!({"Fn::If": ["UseIam", "AWS_IAM", "OidcAuthorizer"]}),
+        "the API's default authorizer"
+    );
+    assert_eq!(auth["InvokeRole"], "NONE", "functions are invoked with their resource policies");
+    let oidc = &auth["Authorizers"]["OidcAuthorizer"];
+    assert_eq!(oidc["FunctionArn"], serde_json::json!({"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}));
+    assert_eq!(oidc["FunctionPayloadType"], "TOKEN");
+    assert_eq!(oidc["Identity"]["Header"], "Authorization");
+    assert_eq!(
+        oidc["Identity"]["ReauthorizeEvery"],
+        serde_json::json!({"Ref": "AuthorizerResultTtlSeconds"})
+    );
+    let authorizer_env =
+        &resources(&template)["AuthorizerFunction"]["Properties"]["Environment"]["Variables"];
+    for (var, param) in
+        [("AUTH_ISSUER", "OidcIssuer"), ("AUTH_AUDIENCE", "OidcAudience"), ("AUTH_JWKS_URL", "OidcJwksUrl")]
+    {
+        assert_eq!(authorizer_env[var], serde_json::json!({"Ref": param}), "AuthorizerFunction {var}");
+    }
     for (id, resource) in resources(&template) {
         for (name, event) in resource["Properties"]["Events"].as_object().into_iter().flatten() {
             if event["Type"] != "Api" {
@@ -137,10 +168,16 @@ fn admin_routes_need_iam_and_command_routes_need_a_body_and_an_idempotency_key()
             let path = p["Path"].as_str().unwrap();
             let method = p["Method"].as_str().unwrap().to_uppercase();
             let admin = path.starts_with("/admin/");
-            let auth = p["Auth"]["Authorizer"].as_str();
-            assert_eq!(auth == Some("AWS_IAM"), admin, "{id}.{name}: AWS_IAM exactly on /admin routes");
-            if admin {
-                assert_eq!(p["Auth"]["InvokeRole"], "NONE", "{id}.{name}: invoke with the resource policy");
+            let health = method == "GET" && path == "/health";
+            // No route overrides the default except health, the one public route.
+            let override_ = &p["Auth"]["Authorizer"];
+            if health {
+                assert_eq!(override_, "NONE", "{id}.{name}: health is public");
+            } else {
+                assert!(
+                    override_.is_null(),
+                    "{id}.{name}: {method} {path} must use the API's default authorizer"
+                );
             }
             let command = method == "POST" && !admin;
             let key_required = as_list(&p["RequestParameters"])
