@@ -36,6 +36,15 @@ OPERATION WEIGHTS:
     --deposit-weight=35  --withdraw-weight=30  --balance-weight=20
     --history-weight=10  --create-weight=5     --transfer-weight=0
 
+AUTHENTICATION (a runner in AUTH_MODE=jwt, or a deployed API):
+    --bearer-token TOKEN       send `Authorization: Bearer TOKEN` on every request
+    --mint-key PATH.pem        sign a token with this RSA or P-256 private key instead (RS256/ES256)
+    --mint-issuer URL          its `iss` (required with --mint-key)
+    --mint-audience AUD        its `aud` (required with --mint-key)
+    --mint-subject=loadtest    its `sub`
+    --mint-scope=ledger:operator  its `scope` (deposits need the operator scope)
+    --mint-kid=loadtest        the `kid` its public key is published under
+
 OUTPUT AND AUDIT:
     --json PATH                also write the report as JSON
     --plot PATH.svg            also draw latency (p50/p99) and throughput per second as SVG
@@ -80,6 +89,36 @@ pub(crate) struct Config {
     pub(crate) plot: Option<PathBuf>,
     pub(crate) seed: Option<u64>,
     pub(crate) audit_timeout_secs: u64,
+    /// How requests authenticate; never the token itself.
+    pub(crate) authentication: Authentication,
+}
+
+/// How the load tool authenticates its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub(crate) enum Authentication {
+    /// No `Authorization` header (a runner in AUTH_MODE=open).
+    #[default]
+    None,
+    /// A token given on the command line.
+    Bearer {
+        #[serde(skip)]
+        token: String,
+    },
+    /// A token the tool signs itself.
+    Minted(Mint),
+}
+
+/// What a minted token says, and the key that signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Mint {
+    pub(crate) key: PathBuf,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) subject: String,
+    pub(crate) scope: String,
+    pub(crate) kid: String,
 }
 
 impl Default for Config {
@@ -101,6 +140,7 @@ impl Default for Config {
             plot: None,
             seed: None,
             audit_timeout_secs: 30,
+            authentication: Authentication::None,
         }
     }
 }
@@ -156,6 +196,13 @@ const VALUE_FLAGS: &[&str] = &[
     "plot",
     "seed",
     "audit-timeout",
+    "bearer-token",
+    "mint-key",
+    "mint-issuer",
+    "mint-audience",
+    "mint-subject",
+    "mint-scope",
+    "mint-kid",
 ];
 
 /// Largest amount the API accepts, in minor units (docs/limits.md, "Amount": `1 ..= 10^15`).
@@ -203,12 +250,18 @@ pub(crate) fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, ArgsError> {
 
     let mut config = Config::default();
     let mut seen = HashSet::new();
+    let mut auth: Vec<(&str, &str)> = Vec::new();
     for (name, value) in pairs {
         if !seen.insert(name) {
             return Err(ArgsError::Repeated(name.to_owned()));
         }
-        apply(&mut config, name, value)?;
+        if name == "bearer-token" || name.starts_with("mint-") {
+            auth.push((name, value));
+        } else {
+            apply(&mut config, name, value)?;
+        }
     }
+    config.authentication = authentication(&auth)?;
     validate(&config)?;
     Ok(Command::Run(Box::new(config)))
 }
@@ -287,6 +340,39 @@ fn apply(config: &mut Config, name: &str, value: &str) -> Result<(), ArgsError> 
     Ok(())
 }
 
+fn authentication(flags: &[(&str, &str)]) -> Result<Authentication, ArgsError> {
+    let get = |name: &str| flags.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned());
+    let minting = flags.iter().any(|(n, _)| n.starts_with("mint-"));
+    if let Some(token) = get("bearer-token") {
+        if minting {
+            return Err(ArgsError::Inconsistent(
+                "--bearer-token and the --mint-* flags exclude each other".into(),
+            ));
+        }
+        if token.trim().is_empty() || token.contains(char::is_whitespace) {
+            return Err(invalid("bearer-token", "(hidden)", "expected a token without spaces"));
+        }
+        return Ok(Authentication::Bearer { token });
+    }
+    let Some(key) = get("mint-key") else {
+        return if minting {
+            Err(ArgsError::Inconsistent("the --mint-* flags need --mint-key".into()))
+        } else {
+            Ok(Authentication::None)
+        };
+    };
+    let required =
+        |name: &str| get(name).ok_or_else(|| ArgsError::Inconsistent(format!("--mint-key needs --{name}")));
+    Ok(Authentication::Minted(Mint {
+        key: path("mint-key", &key)?,
+        issuer: required("mint-issuer")?,
+        audience: required("mint-audience")?,
+        subject: get("mint-subject").unwrap_or_else(|| "loadtest".to_owned()),
+        scope: get("mint-scope").unwrap_or_else(|| "ledger:operator".to_owned()),
+        kid: get("mint-kid").unwrap_or_else(|| "loadtest".to_owned()),
+    }))
+}
+
 fn path(flag: &str, value: &str) -> Result<PathBuf, ArgsError> {
     if value.is_empty() {
         return Err(invalid(flag, value, "expected a file path"));
@@ -349,6 +435,28 @@ mod tests {
             Ok(Command::Run(config)) => *config,
             other => panic!("expected a run config, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn authentication_flags() {
+        assert_eq!(run(&[]).authentication, Authentication::None);
+        assert_eq!(
+            run(&["--bearer-token", "abc.def.ghi"]).authentication,
+            Authentication::Bearer { token: "abc.def.ghi".into() }
+        );
+        let minted =
+            run(&["--mint-key=k.pem", "--mint-issuer=https://i", "--mint-audience=a"]).authentication;
+        let Authentication::Minted(mint) = minted else { panic!("not minted: {minted:?}") };
+        assert_eq!((mint.subject.as_str(), mint.scope.as_str()), ("loadtest", "ledger:operator"));
+        assert!(matches!(parse(&["--mint-key=k.pem"]), Err(ArgsError::Inconsistent(_))));
+        assert!(matches!(parse(&["--mint-scope=x"]), Err(ArgsError::Inconsistent(_))));
+        assert!(matches!(
+            parse(&["--bearer-token=t", "--mint-key=k.pem", "--mint-issuer=i", "--mint-audience=a"]),
+            Err(ArgsError::Inconsistent(_))
+        ));
+        // The report echoes how requests authenticate, never the token.
+        let json = serde_json::to_string(&run(&["--bearer-token=secret-token"])).unwrap_or_default();
+        assert!(!json.contains("secret-token") && json.contains("bearer"), "{json}");
     }
 
     #[test]

@@ -111,17 +111,20 @@ pub(crate) enum BodyMode {
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// `Bearer <token>`, sent on every request when set.
+    authorization: Option<HeaderValue>,
 }
 
 impl Http {
-    pub(crate) fn new() -> Self {
+    /// A client that sends `authorization` (if any) on every request.
+    pub(crate) fn new(authorization: Option<HeaderValue>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Self { client }
+        Self { client, authorization }
     }
 
     pub(crate) async fn get(&self, uri: Uri, mode: BodyMode) -> Reply {
@@ -144,7 +147,10 @@ impl Http {
         self.send(request, mode).await
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>, mode: BodyMode) -> Reply {
+    async fn send(&self, mut request: Request<Full<Bytes>>, mode: BodyMode) -> Reply {
+        if let Some(authorization) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request, mode)).await {
             Ok(reply) => reply,
             Err(_) => Reply::Transport(Transport::Timeout),

@@ -10,6 +10,7 @@
 mod accounts;
 mod args;
 mod audit;
+mod auth;
 mod error;
 mod http;
 mod money;

@@ -3,7 +3,11 @@
 //! - `corebank-runner migrate`: applies pending Postgres migrations (`DATABASE_URL` or `PG*`) and
 //!   exits;
 //! - `corebank-runner rebuild account <id>`: rebuilds one account's read rows from the event store;
-//! - `corebank-runner rebuild all`: rebuilds every account as a recorded rebuild job.
+//! - `corebank-runner rebuild all`: rebuilds every account as a recorded rebuild job;
+//! - `corebank-runner auth dev-keys <dir>`: makes a P-256 signing key (`signing-key.pem`) and its key
+//!   set (`jwks.json`) in `<dir>`, for trying `AUTH_MODE=jwt` locally;
+//! - `corebank-runner auth token <signing-key.pem> <sub> <scope...>`: signs an access token for
+//!   `AUTH_ISSUER`/`AUTH_AUDIENCE` (defaults `http://127.0.0.1/dev-issuer`, `corebank`), valid one hour.
 //!
 //! Rebuilds use the store named by `STORE_KIND` (`sqlite`, on the file in `DATA_DIR`:
 //! best run while the runner that owns the file is stopped; `postgres`, with pending migrations
@@ -24,8 +28,16 @@ use crate::RunnerError;
 use crate::modes::StoreKind;
 
 /// How to call the commands.
-pub const USAGE: &str = "usage: corebank-runner [migrate | rebuild account <accountId> | rebuild all]\n\
+pub const USAGE: &str = "usage: corebank-runner [migrate | rebuild account <accountId> | rebuild all | \
+     auth dev-keys <dir> | auth token <signing-key.pem> <sub> <scope>...]\n\
      Without arguments the runner serves the API (see README.md).";
+
+/// The issuer and audience `auth token` signs for when `AUTH_ISSUER`/`AUTH_AUDIENCE` are unset.
+pub const DEV_ISSUER: &str = "http://127.0.0.1/dev-issuer";
+/// See [`DEV_ISSUER`].
+pub const DEV_AUDIENCE: &str = "corebank";
+/// The `kid` of the key `auth dev-keys` makes.
+pub const DEV_KID: &str = "dev-1";
 
 /// Runs the command in `args` (the process arguments without the program name).
 pub async fn run(args: &[String]) -> Result<(), RunnerError> {
@@ -34,6 +46,8 @@ pub async fn run(args: &[String]) -> Result<(), RunnerError> {
         ["migrate"] => migrate().await?,
         ["rebuild", "account", id] => rebuild_account(id).await?,
         ["rebuild", "all"] => rebuild_all().await?,
+        ["auth", "dev-keys", dir] => dev_keys(dir)?,
+        ["auth", "token", key, sub, scopes @ ..] => token(key, sub, &scopes.join(" "))?,
         ["help" | "--help" | "-h"] => {
             print(&json!({"usage": USAGE}))?;
             return Ok(());
@@ -123,4 +137,44 @@ async fn rebuild_all() -> Result<serde_json::Value, RunnerError> {
         )));
     }
     Ok(body)
+}
+
+fn dev_keys(dir: &str) -> Result<serde_json::Value, RunnerError> {
+    use corebank_auth::mint::{SigningKey, key_set};
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir)?;
+    let key = SigningKey::generate_ec(DEV_KID).map_err(|e| failed("auth")(e.to_string()))?;
+    let (key_path, jwks_path) = (dir.join("signing-key.pem"), dir.join("jwks.json"));
+    write_private(&key_path, key.private_pem())?;
+    std::fs::write(&jwks_path, key_set(&[&key]).map_err(|e| failed("auth")(e.to_string()))?)?;
+    Ok(json!({
+        "signingKey": key_path.display().to_string(),
+        "jwks": jwks_path.display().to_string(),
+        "serve": format!(
+            "AUTH_MODE=jwt AUTH_JWKS_FILE={} AUTH_ISSUER={DEV_ISSUER} AUTH_AUDIENCE={DEV_AUDIENCE} corebank-runner",
+            jwks_path.display()
+        ),
+    }))
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), RunnerError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn token(key: &str, sub: &str, scope: &str) -> Result<serde_json::Value, RunnerError> {
+    use corebank_auth::mint::{SigningKey, access_claims};
+    let pem = std::fs::read_to_string(key)?;
+    let key = SigningKey::from_pem(&pem, DEV_KID).map_err(|e| failed("auth")(e.to_string()))?;
+    let var = |name: &str, default: &str| {
+        std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    };
+    let claims =
+        access_claims(&var("AUTH_ISSUER", DEV_ISSUER), &var("AUTH_AUDIENCE", DEV_AUDIENCE), sub, scope, 3600);
+    let token = key.sign(&claims).map_err(|e| failed("auth")(e.to_string()))?;
+    Ok(json!({"token": token, "sub": sub, "scope": scope, "expiresInSeconds": 3600}))
 }

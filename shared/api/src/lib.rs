@@ -44,7 +44,7 @@ impl Deps {
     /// Handlers over an app, with no pipeline attached.
     pub fn new(app: App) -> Self {
         if app.config.admin_token.is_none() {
-            tracing::warn!("ADMIN_TOKEN is not set: the admin routes are disabled and answer 401");
+            tracing::warn!("ADMIN_TOKEN is not set: the admin routes take only principals with ledger:admin");
         }
         Self { app, pipeline: None, barrier: None }
     }
