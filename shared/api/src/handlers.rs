@@ -327,7 +327,9 @@ fn authorize(deps: &Deps, req: &Request) -> Result<(), ApiError> {
     // token can only travel in X-Admin-Token; otherwise `Authorization: Bearer` carries it too.
     let authenticated = principal.is_some_and(|p| p.via != Authentication::Open);
     match admin_token(deps, req, !authenticated) {
-        Err(ApiError::Unauthorized(AdminToken::MISSING)) if authenticated => Err(ApiError::Forbidden),
+        Err(ApiError::Unauthorized(AdminToken::MISSING | AdminToken::DISABLED)) if authenticated => {
+            Err(ApiError::Forbidden)
+        }
         other => other,
     }
 }
@@ -337,6 +339,7 @@ struct AdminToken;
 
 impl AdminToken {
     const MISSING: &'static str = "a bearer token is required";
+    const DISABLED: &'static str = "admin routes are disabled: no ADMIN_TOKEN is configured";
 }
 
 /// Whether two byte strings of the same length are equal, in a time that does not depend on where
@@ -347,7 +350,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 fn admin_token(deps: &Deps, req: &Request, from_authorization: bool) -> Result<(), ApiError> {
     let Some(expected) = &deps.app.config.admin_token else {
-        return Err(ApiError::Unauthorized("admin routes are disabled: no ADMIN_TOKEN is configured"));
+        return Err(ApiError::Unauthorized(AdminToken::DISABLED));
     };
     let headers = req.headers();
     let presented = headers
