@@ -202,11 +202,42 @@ fn every_route_but_health_sits_behind_the_authorizer_and_commands_need_a_body_an
             && s.get("ThrottlingBurstLimit").is_some()),
         "stage-wide throttling"
     );
+    // API Gateway's own refusals speak the functions' JSON error shape, with the status they are sent with.
     let responses = api["GatewayResponses"].as_object().unwrap();
-    for kind in ["MISSING_AUTHENTICATION_TOKEN", "RESOURCE_NOT_FOUND", "DEFAULT_4XX", "DEFAULT_5XX"] {
-        let body = responses[kind]["ResponseTemplates"]["application/json"].as_str().unwrap();
-        assert!(body.contains("\"statusCode\"") && body.contains("\"code\""), "{kind}: JSON error envelope");
+    for kind in [
+        "MISSING_AUTHENTICATION_TOKEN",
+        "RESOURCE_NOT_FOUND",
+        "UNAUTHORIZED",
+        "ACCESS_DENIED",
+        "AUTHORIZER_FAILURE",
+        "THROTTLED",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    ] {
+        assert!(responses.contains_key(kind), "gateway response {kind}");
     }
+    for (kind, response) in responses {
+        let body = response["ResponseTemplates"]["application/json"].as_str().unwrap();
+        for field in ["\"statusCode\"", "\"error\"", "\"code\"", "\"message\""] {
+            assert!(body.contains(field), "{kind}: JSON error envelope lacks {field}");
+        }
+        let status = response["StatusCode"].as_u64().unwrap();
+        assert!(
+            body.starts_with(&format!("{{\"statusCode\":{status},")),
+            "{kind}: statusCode {status} in the body"
+        );
+    }
+    assert_eq!(responses["UNAUTHORIZED"]["StatusCode"], 401);
+    assert!(
+        responses["UNAUTHORIZED"]["ResponseTemplates"]["application/json"]
+            .as_str()
+            .unwrap()
+            .contains("\"UNAUTHORIZED\"")
+    );
+    assert_eq!(
+        responses["UNAUTHORIZED"]["ResponseParameters"]["Headers"]["WWW-Authenticate"], "'Bearer'",
+        "a 401 says how to authenticate"
+    );
     assert_eq!(responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"], 404, "unknown routes are 404");
 }
 

@@ -66,6 +66,7 @@ macro_rules! contract_suite {
             expired_lease_is_taken_over_by_the_same_request_only,
             record_past_its_ttl_is_claimable_again,
             keys_in_different_scopes_are_independent,
+            the_same_key_of_two_principals_is_two_records,
             concurrent_appends_at_the_same_version_let_exactly_one_writer_win,
             writers_that_reload_and_retry_build_one_gapless_stream,
             concurrent_appends_with_one_transaction_id_record_it_exactly_once,
@@ -944,6 +945,34 @@ pub(crate) async fn keys_in_different_scopes_are_independent(s: Stores) {
     assert_eq!(stored_key(&s, &accounts, t).await, Some(completed(&done)));
     let again = s.idempotency.claim(claim(&transfers, HASH_B, Uuid::new_v4(), t)).await.unwrap();
     assert_eq!(again, ClaimOutcome::Claimed);
+}
+
+/// Keys are scoped by principal (`accounts/<principal id>`; an IAM caller's id is its ARN, with `:`
+/// and `/`), and the process manager's keys by the bare family: one key, three independent records.
+pub(crate) async fn the_same_key_of_two_principals_is_two_records(s: Stores) {
+    let t = now();
+    let key = Uuid::new_v4().to_string();
+    let scoped = |scope: &str| IdempotencyKey { scope: scope.to_owned(), key: key.clone() };
+    let (alice, service, process) = (
+        scoped("accounts/alice"),
+        scoped("accounts/arn:aws:sts::123456789012:assumed-role/payments/session-1"),
+        scoped("accounts"),
+    );
+    let alice_token = Uuid::new_v4();
+    assert_eq!(
+        s.idempotency.claim(claim(&alice, HASH_A, alice_token, t)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let done = completion(&alice, HASH_A, alice_token, t, 201);
+    s.idempotency.complete(done.clone()).await.unwrap();
+    // Another principal's claim of the same key with another request is a fresh claim, not a reuse.
+    let service_claim = claim(&service, HASH_B, Uuid::new_v4(), t);
+    assert_eq!(s.idempotency.claim(service_claim.clone()).await.unwrap(), ClaimOutcome::Claimed);
+    let process_claim = claim(&process, HASH_B, Uuid::new_v4(), t);
+    assert_eq!(s.idempotency.claim(process_claim.clone()).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(stored_key(&s, &alice, t).await, Some(completed(&done)));
+    assert_eq!(stored_key(&s, &service, t).await, Some(in_progress(&service_claim)));
+    assert_eq!(stored_key(&s, &process, t).await, Some(in_progress(&process_claim)));
 }
 
 // ---------------------------------------------------------------------------------------------------------
