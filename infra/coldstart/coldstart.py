@@ -17,6 +17,7 @@ Modes set the environment a function needs (nothing leaves 127.0.0.1):
             (the SDK client is built, no request is sent during init)
   kafka     KAFKA_BOOTSTRAP from the environment (a local broker; with-services.sh starts tansu)
   relay     DATABASE_URL and KAFKA_BOOTSTRAP from the environment (Postgres and the broker)
+  oidc      the authorizer's AUTH_ISSUER, AUTH_AUDIENCE and an AUTH_JWKS_URL on 127.0.0.1
 """
 
 import argparse
@@ -60,6 +61,14 @@ def mode_env(mode: str) -> dict:
         return {"KAFKA_BOOTSTRAP": required("KAFKA_BOOTSTRAP"), "STORE_KIND": "memory"}
     if mode == "relay":
         return {"KAFKA_BOOTSTRAP": required("KAFKA_BOOTSTRAP"), "DATABASE_URL": required("DATABASE_URL")}
+    if mode == "oidc":
+        # The authorizer: its key set is read beside the first invocation, never during init, so the
+        # URL need not answer (port 9 refuses at once).
+        return {
+            "AUTH_ISSUER": "https://issuer.example",
+            "AUTH_AUDIENCE": "corebank",
+            "AUTH_JWKS_URL": "http://127.0.0.1:9/jwks.json",
+        }
     sys.exit(f"unknown mode {mode}")
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the load scenarios of docs/performance.md against the runner and keeps their reports.
 #
-#   infra/scripts/bench-scenarios.sh [sqlite|embedded|postgres|all]
+#   infra/scripts/bench-scenarios.sh [sqlite|embedded|postgres|jwt|all]
 #
-#   sqlite    the runner's default store (one SQLite file, a fresh one under $OUT/sqlite-data)
+#   sqlite    the durable store (one SQLite file, a fresh one under $OUT/sqlite-data)
 #   embedded  the memory store (nothing kept)
+#   jwt       the memory store's seed scenario twice in one run: AUTH_MODE=open, then AUTH_MODE=jwt
+#             with a fresh P-256 key and a token the load tool signs (operator scope)
 #
 #   seed      the original runner's published scenario: 120 s, 50 workers, 250 accounts,
 #             --seed-concurrency=25 --initial-deposit=25000, 5% hot accounts, 90% hot selection
@@ -32,8 +34,14 @@ wait_port() {
 
 load() { # name, extra flags...
   local name=$1; shift
+  # shellcheck disable=SC2086 # LOAD_FLAGS is a list of flags
   target/release/corebank-loadtest --base-url="http://127.0.0.1:$PORT/api" --duration="$DURATION" \
-    --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" | tee "$OUT/$name.txt"
+    --json "$OUT/$name.json" --plot "$OUT/$name.svg" ${LOAD_FLAGS:-} "$@" | tee "$OUT/$name.txt"
+}
+
+seed_only() { # prefix
+  load "$1-seed" --workers=50 --accounts=250 --seed-concurrency=25 --initial-deposit=25000 \
+    --hot-account-ratio=0.05 --hot-selection-rate=0.9
 }
 
 scenarios() { # prefix
@@ -50,7 +58,7 @@ with_runner() { # prefix, env assignments...
   local pid=$!
   wait_port "$PORT"
   local rc=0
-  scenarios "$prefix" || rc=$?
+  ${SCENARIOS:-scenarios} "$prefix" || rc=$?
   kill -INT "$pid"; wait "$pid" || true
   return "$rc"
 }
@@ -63,6 +71,16 @@ case "$WHICH" in
 esac
 case "$WHICH" in
   embedded|all) with_runner embedded STORE_KIND=memory ;;
+esac
+case "$WHICH" in
+  jwt|all)
+    keys="$OUT/jwt-keys"
+    target/release/corebank-runner auth dev-keys "$keys" >/dev/null
+    issuer=http://127.0.0.1/dev-issuer audience=corebank
+    SCENARIOS=seed_only with_runner embedded-open STORE_KIND=memory AUTH_MODE=open
+    SCENARIOS=seed_only LOAD_FLAGS="--mint-key=$keys/signing-key.pem --mint-kid=dev-1 --mint-issuer=$issuer --mint-audience=$audience" \
+      with_runner embedded-jwt STORE_KIND=memory AUTH_MODE=jwt AUTH_JWKS_FILE="$keys/jwks.json" \
+      AUTH_ISSUER="$issuer" AUTH_AUDIENCE="$audience" ;;
 esac
 case "$WHICH" in
   postgres|all)

@@ -26,6 +26,7 @@ for name in "${names[@]}"; do
   case "$name" in
     outbox-publisher) cases+=(--case "$name:kafka") ;;
     outbox-relay) cases+=(--case "$name:relay") ;;
+    authorizer) cases+=(--case "$name:oidc") ;;
     *) cases+=(--case "$name:memory" --case "$name:dynamodb") ;;
   esac
 done
