@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 pub mod auth;
 pub mod cli;
 pub mod modes;
+pub mod reconcile;
 
 pub use auth::Gate;
 

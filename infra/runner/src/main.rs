@@ -3,7 +3,9 @@
 //! Environment: `BIND_ADDR` (default 127.0.0.1), `PORT` (3000), `STORE_KIND` (`memory`, `sqlite`,
 //! `postgres`, `dynamodb`; default `memory`; `sqlite` keeps its file in `DATA_DIR`), `PIPELINE` (`embedded` or `kafka`; default `embedded`),
 //! `ADMIN_TOKEN` (enables the admin routes), `AUTH_MODE` (`open`, the default, or `jwt` with
-//! `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`; see `corebank_runner::auth`), `WAIT_FOR_PROJECTION` (default `true`: a command answers
+//! `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`; see `corebank_runner::auth`),
+//! `RECONCILE_INTERVAL_SECS` (default 60, `0` off: a pass of the transfer reconciler, with
+//! `RECONCILE_PENDING_AFTER_SECS` and `RECONCILE_BATCH_MAX`), `WAIT_FOR_PROJECTION` (default `true`: a command answers
 //! once the read side has it, where the pipeline is in process), plus the settings of
 //! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.
 
@@ -33,8 +35,16 @@ async fn main() -> Result<(), RunnerError> {
     let addr = listen_addr()?;
     let gate = Gate::from_env().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let started = modes::start(store, pipeline, config, wait, stop_rx).await?;
-    let tasks: Vec<_> = started.tasks.into_iter().map(tokio::spawn).collect();
+    let reconcile_every: u64 = env_parse("RECONCILE_INTERVAL_SECS", 60)?;
+    let reconcile = corebank_app::reconcile::ReconcileSettings::from_env()?;
+    let started = modes::start(store, pipeline, config, wait, stop_rx.clone()).await?;
+    let reconciler = corebank_runner::reconcile::task(
+        started.deps.app.reconciler.clone(),
+        reconcile,
+        std::time::Duration::from_secs(reconcile_every),
+        stop_rx,
+    );
+    let tasks: Vec<_> = started.tasks.into_iter().chain(reconciler).map(tokio::spawn).collect();
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!("core bank listening on http://{local}/api ({})", started.description);

@@ -272,6 +272,12 @@ pub fn configs() -> Vec<Config> {
             not_variables: &[],
         },
         Config {
+            id: "reconcile",
+            sources: &["shared/app/src/reconcile.rs"],
+            declared: Some(corebank_app::reconcile::ENV_VARS.to_vec()),
+            not_variables: &[],
+        },
+        Config {
             id: "auth",
             sources: &["shared/auth/src/settings.rs"],
             declared: Some(corebank_auth::settings::ENV_VARS.to_vec()),
@@ -400,6 +406,11 @@ pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
             "dynamodb:ConditionCheckItem",
             "dynamodb:BatchWriteItem",
         ],
+    ),
+    (
+        "scan",
+        // A read level for tables a function walks whole (the reconciler's transfer_status).
+        &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
     ),
     (
         "stream",

@@ -10,6 +10,7 @@
 //!   and in order, repairing gaps from the event store.
 //! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one stream or all.
 //! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
+//! - [`reconcile::Reconciler`]: re-drives transfers left `PENDING` beyond a bound.
 //! - [`read_side`]: what the API asks of event delivery (lag, errors, waiting for the projection);
 //!   delivery itself is `corebank-delivery`.
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod projector;
 pub mod queries;
 pub mod read_side;
 pub mod rebuild;
+pub mod reconcile;
 pub mod saga;
 pub mod transfer_projection;
 pub mod transfers;
@@ -72,6 +74,8 @@ pub struct App {
     pub projector: Arc<projector::Projector>,
     /// Rebuilds read tables.
     pub rebuilder: Arc<rebuild::Rebuilder>,
+    /// Re-drives transfers left pending.
+    pub reconciler: Arc<reconcile::Reconciler>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -101,8 +105,14 @@ impl App {
         );
         let commands = Arc::new(command::CommandService::new(account_engine, renderer.clone()));
         let transfers = Arc::new(transfers::TransferService::new(transfer_engine, renderer));
+        let saga = Arc::new(saga::TransferSaga::new(commands.clone(), transfers.clone()));
         Self {
-            saga: Arc::new(saga::TransferSaga::new(commands.clone(), transfers.clone())),
+            reconciler: Arc::new(reconcile::Reconciler::new(
+                stores.transfers.clone(),
+                saga.clone(),
+                clock.clone(),
+            )),
+            saga,
             commands,
             transfers,
             queries: Arc::new(queries::Queries::new(stores.clone())),

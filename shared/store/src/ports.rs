@@ -99,6 +99,14 @@ pub trait TransferStatusStore: Send + Sync {
 
     /// Overwrites the row with a rebuilt one, whatever is stored.
     async fn replace(&self, status: TransferStatus) -> Result<(), StoreError>;
+
+    /// Transfers still `PENDING` whose row was last updated before `updated_before`, oldest update
+    /// first, at most `limit`: what the reconciler re-drives.
+    async fn pending(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TransferStatus>, StoreError>;
 }
 
 /// Progress records of rebuild-all jobs.

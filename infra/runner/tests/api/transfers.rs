@@ -428,3 +428,50 @@ async fn rebuild_all_rebuilds_transfer_status_from_the_event_store() {
     let after = app.get("/api/transfers/t-rb").await;
     assert_eq!(after.body, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_finishes_a_transfer_whose_saga_never_ran() {
+    use corebank_app::reconcile::ReconcileSettings;
+    // This app projects but runs no saga: a transfer stays PENDING, as when saga delivery stalls.
+    let (app, _faults) = crate::helpers::spawn_faulty_app(crate::helpers::config()).await;
+    funded(&app, "acc-r-src", "100").await;
+    app.new_account("acc-r-dst", "USD").await;
+    let id = accepted_transfer(
+        &post_transfer(
+            &app,
+            &key(),
+            &transfer_json(Some("t-stalled"), "acc-r-src", "acc-r-dst", "40", "USD"),
+        )
+        .await,
+    );
+    let read = app.get(&format!("/api/transfers/{id}")).await;
+    assert_eq!(read.body["status"], "PENDING", "{}", read.text);
+    let reconciler = app.deps.app.reconciler.clone();
+
+    // Not yet stalled by the default bound: left alone.
+    let report = reconciler.pass(&ReconcileSettings::default()).await.expect("pass");
+    assert_eq!(report.examined, 0, "{report:?}");
+    assert_eq!(settled_or_pending(&app, &id).await, "PENDING");
+
+    // Past the bound: driven from the event store to its end, once.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = ReconcileSettings { pending_after: Duration::from_millis(1), batch_max: 10 };
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!((report.examined, report.settled, report.failed), (1, 1, 0), "{report:?}");
+    let done = settled(&app, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(balances(&app, "acc-r-src").await, owned("6000"));
+    assert_eq!(balances(&app, "acc-r-dst").await, owned("4000"));
+    // The legs act for the principal that started it (local-operator in open mode).
+    let hold = app.stored_events("acc-r-src").await.into_iter().find(|e| e.event_type == "FundsReserved");
+    assert_eq!(hold.and_then(|e| e.metadata.actor).as_deref(), Some("local-operator"));
+
+    // A settled transfer is no longer listed.
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!(report.examined, 0, "{report:?}");
+}
+
+async fn settled_or_pending(app: &TestApp, id: &str) -> String {
+    let resp = app.get(&format!("/api/transfers/{id}")).await;
+    resp.body["status"].as_str().unwrap_or_default().to_owned()
+}

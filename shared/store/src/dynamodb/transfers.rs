@@ -125,6 +125,45 @@ impl TransferStatusStore for DynamoTransferStatusStore {
     async fn replace(&self, status: TransferStatus) -> Result<(), StoreError> {
         self.put(&status, None).await.map(|_| ())
     }
+
+    /// A filtered `Scan` of the whole table: its cost grows with the number of transfers, which a
+    /// reconciler pass every few minutes can afford (docs/limits.md); the age is checked here, since
+    /// stored times are text of varying precision.
+    async fn pending(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TransferStatus>, StoreError> {
+        let mut pending = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.tables.transfer_status)
+                .filter_expression("#status = :pending")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pending", s(TransferPhase::Pending.as_str()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", e))?;
+            for item in output.items() {
+                let status = status_from_item(item)?;
+                if status.updated_at < updated_before {
+                    pending.push(status);
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        pending.sort_by(|a, b| (a.updated_at, &a.transfer_id).cmp(&(b.updated_at, &b.transfer_id)));
+        pending.truncate(limit);
+        Ok(pending)
+    }
 }
 
 #[cfg(test)]

@@ -372,6 +372,21 @@ impl TransferStatusStore for MemoryTransferStatusStore {
         lock(&self.inner).insert(status.transfer_id.clone(), status);
         Ok(())
     }
+
+    async fn pending(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TransferStatus>, StoreError> {
+        let mut pending: Vec<TransferStatus> = lock(&self.inner)
+            .values()
+            .filter(|s| s.status == crate::TransferPhase::Pending && s.updated_at < updated_before)
+            .cloned()
+            .collect();
+        pending.sort_by(|a, b| (a.updated_at, &a.transfer_id).cmp(&(b.updated_at, &b.transfer_id)));
+        pending.truncate(limit);
+        Ok(pending)
+    }
 }
 
 /// Rebuild jobs in a map.

@@ -75,6 +75,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         self.shard_mut(&key).entry(key)
     }
 
+    /// Every value, shard by shard (in no particular order).
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(HashMap::values)
+    }
+
     /// How many entries all shards hold.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_feed_cursors",
         sql: include_str!("../../../../infra/migrations/postgres/0006_feed_cursors.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_pending_transfers",
+        sql: include_str!("../../../../infra/migrations/postgres/0007_pending_transfers.sql"),
+    },
 ];
 
 /// Why migrating stopped.

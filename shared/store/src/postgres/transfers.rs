@@ -16,6 +16,12 @@ const SELECT: &str = "SELECT transfer_id, status, failure_reason, source_account
 
 const VERSION: &str = "SELECT version FROM transfer_status WHERE transfer_id = $1";
 
+/// Served by the partial index `transfer_status_pending` (migration 0007).
+const PENDING: &str = "SELECT transfer_id, status, failure_reason, source_account_id, destination_account_id, \
+         amount_minor, currency, legs, version, created_at, updated_at \
+     FROM transfer_status WHERE status = 'PENDING' AND updated_at < $1 \
+     ORDER BY updated_at, transfer_id LIMIT $2";
+
 /// From version 0, which is what an absent row means: only a first writer inserts.
 const INSERT_NEW: &str = "INSERT INTO transfer_status (transfer_id, status, failure_reason, source_account_id, \
          destination_account_id, amount_minor, currency, legs, version, created_at, updated_at) \
@@ -154,5 +160,17 @@ impl TransferStatusStore for PgTransferStatusStore {
         let statement = client.prepare_cached(UPSERT).await.map_err(|e| db_error(&e))?;
         client.execute(&statement, &values.params()).await.map_err(|e| db_error(&e))?;
         Ok(())
+    }
+
+    async fn pending(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TransferStatus>, StoreError> {
+        let limit = sql::clamp_i64(limit);
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(PENDING).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&updated_before, &limit]).await.map_err(|e| db_error(&e))?;
+        rows.iter().map(row_status).collect()
     }
 }

@@ -76,6 +76,12 @@ const SELECT_TRANSFER: &str = "SELECT transfer_id, status, failure_reason, sourc
 
 const TRANSFER_VERSION: &str = "SELECT version FROM transfer_status WHERE transfer_id = ?1";
 
+/// Served by the partial index `transfer_status_pending`.
+const PENDING_TRANSFERS: &str = "SELECT transfer_id, status, failure_reason, source_account_id, \
+         destination_account_id, amount_minor, currency, legs, version, created_at, updated_at \
+     FROM transfer_status WHERE status = 'PENDING' AND updated_at < ?1 \
+     ORDER BY updated_at, transfer_id LIMIT ?2";
+
 /// From version 0, which is what an absent row means: only a first writer inserts.
 const INSERT_TRANSFER: &str = "INSERT INTO transfer_status (transfer_id, status, failure_reason, \
          source_account_id, destination_account_id, amount_minor, currency, legs, version, created_at, \
@@ -420,6 +426,21 @@ impl TransferStatusStore for SqliteTransferStatusStore {
     async fn replace(&self, status: TransferStatus) -> Result<(), StoreError> {
         let values = transfer_values(&status)?;
         self.db.writer.write(move |conn| execute(conn, UPSERT_TRANSFER, values).map(|_| ())).await
+    }
+
+    async fn pending(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TransferStatus>, StoreError> {
+        let (before, limit) = (micros(updated_before), clamp_i64(limit));
+        self.db
+            .readers
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(PENDING_TRANSFERS).map_err(|e| sql_error(&e))?;
+                collect(&mut statement, (before, limit), transfer_status)
+            })
+            .await
     }
 }
 

@@ -125,8 +125,13 @@ CREATE TABLE feed_cursors (
 ) WITHOUT ROWID, STRICT;
 ";
 
+/// Version 2: the reconciler's look-up of transfers still pending.
+const V2: &str = "
+CREATE INDEX transfer_status_pending ON transfer_status (updated_at) WHERE status = 'PENDING';
+";
+
 /// The schema steps in order: step `i` takes the file from version `i` to `i + 1`.
-const STEPS: &[&str] = &[V1];
+const STEPS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;

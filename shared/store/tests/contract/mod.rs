@@ -90,6 +90,7 @@ macro_rules! contract_suite {
             transfer_status_from_a_stale_version_fails_and_changes_nothing,
             replace_overwrites_a_transfer_status_whatever_its_version,
             concurrent_transfer_status_applies_from_one_version_let_exactly_one_win,
+            pending_transfers_are_listed_oldest_first_until_they_settle,
         );
     };
     (@tests $factory:expr; $($name:ident),+ $(,)?) => {
@@ -1518,6 +1519,48 @@ fn failed_transfer_status(transfer_id: &str) -> TransferStatus {
     });
     status.version = 4;
     status
+}
+
+/// What the reconciler asks: rows still PENDING, last updated before a time, oldest first, bounded.
+/// The rows are dated in 2001, so rows other tests write now never fall before the cut-offs used here.
+pub(crate) async fn pending_transfers_are_listed_oldest_first_until_they_settle(s: Stores) {
+    let at = |secs: i64| {
+        DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+            + Duration::seconds(secs)
+    };
+    let dated = |id: &str, version: u64, updated: i64| {
+        let mut status = transfer_status(id, version);
+        status.created_at = at(0);
+        status.updated_at = at(updated);
+        status
+    };
+    let ids: Vec<String> = (0..4).map(|_| new_id("t-pending")).collect();
+    s.transfers.replace(dated(&ids[0], 2, 30)).await.unwrap();
+    s.transfers.replace(dated(&ids[1], 1, 10)).await.unwrap();
+    s.transfers.replace(dated(&ids[2], 3, 20)).await.unwrap();
+    // Settled: never listed, however old.
+    s.transfers.replace(dated(&ids[3], 4, 5)).await.unwrap();
+    let listed = |rows: Vec<TransferStatus>| rows.into_iter().map(|r| r.transfer_id).collect::<Vec<_>>();
+
+    let all = listed(s.transfers.pending(at(3600), 10).await.unwrap());
+    assert_eq!(all, vec![ids[1].clone(), ids[2].clone(), ids[0].clone()], "oldest update first");
+    assert_eq!(listed(s.transfers.pending(at(3600), 2).await.unwrap()), all[..2].to_vec(), "bounded");
+    assert_eq!(
+        listed(s.transfers.pending(at(20), 10).await.unwrap()),
+        vec![ids[1].clone()],
+        "strictly before"
+    );
+    let row = s.transfers.pending(at(11), 10).await.unwrap();
+    assert_eq!(row, vec![dated(&ids[1], 1, 10)], "whole rows");
+
+    // Once it settles, a transfer leaves the list.
+    let mut completed = dated(&ids[1], 4, 40);
+    completed.status = TransferPhase::Completed;
+    s.transfers.apply(1, completed).await.unwrap();
+    assert_eq!(
+        listed(s.transfers.pending(at(3600), 10).await.unwrap()),
+        vec![ids[2].clone(), ids[0].clone()]
+    );
 }
 
 pub(crate) async fn unknown_transfer_has_no_status(s: Stores) {

@@ -1,0 +1,172 @@
+//! The reconciler: finishes what was left half done. A transfer whose saga delivery stalled (a
+//! consumer stopped, a record that failed for good, a crash between steps) stays `PENDING`, its hold
+//! keeping the customer's money. The reconciler lists transfers still `PENDING` beyond a bound and
+//! drives each from the event store with [`TransferSaga::advance`], exactly as a redelivered event would:
+//! every leg is idempotent (a deterministic transaction id and key per leg), so driving a transfer the
+//! saga is driving at the same moment is safe, and one already done is left as it is.
+//!
+//! The local runner runs a pass every `RECONCILE_INTERVAL_SECS`; in AWS the `reconciler` function runs
+//! one on a schedule.
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `RECONCILE_PENDING_AFTER_SECS` | 300 | a transfer is re-driven once its status row has not moved for this long (1..=86400) |
+//! | `RECONCILE_BATCH_MAX` | 500 | most transfers re-driven in one pass, oldest first (1..=10000) |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corebank_domain::TransferId;
+use corebank_store::TransferStatusStore;
+use serde::Serialize;
+
+use crate::saga::{SagaOutcome, TransferSaga};
+use crate::{AppError, Clock, ConfigError};
+
+/// Every variable [`ReconcileSettings::from_lookup`] reads.
+pub const ENV_VARS: &[&str] = &["RECONCILE_PENDING_AFTER_SECS", "RECONCILE_BATCH_MAX"];
+
+/// The cause recorded on the events a reconciler pass writes.
+pub const RECONCILER_CAUSE: &str = "reconciler";
+
+/// What one pass looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    /// How long a transfer's status row must have stood still before it is re-driven.
+    pub pending_after: Duration,
+    /// Most transfers re-driven in one pass.
+    pub batch_max: usize,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self { pending_after: Duration::from_secs(300), batch_max: 500 }
+    }
+}
+
+impl ReconcileSettings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup`; blank counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, ConfigError> {
+            let Some(raw) = lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+                return Ok(default);
+            };
+            match raw.parse::<u64>() {
+                Ok(v) if (1..=max).contains(&v) => Ok(v),
+                Ok(v) => {
+                    Err(ConfigError { name: name.to_owned(), reason: format!("{v} is outside 1..={max}") })
+                }
+                Err(e) => Err(ConfigError { name: name.to_owned(), reason: e.to_string() }),
+            }
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            pending_after: Duration::from_secs(number(
+                "RECONCILE_PENDING_AFTER_SECS",
+                defaults.pending_after.as_secs(),
+                86_400,
+            )?),
+            batch_max: usize::try_from(number("RECONCILE_BATCH_MAX", defaults.batch_max as u64, 10_000)?)
+                .unwrap_or(defaults.batch_max),
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    /// Transfers found `PENDING` beyond the bound.
+    pub examined: usize,
+    /// Of those, driven to `COMPLETED` or `FAILED` (or found so in the event store).
+    pub settled: usize,
+    /// Of those, not settled by this pass (an error, or a status row with no transfer stream).
+    pub failed: usize,
+    /// Seconds since the oldest of them last moved, if any was found.
+    pub oldest_pending_secs: Option<u64>,
+}
+
+/// Re-drives stalled transfers.
+pub struct Reconciler {
+    transfers: Arc<dyn TransferStatusStore>,
+    saga: Arc<TransferSaga>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    /// A reconciler reading pending transfers from `transfers` and driving them with `saga`.
+    pub fn new(
+        transfers: Arc<dyn TransferStatusStore>,
+        saga: Arc<TransferSaga>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { transfers, saga, clock }
+    }
+
+    /// One pass: every transfer `PENDING` for longer than `settings.pending_after` (at most
+    /// `settings.batch_max`, oldest first) is driven as far as it goes. A transfer that fails is
+    /// counted and logged and the pass goes on; only failing to list them is an error.
+    #[tracing::instrument(name = "reconcile", skip_all)]
+    pub async fn pass(&self, settings: &ReconcileSettings) -> Result<ReconcileReport, AppError> {
+        let now = self.clock.now();
+        let bound = chrono::Duration::from_std(settings.pending_after).unwrap_or(chrono::Duration::MAX);
+        let cutoff = now.checked_sub_signed(bound).unwrap_or(now);
+        let stalled = self.transfers.pending(cutoff, settings.batch_max).await?;
+        let mut report = ReconcileReport {
+            examined: stalled.len(),
+            oldest_pending_secs: stalled
+                .first()
+                .map(|s| u64::try_from((now - s.updated_at).num_seconds()).unwrap_or(0)),
+            ..ReconcileReport::default()
+        };
+        for status in &stalled {
+            let Ok(transfer_id) = TransferId::parse(&status.transfer_id) else {
+                tracing::error!(transfer_id = %status.transfer_id, "a status row names an invalid transfer id");
+                report.failed += 1;
+                continue;
+            };
+            match self.saga.advance(&transfer_id, RECONCILER_CAUSE).await {
+                Ok(SagaOutcome::Settled { steps, status }) => {
+                    tracing::info!(%transfer_id, steps, status, "stalled transfer driven to its end");
+                    report.settled += 1;
+                }
+                Ok(SagaOutcome::Ignored) => {
+                    tracing::error!(%transfer_id, "a pending status row has no transfer stream");
+                    report.failed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%transfer_id, error = %e, "a stalled transfer could not be driven; the next pass retries");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_default_and_bounds() {
+        assert_eq!(ReconcileSettings::from_lookup(|_| None).ok(), Some(ReconcileSettings::default()));
+        let set =
+            |value: &'static str| move |name: &str| (name == "RECONCILE_BATCH_MAX").then(|| value.to_owned());
+        assert_eq!(ReconcileSettings::from_lookup(set("7")).ok().map(|s| s.batch_max), Some(7));
+        assert!(ReconcileSettings::from_lookup(set("0")).is_err());
+        assert!(ReconcileSettings::from_lookup(set("10001")).is_err());
+        assert!(ReconcileSettings::from_lookup(set("many")).is_err());
+    }
+}
