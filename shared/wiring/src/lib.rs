@@ -12,6 +12,8 @@ use corebank_store::Stores;
 pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod rds_secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -78,7 +80,8 @@ pub const DYNAMODB_ENV_VARS: &[&str] = &[
 ];
 
 /// Variables the Postgres wiring reads (`STORE_KIND=postgres`): `DATABASE_URL`, or libpq's `PG*`
-/// variables without it, and the pool and migration settings.
+/// variables without it, libpq's TLS variables, the credentials' secret, and the pool, session
+/// timeout and migration settings.
 pub const POSTGRES_ENV_VARS: &[&str] = &[
     "DATABASE_URL",
     "PGHOST",
@@ -86,9 +89,15 @@ pub const POSTGRES_ENV_VARS: &[&str] = &[
     "PGUSER",
     "PGPASSWORD",
     "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "DATABASE_SECRET_ARN",
     "PG_POOL_MAX_SIZE",
     "PG_CONNECT_TIMEOUT_SECS",
     "PG_POOL_WAIT_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS",
+    "PG_STATEMENT_TIMEOUT_MS",
+    "PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
     "RUN_MIGRATIONS",
 ];
 
