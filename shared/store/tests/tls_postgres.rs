@@ -94,7 +94,7 @@ async fn verify_full_refuses_a_certificate_for_another_host_name_where_verify_ca
     let err = connector.connect(&config).await.err().expect("the host name is not in the certificate");
     assert!(is_tls_failure(&err), "{err}");
     let message = error_chain(&err);
-    assert!(message.contains("certificate verify failed"), "{message}");
+    assert!(message.contains("invalid peer certificate"), "{message}");
 
     let (mut config, connector) = with_mode(SslMode::VerifyCa, Some(server_ca()));
     wrong_host_name(&mut config);
@@ -188,4 +188,29 @@ async fn the_pool_recovers_from_a_password_rotation_once_the_secret_has_the_new_
     assert_eq!(current_user(&pool).await.unwrap(), role);
     pool.retain(|_, _| false);
     assert_eq!(current_user(&pool).await.unwrap(), role, "the new password is kept for later connections");
+}
+
+#[tokio::test]
+async fn a_password_login_over_tls_is_bound_to_the_servers_certificate() {
+    let url = pg_tls::server();
+    let tls = pg_tls::tls(&url);
+    let config = pg_tls::config(&url, &tls);
+    let connector = pg_tls::connector(&tls);
+    let admin = pg_tls::client(&connector, &config).await;
+    let role = format!("bound_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'bound-password' IN ROLE corebank_password_auth"
+        ))
+        .await
+        .unwrap();
+
+    // SCRAM-SHA-256-PLUS or nothing: the login fails unless the connector offers tls-server-end-point
+    // and it matches the hash the server computes of its own certificate.
+    let mut bound = config.clone();
+    bound.user(&role).password("bound-password");
+    bound.channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let client = pg_tls::client(&connector, &bound).await;
+    let user: String = client.query_one("SELECT current_user::text AS u", &[]).await.unwrap().get("u");
+    assert_eq!(user, role);
 }

@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use openssl::error::ErrorStack;
-use openssl::ssl::{SslConnector, SslConnectorBuilder, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
-use openssl::x509::X509;
-use openssl::x509::store::X509Lookup;
-use postgres_openssl::{MakeTlsConnector, TlsStream};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Connection, Socket};
+
+pub use super::tls::{MakeRustlsConnect, RustlsConnect, RustlsStream};
 
 /// libpq's `sslmode`: whether to encrypt, and what to check of the server's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +133,12 @@ pub enum TlsError {
         /// What went wrong.
         reason: String,
     },
-    /// OpenSSL refused the configuration.
+    /// `sslrootcert=system` and the platform has no usable root certificates.
+    #[error("cannot use the system's root certificates: {0}")]
+    SystemRoots(String),
+    /// rustls refused the configuration.
     #[error("TLS setup failed: {0}")]
-    Setup(#[from] ErrorStack),
+    Setup(#[from] rustls::Error),
 }
 
 /// `sslmode` and `sslrootcert` together, checked for consistency.
@@ -192,63 +195,62 @@ impl TlsSettings {
         });
     }
 
-    /// The OpenSSL connector that enforces these settings: TLS 1.2 or later, the root certificates
-    /// loaded now (so a missing file fails at start-up, not at the first connection), peer and host
-    /// name checks as [`Self::verification`] says.
-    pub fn connector(&self) -> Result<MakeTlsConnector, TlsError> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-        builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    /// The connector that enforces these settings: rustls with the aws-lc-rs provider, TLS 1.2 or
+    /// later, the root certificates loaded now (so a missing file fails at start-up, not at the first
+    /// connection), chain and host name checks as [`Self::verification`] says.
+    pub fn connector(&self) -> Result<MakeRustlsConnect, TlsError> {
         let verification = self.verification();
-        if verification == Verification::None {
-            builder.set_verify(SslVerifyMode::NONE);
-        } else {
-            builder.set_verify(SslVerifyMode::PEER);
-            match &self.root_cert {
-                Some(RootCert::System) => add_system_roots(&mut builder)?,
-                Some(RootCert::File(path)) => add_pem_roots(&mut builder, path)?,
-                None => {}
-            }
-        }
-        let mut connector = MakeTlsConnector::new(builder.build());
-        let check_host_name = verification == Verification::ChainAndHostName;
-        connector.set_callback(move |connection, _host| {
-            connection.set_verify_hostname(check_host_name);
-            Ok(())
-        });
-        Ok(connector)
+        let roots = match (verification, &self.root_cert) {
+            (Verification::None, _) | (_, None) => RootCertStore::empty(),
+            (_, Some(RootCert::System)) => system_roots()?,
+            (_, Some(RootCert::File(path))) => pem_roots(path)?,
+        };
+        Ok(MakeRustlsConnect::new(super::tls::client_config(verification, roots)?))
     }
 }
 
-fn add_pem_roots(builder: &mut SslConnectorBuilder, path: &Path) -> Result<(), TlsError> {
+/// Every certificate of a PEM file. One that rustls cannot use as a root is skipped (and logged), as
+/// long as at least one is left.
+fn pem_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let unusable = |reason: String| TlsError::RootCert { path: path.to_owned(), reason };
     let pem = std::fs::read(path).map_err(|e| unusable(e.to_string()))?;
-    let certificates = X509::stack_from_pem(&pem).map_err(|e| unusable(e.to_string()))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unusable(format!("malformed PEM: {e}")))?;
     if certificates.is_empty() {
         return Err(unusable("no PEM certificate in it".to_owned()));
     }
-    for certificate in certificates {
-        builder.cert_store_mut().add_cert(certificate)?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(unusable("no certificate in it can be used as a root".to_owned()));
     }
-    Ok(())
+    if ignored > 0 {
+        tracing::warn!(path = %path.display(), added, ignored, "some root certificates were not usable and are ignored");
+    }
+    Ok(roots)
 }
 
-/// The platform's CA bundle and certificate directories, found the way OpenSSL-based tools find them
-/// (an OpenSSL built from source has no usable default of its own).
-fn add_system_roots(builder: &mut SslConnectorBuilder) -> Result<(), ErrorStack> {
-    let found = openssl_probe::probe();
-    if found.cert_file.is_none() && found.cert_dir.is_empty() {
-        return builder.set_default_verify_paths();
+/// The platform's roots: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the usual bundle locations
+/// (on Lambda, Amazon Linux's CA bundle), as `rustls-native-certs` finds them.
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    let errors = found.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    if added == 0 {
+        let reason = if errors.is_empty() { "none found".to_owned() } else { errors };
+        return Err(TlsError::SystemRoots(reason));
     }
-    if let Some(file) = &found.cert_file {
-        builder.set_ca_file(file)?;
+    if ignored > 0 || !errors.is_empty() {
+        tracing::warn!(
+            added,
+            ignored,
+            errors,
+            "some system root certificates were not usable and are ignored"
+        );
     }
-    if !found.cert_dir.is_empty() {
-        let lookup = builder.cert_store_mut().add_lookup(X509Lookup::hash_dir())?;
-        for dir in found.cert_dir.iter().filter_map(|dir| dir.to_str()) {
-            lookup.add_dir(dir, SslFiletype::PEM)?;
-        }
-    }
-    Ok(())
+    Ok(roots)
 }
 
 /// A connection URL (or key=value string) split into what tokio-postgres reads and libpq's TLS
@@ -436,7 +438,7 @@ pub type SpawnedConnection = (Client, JoinHandle<()>);
 /// server refuses the ones in use (SQLSTATE 28P01 or 28000), so a rotated password is picked up by the
 /// next connection instead of failing until the process restarts.
 pub struct PgConnector {
-    tls: MakeTlsConnector,
+    tls: MakeRustlsConnect,
     source: Option<Arc<dyn CredentialSource>>,
     cached: Mutex<Cached>,
     reread: tokio::sync::Mutex<()>,
@@ -450,12 +452,12 @@ impl fmt::Debug for PgConnector {
 
 impl PgConnector {
     /// Connects with the user and password of the `Config` it is given.
-    pub fn new(tls: MakeTlsConnector) -> Self {
+    pub fn new(tls: MakeRustlsConnect) -> Self {
         Self { tls, source: None, cached: Mutex::default(), reread: tokio::sync::Mutex::new(()) }
     }
 
     /// Connects with the credentials `source` gives, which override the `Config`'s.
-    pub fn with_credentials(tls: MakeTlsConnector, source: Arc<dyn CredentialSource>) -> Self {
+    pub fn with_credentials(tls: MakeRustlsConnect, source: Arc<dyn CredentialSource>) -> Self {
         Self { source: Some(source), ..Self::new(tls) }
     }
 
@@ -538,7 +540,7 @@ impl PgConnector {
     pub async fn connect(
         &self,
         base: &Config,
-    ) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), tokio_postgres::Error> {
+    ) -> Result<(Client, Connection<Socket, RustlsStream<Socket>>), tokio_postgres::Error> {
         let attempt = |config: Config| {
             let tls = self.tls.clone();
             async move { config.connect(tls).await }
@@ -577,7 +579,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        if cause.is::<openssl::ssl::Error>() || cause.is::<ErrorStack>() {
+        if super::tls::is_rustls_error(cause) {
             return true;
         }
         source = cause.source();

@@ -54,14 +54,16 @@ mod events;
 mod migrate;
 mod outbox;
 mod read;
+mod tls;
 mod transfers;
 
 use std::sync::Arc;
 
 pub use connect::{
-    CREDENTIAL_REREAD_INTERVAL_MIN, CredentialError, CredentialSource, Credentials, ParsedUrl, PgConnector,
-    PoolLimits, RootCert, SessionTimeouts, SpawnedConnection, SslMode, TlsError, TlsSettings, UrlError,
-    Verification, error_chain, is_auth_failure, is_tls_failure, parse_url, pool,
+    CREDENTIAL_REREAD_INTERVAL_MIN, CredentialError, CredentialSource, Credentials, MakeRustlsConnect,
+    ParsedUrl, PgConnector, PoolLimits, RootCert, RustlsConnect, RustlsStream, SessionTimeouts,
+    SpawnedConnection, SslMode, TlsError, TlsSettings, UrlError, Verification, error_chain, is_auth_failure,
+    is_tls_failure, parse_url, pool,
 };
 pub use deadpool_postgres::Pool;
 pub use events::PgEventStore;
