@@ -80,8 +80,9 @@ pub const DYNAMODB_ENV_VARS: &[&str] = &[
 ];
 
 /// Variables the Postgres wiring reads (`STORE_KIND=postgres`): `DATABASE_URL`, or libpq's `PG*`
-/// variables without it, libpq's TLS variables, the credentials' secret, and the pool, session
-/// timeout and migration settings.
+/// variables without it, libpq's TLS variables, the credentials' secret, the pool, session timeout
+/// and migration settings, and the AWS identity Lambda provides (read for the secret without
+/// aws-config).
 pub const POSTGRES_ENV_VARS: &[&str] = &[
     "DATABASE_URL",
     "PGHOST",
@@ -99,6 +100,12 @@ pub const POSTGRES_ENV_VARS: &[&str] = &[
     "PG_STATEMENT_TIMEOUT_MS",
     "PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
     "RUN_MIGRATIONS",
+    // The execution role's region and credentials (Lambda sets them), for the secret's client in a
+    // build without aws-config.
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// Variables the SQLite wiring reads (`STORE_KIND=sqlite`): where the file is and how durable a

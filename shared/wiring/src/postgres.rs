@@ -73,11 +73,17 @@ pub struct PgSettings {
     pub pool_wait_timeout: Duration,
     /// Whether to apply pending migrations when connecting.
     pub run_migrations: bool,
+    /// The HTTP client the Secrets Manager client sends with; `None`: aws-config's default HTTPS
+    /// client, which only builds with the `aws-config` feature (or `dynamodb`) have.
+    pub aws_http_client: Option<aws_sdk_secretsmanager::config::SharedHttpClient>,
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> WiringError {
     WiringError::Config(ConfigError { name: name.to_owned(), reason: reason.into() })
 }
+
+const NO_REGION: &str =
+    "DATABASE_SECRET_ARN is set but there is no AWS region: set AWS_REGION (Lambda sets it)";
 
 fn setup(message: String) -> WiringError {
     tracing::error!(error = %message, "postgres is not usable; not starting");
@@ -180,7 +186,17 @@ impl PgSettings {
             connect_timeout,
             pool_wait_timeout: millis("PG_POOL_WAIT_TIMEOUT_MS", 5_000)?,
             run_migrations,
+            aws_http_client: None,
         })
+    }
+
+    /// These settings, reading the secret (if any) over `http` instead of aws-config's default HTTPS
+    /// client: for a process that links another TLS stack for its own AWS calls and builds without
+    /// the default client.
+    #[must_use]
+    pub fn with_aws_http_client(mut self, http: aws_sdk_secretsmanager::config::SharedHttpClient) -> Self {
+        self.aws_http_client = Some(http);
+        self
     }
 
     /// The pool's bounds.
@@ -214,14 +230,7 @@ impl PgSettings {
     pub async fn connector(&self) -> Result<Arc<PgConnector>, WiringError> {
         let tls = self.tls.connector().map_err(|e| invalid("PGSSLROOTCERT", e.to_string()))?;
         let Some(arn) = &self.secret_arn else { return Ok(Arc::new(PgConnector::new(tls))) };
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        if sdk.region().is_none() {
-            return Err(setup(
-                "DATABASE_SECRET_ARN is set but there is no AWS region: set AWS_REGION (Lambda sets it)"
-                    .to_owned(),
-            ));
-        }
-        let client = aws_sdk_secretsmanager::Client::new(&sdk);
+        let client = self.secrets_client().await?;
         let source = SecretsManagerCredentials::new(client, arn.clone(), self.connect_timeout);
         let connector = PgConnector::with_credentials(tls, Arc::new(source));
         connector
@@ -229,6 +238,54 @@ impl PgSettings {
             .await
             .map_err(|e| setup(format!("cannot read the database credentials: {e}")))?;
         Ok(Arc::new(connector))
+    }
+
+    /// The Secrets Manager client. With the `aws-config` feature: aws-config's region and credential
+    /// chain, over [`Self::aws_http_client`] if set, else aws-config's default HTTPS client.
+    #[cfg(feature = "aws-config")]
+    async fn secrets_client(&self) -> Result<aws_sdk_secretsmanager::Client, WiringError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(http) = &self.aws_http_client {
+            loader = loader.http_client(http.clone());
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(setup(NO_REGION.to_owned()));
+        }
+        Ok(aws_sdk_secretsmanager::Client::new(&sdk))
+    }
+
+    /// The Secrets Manager client. Without the `aws-config` feature: the region and the credentials
+    /// Lambda puts in the environment for the execution role (valid for the life of the execution
+    /// environment), over [`Self::aws_http_client`], which must be set.
+    #[cfg(not(feature = "aws-config"))]
+    async fn secrets_client(&self) -> Result<aws_sdk_secretsmanager::Client, WiringError> {
+        use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+        let Some(http) = self.aws_http_client.clone() else {
+            return Err(setup(
+                "DATABASE_SECRET_ARN is set but this build has no HTTP client for Secrets Manager (build \
+                 with the `aws-config` feature, or pass one with PgSettings::with_aws_http_client)"
+                    .to_owned(),
+            ));
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(region) = env("AWS_REGION") else { return Err(setup(NO_REGION.to_owned())) };
+        let (Some(key_id), Some(secret_key)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(setup(
+                "DATABASE_SECRET_ARN is set but there are no AWS credentials in the environment \
+                 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; Lambda sets them)"
+                    .to_owned(),
+            ));
+        };
+        let credentials = Credentials::new(key_id, secret_key, env("AWS_SESSION_TOKEN"), None, "environment");
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .http_client(http)
+            .build();
+        Ok(aws_sdk_secretsmanager::Client::from_conf(config))
     }
 
     /// A pool whose connections `connector` opens. It connects lazily: nothing is opened until the first
