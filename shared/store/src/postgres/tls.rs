@@ -36,8 +36,17 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 use super::connect::Verification;
 
 /// rustls' aws-lc-rs provider, named explicitly so that no process-wide default is needed or used.
+#[cfg(not(feature = "postgres-openssl-crypto"))]
 pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// With `postgres-openssl-crypto`: the same protocol and checks, OpenSSL's cryptography
+/// (rustls-openssl's provider: AES-GCM and ChaCha20-Poly1305 suites, ECDHE over X25519 and the NIST
+/// curves).
+#[cfg(feature = "postgres-openssl-crypto")]
+pub(super) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls_openssl::default_provider())
 }
 
 /// The client configuration for `verification`: TLS 1.2 or 1.3, no client certificate. `roots` is
