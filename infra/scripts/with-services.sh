@@ -2,11 +2,15 @@
 # Starts the servers the tests need on 127.0.0.1, runs "$@" with their addresses exported, then stops
 # everything it started (by PID), whatever "$@" returns.
 #
-#   PostgreSQL : a private throw-away cluster (initdb into a temp dir), unless DATABASE_URL is set
+#   PostgreSQL : a private throw-away cluster (initdb into a temp dir), unless DATABASE_URL is set;
+#                and a second one that accepts TLS only, with a certificate from a throw-away CA made
+#                here (SAN localhost and 127.0.0.1), unless DATABASE_TLS_URL is set. Its URL says
+#                sslmode=verify-full and names the CA; members of role corebank_password_auth log in
+#                with a password (SCRAM), everyone else is trusted. Plaintext is refused.
 #   DynamoDB   : moto's server mode (pip package moto[server]), unless AWS_ENDPOINT_URL is set
 #   Kafka      : the tansu broker (memory storage), unless KAFKA_BOOTSTRAP is set
 #
-# Ports are overridable: PG_PORT (55432), MOTO_PORT (8000), KAFKA_PORT (9092). SERVICES selects a
+# Ports are overridable: PG_PORT (55432), PG_TLS_PORT (55532), MOTO_PORT (8000), KAFKA_PORT (9092). SERVICES selects a
 # subset (default "postgres dynamodb kafka"). Idempotent: a service whose variable is already set
 # is used as it is.
 set -euo pipefail
@@ -14,7 +18,7 @@ set -euo pipefail
 SERVICES=${SERVICES:-"postgres dynamodb kafka"}
 WORK=$(mktemp -d -t corebank-services.XXXXXX)
 PIDS=()
-PGROOT=""
+PGROOTS=()
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -23,10 +27,10 @@ cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ -n "$PGROOT" ]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGROOT/data" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$PGROOT"
-  fi
+  for root in "${PGROOTS[@]}"; do
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$root/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$root"
+  done
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -54,22 +58,81 @@ want() { case " $SERVICES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 pip_install() { python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"; }
 
-start_postgres() {
-  if [ -n "${DATABASE_URL:-}" ]; then log "postgres: using DATABASE_URL"; return; fi
+ensure_postgres_installed() {
   if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
     log "postgres: installing the server package"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2
     PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
-  local port=$(free_port "${PG_PORT:-55432}")
-  PGROOT=$(mktemp -d -t corebank-pg.XXXXXX)
-  chown postgres: "$PGROOT"
-  runuser -u postgres -- "$PG_BIN/initdb" -D "$PGROOT/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/log" -w -o \
-    "-p $port -k $PGROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${PG_FSYNC:-off} -c synchronous_commit=${PG_FSYNC:-off} -c full_page_writes=${PG_FSYNC:-off}" \
-    start >/dev/null || { log "postgres did not start; its log:"; cat "$PGROOT/log" >&2; return 1; }
+}
+
+# A new cluster directory owned by postgres (it writes its log there), remembered for cleanup.
+new_cluster() {
+  local root
+  root=$(mktemp -d -t "corebank-$1.XXXXXX")
+  chown postgres: "$root"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$root/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+  PGROOTS+=("$root")
+  echo "$root"
+}
+
+# start_cluster ROOT PORT NAME [extra server options]
+start_cluster() {
+  local root=$1 port=$2 name=$3; shift 3
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$root/data" -l "$root/log" -w -o \
+    "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${PG_FSYNC:-off} -c synchronous_commit=${PG_FSYNC:-off} -c full_page_writes=${PG_FSYNC:-off} $*" \
+    start >/dev/null || { log "$name did not start; its log:"; cat "$root/log" >&2; return 1; }
+}
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then log "postgres: using DATABASE_URL"; return; fi
+  ensure_postgres_installed
+  local port root
+  port=$(free_port "${PG_PORT:-55432}")
+  root=$(new_cluster pg)
+  start_cluster "$root" "$port" postgres
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   log "postgres up on $port"
+}
+
+# A throw-away CA and a server certificate it signs for localhost and 127.0.0.1, in $1.
+make_test_certificates() {
+  local dir=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=corebank throw-away test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+  rm -f "$dir/ca.key" "$dir/server.csr" "$dir/server.ext" "$dir/ca.srl"
+  chown postgres: "$dir/server.key" "$dir/server.crt"
+  chmod 0600 "$dir/server.key"
+  chmod 0644 "$dir/ca.crt"
+}
+
+start_postgres_tls() {
+  if [ -n "${DATABASE_TLS_URL:-}" ]; then log "postgres (TLS): using DATABASE_TLS_URL"; return; fi
+  ensure_postgres_installed
+  command -v openssl >/dev/null 2>&1 || { log "postgres (TLS): the openssl command is missing"; return 1; }
+  local port root
+  port=$(free_port "${PG_TLS_PORT:-55532}")
+  root=$(new_cluster pg-tls)
+  make_test_certificates "$root"
+  cat >"$root/data/pg_hba.conf" <<HBA
+local     all  all                                    trust
+hostssl   all  +corebank_password_auth  127.0.0.1/32  scram-sha-256
+hostssl   all  all                      127.0.0.1/32  trust
+hostnossl all  all                      0.0.0.0/0     reject
+HBA
+  start_cluster "$root" "$port" "postgres (TLS)" -c ssl=on -c "ssl_cert_file=$root/server.crt" \
+    -c "ssl_key_file=$root/server.key" -c password_encryption=scram-sha-256
+  runuser -u postgres -- "$PG_BIN/psql" -qX -h "$root" -p "$port" -d postgres \
+    -c "CREATE ROLE corebank_password_auth NOLOGIN" >/dev/null
+  export DATABASE_TLS_URL="postgres://postgres@localhost:$port/postgres?sslmode=verify-full&sslrootcert=$root/ca.crt"
+  log "postgres (TLS only, verify-full) up on $port"
 }
 
 start_dynamodb() {
@@ -109,7 +172,7 @@ start_kafka() {
   log "kafka (tansu) up on $port"
 }
 
-want postgres && start_postgres
+want postgres && start_postgres && start_postgres_tls
 want dynamodb && start_dynamodb
 want kafka && start_kafka
 

@@ -7,13 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corebank_delivery::handlers::relay::{Relay, RelayConfig, deadline_before};
+use corebank_messaging::aws_http::{TrustRoots, openssl_http_client};
 use corebank_messaging::{KafkaConfig, KafkaPublisher};
+use corebank_wiring::postgres::PgSettings;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let pg = corebank_wiring::postgres::connect_from_env().await?;
+    // The database secret is read over the same OpenSSL HTTP client as the MSK API call below, so the
+    // function carries no second HTTPS stack (docs/performance.md, "Size").
+    let settings = PgSettings::from_env(false)?.with_aws_http_client(openssl_http_client(TrustRoots::System));
+    let pg = corebank_wiring::postgres::connect(settings).await?;
     // MSK: brokers looked up from MSK_CLUSTER_ARN once, here, unless KAFKA_BOOTSTRAP names them.
     let kafka = KafkaConfig::from_env_resolved().await?;
     let publisher = KafkaPublisher::new(&kafka, corebank_delivery::topics::topics_from_env())?;

@@ -649,3 +649,78 @@ fn every_event_topic_reaches_the_projector_and_each_consumer_reads_exactly_its_m
         "every event topic reaches the read tables"
     );
 }
+
+/// A function's value of `name` when deployed with Postgres (the `IsPostgres` branch of an `!If`), or
+/// the wiring's default when it is not set.
+fn postgres_setting(variables: &Value, name: &str, default: u64) -> u64 {
+    let Some(value) = variables.get(name) else { return default };
+    let value = match value.get("Fn::If").and_then(Value::as_array) {
+        Some(branches) => &branches[1],
+        None => value,
+    };
+    let text = value.as_str().unwrap_or_else(|| panic!("{name} is not a literal: {value}"));
+    text.parse().unwrap_or_else(|e| panic!("{name}={text}: {e}"))
+}
+
+#[test]
+fn every_postgres_functions_waits_end_before_its_timeout() {
+    let template = template();
+    let mut checked = 0;
+    for (id, resource) in resources(&template) {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        if variables.get("PGHOST").is_none() {
+            continue;
+        }
+        let timeout_ms = resource["Properties"]["Timeout"].as_u64().unwrap_or(3) * 1000;
+        // The wiring's defaults (shared/wiring/src/postgres.rs) where the template sets nothing.
+        let connect_ms = postgres_setting(variables, "PG_CONNECT_TIMEOUT_SECS", 5) * 1000;
+        let wait_ms = postgres_setting(variables, "PG_POOL_WAIT_TIMEOUT_MS", 5_000);
+        let statement_ms = postgres_setting(variables, "PG_STATEMENT_TIMEOUT_MS", 5_000);
+        let lock_ms = postgres_setting(variables, "PG_LOCK_TIMEOUT_MS", 2_000);
+        let idle_ms = postgres_setting(variables, "PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000);
+        assert!(
+            wait_ms + connect_ms + statement_ms < timeout_ms,
+            "{id}: pool wait {wait_ms} ms + connect {connect_ms} ms + statement {statement_ms} ms must stay \
+             below the function timeout {timeout_ms} ms, so a stuck database answers 503 instead of a timeout"
+        );
+        assert!(
+            lock_ms <= statement_ms,
+            "{id}: lock timeout {lock_ms} ms > statement timeout {statement_ms} ms"
+        );
+        assert!(idle_ms > 0, "{id}: idle-in-transaction timeout");
+        checked += 1;
+    }
+    assert!(checked > 0, "no function connects to Postgres?");
+}
+
+#[test]
+fn no_function_environment_holds_a_database_password() {
+    let template = template();
+    for (id, resource) in resources(&template) {
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        let Some(variables) = variables.as_object() else { continue };
+        for name in ["PGPASSWORD", "DATABASE_URL"] {
+            assert!(!variables.contains_key(name), "{id}: {name} puts a password in the environment");
+        }
+        for (name, value) in variables {
+            let text = value.to_string();
+            assert!(
+                !(text.contains("resolve:secretsmanager") && text.contains("password")),
+                "{id}: {name} resolves the secret's password into the environment"
+            );
+        }
+        if variables.contains_key("PGHOST") {
+            assert!(
+                variables.contains_key("DATABASE_SECRET_ARN"),
+                "{id}: the password comes from the secret"
+            );
+            assert!(
+                variables["PGSSLMODE"].to_string().contains("verify-full"),
+                "{id}: RDS is verified (sslmode=verify-full)"
+            );
+        }
+    }
+}

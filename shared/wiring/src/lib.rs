@@ -12,6 +12,8 @@ use corebank_store::Stores;
 pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod rds_secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -78,7 +80,9 @@ pub const DYNAMODB_ENV_VARS: &[&str] = &[
 ];
 
 /// Variables the Postgres wiring reads (`STORE_KIND=postgres`): `DATABASE_URL`, or libpq's `PG*`
-/// variables without it, and the pool and migration settings.
+/// variables without it, libpq's TLS variables, the credentials' secret, the pool, session timeout
+/// and migration settings, and the AWS identity Lambda provides (read for the secret without
+/// aws-config).
 pub const POSTGRES_ENV_VARS: &[&str] = &[
     "DATABASE_URL",
     "PGHOST",
@@ -86,10 +90,22 @@ pub const POSTGRES_ENV_VARS: &[&str] = &[
     "PGUSER",
     "PGPASSWORD",
     "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "DATABASE_SECRET_ARN",
     "PG_POOL_MAX_SIZE",
     "PG_CONNECT_TIMEOUT_SECS",
     "PG_POOL_WAIT_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS",
+    "PG_STATEMENT_TIMEOUT_MS",
+    "PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
     "RUN_MIGRATIONS",
+    // The execution role's region and credentials (Lambda sets them), for the secret's client in a
+    // build without aws-config.
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// Variables the SQLite wiring reads (`STORE_KIND=sqlite`): where the file is and how durable a

@@ -1,31 +1,54 @@
-//! Postgres wiring: a pool from the environment, the schema migrated on request, and the Postgres
-//! adapters over the pool.
+//! Postgres wiring: a pool from the environment (TLS, credentials, bounded waits), the schema migrated
+//! on request, and the Postgres adapters over the pool.
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `DATABASE_URL` | unset | `postgres://user:password@host:port/db?options`; a secret (held as a `SecretString`, never logged). When unset, the `PG*` variables are used. |
+//! | `DATABASE_URL` | unset | `postgres://user:password@host:port/db?options`; a secret (held as a `SecretString`, never logged). May carry `sslmode` and `sslrootcert`. When unset, the `PG*` variables are used. |
 //! | `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE` | `127.0.0.1`, `5432`, `postgres`, none, the user | libpq's variables, used only without `DATABASE_URL`; `PGPASSWORD` is a secret. |
+//! | `PGSSLMODE` | `prefer` | libpq's `sslmode` when the URL names none: `disable`, `prefer`, `require`, `verify-ca`, `verify-full` (table below). |
+//! | `PGSSLROOTCERT` | unset | libpq's `sslrootcert` when the URL names none: a PEM file of trusted roots (deployed: the RDS CA bundle), or `system`. |
+//! | `DATABASE_SECRET_ARN` | unset | a Secrets Manager secret (RDS's JSON: `username`, `password`) read at start-up; its user and password replace any other, and it is read again when the server refuses them (rotation). |
 //! | `PG_POOL_MAX_SIZE` | 8 | connections per process, 1..=1000 |
-//! | `PG_CONNECT_TIMEOUT_SECS` | 5 | bound on opening one connection, 1..=300 |
+//! | `PG_CONNECT_TIMEOUT_SECS` | 5 | bound on opening one connection (and on one read of the secret), 1..=300 |
 //! | `PG_POOL_WAIT_TIMEOUT_MS` | 5000 | bound on waiting for a free pooled connection, 1..=600000 |
+//! | `PG_LOCK_TIMEOUT_MS` | 2000 | server `lock_timeout`: the longest a statement waits for a lock, 1..=600000, at most the statement timeout |
+//! | `PG_STATEMENT_TIMEOUT_MS` | 5000 | server `statement_timeout`, 1..=600000 |
+//! | `PG_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 10000 | server `idle_in_transaction_session_timeout`: a transaction left idle (its process killed or frozen) is ended and its locks freed after this, 1..=600000 |
 //! | `RUN_MIGRATIONS` | `false` (the local runner: `true`) | apply pending migrations at start-up |
 //!
-//! TLS is not linked yet: `sslmode=require` (or stricter) is refused at start-up with a message that
-//! says so, rather than failing on the first query. Reach RDS over a private network (VPC) or through
-//! RDS Proxy inside the VPC, with `rds.force_ssl=0` on the instance's parameter group, until a TLS
-//! connector is added (see docs/configuration.md).
+//! | `sslmode` | encrypted | server certificate checked |
+//! | --- | --- | --- |
+//! | `disable` | no | no |
+//! | `prefer` | when the server offers TLS | chain only, and only with `sslrootcert` |
+//! | `require` | yes | chain only, and only with `sslrootcert` (libpq: then as `verify-ca`) |
+//! | `verify-ca` | yes | chain, against `sslrootcert` (required) |
+//! | `verify-full` | yes | chain and host name, against `sslrootcert` (required; `system` allowed) |
+//!
+//! At start-up [`connect`] opens one connection: a server that fails TLS verification, or refuses the
+//! credentials (after one re-read of the secret), stops the process with an error log line; it is never
+//! used. A server that is merely unreachable is logged and connected to on first use.
+//!
+//! A request's longest wait before its first statement has run is [`PgSettings::request_wait_max`]:
+//! pool wait, connect and statement timeout. Keep it below the function's timeout
+//! (`infra/template-check` checks this for every function in `template.yaml`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use corebank_app::ConfigError;
 use corebank_store::Stores;
-use corebank_store::postgres::{MigrationReport, PgOutbox, PgStores, Pool, migrate};
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use corebank_store::postgres::{
+    MigrationReport, PgConnector, PgOutbox, PgStores, PoolLimits, RootCert, SessionTimeouts, SslMode,
+    TlsSettings, UrlError, error_chain, is_auth_failure, is_tls_failure, migrate, parse_url,
+};
+use deadpool_postgres::PoolError;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::NoTls;
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::Host;
+
+pub use corebank_store::postgres::Pool;
 
 use crate::WiringError;
+use crate::rds_secret::SecretsManagerCredentials;
 
 /// Default [`PgSettings::pool_max_size`].
 pub const DEFAULT_POOL_MAX_SIZE: usize = 8;
@@ -33,8 +56,15 @@ pub const DEFAULT_POOL_MAX_SIZE: usize = 8;
 /// How to reach Postgres, read from the environment once.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
-    /// Host, port, user, database and options. Its `Debug` output redacts the password.
+    /// Host, port, user, database, the driver's TLS mode and the session timeouts as startup options.
+    /// Its `Debug` output redacts the password.
     pub config: tokio_postgres::Config,
+    /// `sslmode` and `sslrootcert`.
+    pub tls: TlsSettings,
+    /// The server-side bounds set on every session.
+    pub timeouts: SessionTimeouts,
+    /// The Secrets Manager secret holding the user and password, if they come from one.
+    pub secret_arn: Option<String>,
     /// Most pooled connections.
     pub pool_max_size: usize,
     /// Bound on opening one connection.
@@ -43,10 +73,21 @@ pub struct PgSettings {
     pub pool_wait_timeout: Duration,
     /// Whether to apply pending migrations when connecting.
     pub run_migrations: bool,
+    /// The HTTP client the Secrets Manager client sends with; `None`: aws-config's default HTTPS
+    /// client, which only builds with the `aws-config` feature (or `dynamodb`) have.
+    pub aws_http_client: Option<aws_sdk_secretsmanager::config::SharedHttpClient>,
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> WiringError {
     WiringError::Config(ConfigError { name: name.to_owned(), reason: reason.into() })
+}
+
+const NO_REGION: &str =
+    "DATABASE_SECRET_ARN is set but there is no AWS region: set AWS_REGION (Lambda sets it)";
+
+fn setup(message: String) -> WiringError {
+    tracing::error!(error = %message, "postgres is not usable; not starting");
+    WiringError::Setup(message)
 }
 
 impl PgSettings {
@@ -70,12 +111,16 @@ impl PgSettings {
                 Err(e) => Err(invalid(name, e.to_string())),
             }
         };
+        let millis = |name: &str, default: u64| number(name, default, 600_000).map(Duration::from_millis);
 
-        let mut config = match get("DATABASE_URL").map(SecretString::from) {
-            Some(url) => url.expose_secret().parse::<tokio_postgres::Config>().map_err(|e| {
-                // The parser's message names the offending option, never the URL's password.
-                invalid("DATABASE_URL", format!("not a PostgreSQL connection URL: {e}"))
-            })?,
+        let (mut config, url_mode, url_root) = match get("DATABASE_URL").map(SecretString::from) {
+            Some(url) => {
+                let parsed = parse_url(url.expose_secret()).map_err(|e| match e {
+                    UrlError::Invalid(reason) => invalid("DATABASE_URL", reason),
+                    UrlError::Tls(e) => invalid("DATABASE_URL", e.to_string()),
+                })?;
+                (parsed.config, parsed.ssl_mode, parsed.root_cert)
+            }
             None => {
                 let mut config = tokio_postgres::Config::new();
                 config.host(get("PGHOST").as_deref().unwrap_or("127.0.0.1"));
@@ -87,16 +132,41 @@ impl PgSettings {
                 if let Some(password) = get("PGPASSWORD").map(SecretString::from) {
                     config.password(password.expose_secret());
                 }
-                config
+                (config, None, None)
             }
         };
-        if matches!(config.get_ssl_mode(), SslMode::Require) {
+
+        // The URL's parameters win over the variables, as in libpq.
+        let (mode, mode_from) = match url_mode {
+            Some(mode) => (mode, "DATABASE_URL"),
+            None => match get("PGSSLMODE") {
+                Some(raw) => {
+                    (raw.parse::<SslMode>().map_err(|e| invalid("PGSSLMODE", e.to_string()))?, "PGSSLMODE")
+                }
+                None => (SslMode::Prefer, "PGSSLMODE"),
+            },
+        };
+        let root_cert = url_root.or_else(|| get("PGSSLROOTCERT").as_deref().map(RootCert::parse));
+        let tls = TlsSettings::new(mode, root_cert).map_err(|e| invalid(mode_from, e.to_string()))?;
+        tls.apply(&mut config);
+
+        let timeouts = SessionTimeouts {
+            lock: millis("PG_LOCK_TIMEOUT_MS", 2_000)?,
+            statement: millis("PG_STATEMENT_TIMEOUT_MS", 5_000)?,
+            idle_in_transaction: millis("PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000)?,
+        };
+        if timeouts.lock > timeouts.statement {
             return Err(invalid(
-                "DATABASE_URL",
-                "sslmode=require needs TLS, which this build does not link yet; use a private network \
-                 (VPC or RDS Proxy) with sslmode=prefer or disable",
+                "PG_LOCK_TIMEOUT_MS",
+                format!(
+                    "{} ms is longer than the statement timeout ({} ms), which would end the wait first",
+                    timeouts.lock.as_millis(),
+                    timeouts.statement.as_millis()
+                ),
             ));
         }
+        timeouts.apply(&mut config);
+
         let connect_timeout = Duration::from_secs(number("PG_CONNECT_TIMEOUT_SECS", 5, 300)?);
         config.connect_timeout(connect_timeout);
         if config.get_application_name().is_none() {
@@ -109,27 +179,133 @@ impl PgSettings {
         let pool_max_size = number("PG_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE as u64, 1_000)?;
         Ok(Self {
             config,
+            tls,
+            timeouts,
+            secret_arn: get("DATABASE_SECRET_ARN"),
             pool_max_size: usize::try_from(pool_max_size).unwrap_or(DEFAULT_POOL_MAX_SIZE),
             connect_timeout,
-            pool_wait_timeout: Duration::from_millis(number("PG_POOL_WAIT_TIMEOUT_MS", 5_000, 600_000)?),
+            pool_wait_timeout: millis("PG_POOL_WAIT_TIMEOUT_MS", 5_000)?,
             run_migrations,
+            aws_http_client: None,
         })
     }
 
-    /// A pool with these settings. It connects lazily: nothing is opened until the first use.
-    pub fn pool(&self) -> Result<Pool, WiringError> {
-        let manager = Manager::from_config(
-            self.config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        Pool::builder(manager)
-            .max_size(self.pool_max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.pool_wait_timeout))
-            .create_timeout(Some(self.connect_timeout))
-            .build()
+    /// These settings, reading the secret (if any) over `http` instead of aws-config's default HTTPS
+    /// client: for a process that links another TLS stack for its own AWS calls and builds without
+    /// the default client.
+    #[must_use]
+    pub fn with_aws_http_client(mut self, http: aws_sdk_secretsmanager::config::SharedHttpClient) -> Self {
+        self.aws_http_client = Some(http);
+        self
+    }
+
+    /// The pool's bounds.
+    pub fn limits(&self) -> PoolLimits {
+        PoolLimits {
+            max_size: self.pool_max_size,
+            wait: self.pool_wait_timeout,
+            connect: self.connect_timeout,
+        }
+    }
+
+    /// The longest a request waits for its connection and first statement: a free pooled connection,
+    /// a new one opened, then the statement (its lock waits included) cut off by the server.
+    pub fn request_wait_max(&self) -> Duration {
+        self.pool_wait_timeout + self.connect_timeout + self.timeouts.statement
+    }
+
+    /// `host:port` of the server, for log lines (never the password).
+    pub fn server(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => "?".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    /// Opens connections with these TLS settings and the credentials of the URL or `PG*` variables, or
+    /// of the secret (read now, so a missing or unreadable secret fails start-up).
+    pub async fn connector(&self) -> Result<Arc<PgConnector>, WiringError> {
+        let tls = self.tls.connector().map_err(|e| invalid("PGSSLROOTCERT", e.to_string()))?;
+        let Some(arn) = &self.secret_arn else { return Ok(Arc::new(PgConnector::new(tls))) };
+        let client = self.secrets_client().await?;
+        let source = SecretsManagerCredentials::new(client, arn.clone(), self.connect_timeout);
+        let connector = PgConnector::with_credentials(tls, Arc::new(source));
+        connector
+            .load_credentials()
+            .await
+            .map_err(|e| setup(format!("cannot read the database credentials: {e}")))?;
+        Ok(Arc::new(connector))
+    }
+
+    /// The Secrets Manager client. With the `aws-config` feature: aws-config's region and credential
+    /// chain, over [`Self::aws_http_client`] if set, else aws-config's default HTTPS client.
+    #[cfg(feature = "aws-config")]
+    async fn secrets_client(&self) -> Result<aws_sdk_secretsmanager::Client, WiringError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(http) = &self.aws_http_client {
+            loader = loader.http_client(http.clone());
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(setup(NO_REGION.to_owned()));
+        }
+        Ok(aws_sdk_secretsmanager::Client::new(&sdk))
+    }
+
+    /// The Secrets Manager client. Without the `aws-config` feature: the region and the credentials
+    /// Lambda puts in the environment for the execution role (valid for the life of the execution
+    /// environment), over [`Self::aws_http_client`], which must be set.
+    #[cfg(not(feature = "aws-config"))]
+    async fn secrets_client(&self) -> Result<aws_sdk_secretsmanager::Client, WiringError> {
+        use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+        let Some(http) = self.aws_http_client.clone() else {
+            return Err(setup(
+                "DATABASE_SECRET_ARN is set but this build has no HTTP client for Secrets Manager (build \
+                 with the `aws-config` feature, or pass one with PgSettings::with_aws_http_client)"
+                    .to_owned(),
+            ));
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(region) = env("AWS_REGION") else { return Err(setup(NO_REGION.to_owned())) };
+        let (Some(key_id), Some(secret_key)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(setup(
+                "DATABASE_SECRET_ARN is set but there are no AWS credentials in the environment \
+                 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; Lambda sets them)"
+                    .to_owned(),
+            ));
+        };
+        let credentials = Credentials::new(key_id, secret_key, env("AWS_SESSION_TOKEN"), None, "environment");
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .http_client(http)
+            .build();
+        Ok(aws_sdk_secretsmanager::Client::from_conf(config))
+    }
+
+    /// A pool whose connections `connector` opens. It connects lazily: nothing is opened until the first
+    /// use.
+    pub fn pool_with(&self, connector: Arc<PgConnector>) -> Result<Pool, WiringError> {
+        corebank_store::postgres::pool(self.config.clone(), connector, self.limits())
             .map_err(|e| WiringError::Setup(format!("postgres pool: {e}")))
+    }
+
+    /// A pool with these settings and the credentials of the URL or `PG*` variables; with
+    /// `DATABASE_SECRET_ARN` use [`connect`] (or [`Self::connector`] and [`Self::pool_with`]), which
+    /// read the secret. It connects lazily.
+    pub fn pool(&self) -> Result<Pool, WiringError> {
+        if self.secret_arn.is_some() {
+            return Err(WiringError::Setup(
+                "DATABASE_SECRET_ARN is set: the pool needs the secret read first (use connect)".to_owned(),
+            ));
+        }
+        let tls = self.tls.connector().map_err(|e| invalid("PGSSLROOTCERT", e.to_string()))?;
+        self.pool_with(Arc::new(PgConnector::new(tls)))
     }
 }
 
@@ -138,6 +314,8 @@ impl PgSettings {
 pub struct PgWiring {
     /// The settings it was built from (for a listener connection, or a second pool).
     pub settings: PgSettings,
+    /// Opens connections (TLS, current credentials) for the pool and the listener.
+    pub connector: Arc<PgConnector>,
     /// The pool every adapter shares.
     pub pool: Pool,
     /// The adapters, with typed access to the event store's feed.
@@ -157,16 +335,48 @@ impl PgWiring {
     /// feed head (and whoever watches it: the embedded pipeline, the outbox relay) follows appends made
     /// by any process. Needs a Tokio runtime.
     pub fn spawn_listener(&self) -> Result<(), WiringError> {
+        let connector = Arc::clone(&self.connector);
+        let config = self.settings.config.clone();
         self.stores
             .events
-            .spawn_listener(self.settings.config.clone(), NoTls)
+            .spawn_listener_with(move || {
+                let (connector, config) = (Arc::clone(&connector), config.clone());
+                async move { connector.connect(&config).await }
+            })
             .map_err(|e| WiringError::Setup(format!("postgres listener: {e}")))
     }
 }
 
-/// Builds the pool and the adapters, and migrates first if the settings ask for it.
+/// Opens one connection now. A server that fails TLS verification or refuses the credentials is never
+/// used: that is an error. One that cannot be reached is logged, and reached on first use.
+async fn check_server(settings: &PgSettings, pool: &Pool) -> Result<(), WiringError> {
+    let server = settings.server();
+    let mode = settings.tls.mode();
+    match pool.get().await {
+        Ok(_) => {
+            tracing::info!(%server, sslmode = %mode, "connected to postgres");
+            Ok(())
+        }
+        Err(PoolError::Backend(e)) if is_tls_failure(&e) => {
+            Err(setup(format!("postgres at {server} failed TLS (sslmode={mode}): {}", error_chain(&e))))
+        }
+        Err(PoolError::Backend(e)) if is_auth_failure(&e) => Err(setup(format!(
+            "postgres at {server} refused the connection (sslmode={mode}): {}",
+            error_chain(&e)
+        ))),
+        Err(e) => {
+            tracing::warn!(%server, sslmode = %mode, error = %error_chain(&e), "postgres is not reachable at start-up; connecting on first use");
+            Ok(())
+        }
+    }
+}
+
+/// Builds the pool and the adapters, checks the server (see [`check_server`]), and migrates first if
+/// the settings ask for it.
 pub async fn connect(settings: PgSettings) -> Result<PgWiring, WiringError> {
-    let pool = settings.pool()?;
+    let connector = settings.connector().await?;
+    let pool = settings.pool_with(Arc::clone(&connector))?;
+    check_server(&settings, &pool).await?;
     let migrations = if settings.run_migrations {
         let report = migrate(&pool).await.map_err(|e| WiringError::Setup(format!("migrations: {e}")))?;
         tracing::info!(applied = ?report.applied, "postgres schema is up to date");
@@ -175,7 +385,7 @@ pub async fn connect(settings: PgSettings) -> Result<PgWiring, WiringError> {
         None
     };
     let stores = PgStores::new(pool.clone());
-    Ok(PgWiring { settings, pool, stores, migrations })
+    Ok(PgWiring { settings, connector, pool, stores, migrations })
 }
 
 /// [`connect`] with settings from the environment (`RUN_MIGRATIONS` defaults to false).
@@ -251,12 +461,78 @@ mod tests {
             ("PGPORT", "70000"),
             ("RUN_MIGRATIONS", "yes"),
             ("PG_CONNECT_TIMEOUT_SECS", "0"),
-            ("DATABASE_URL", "postgres://h/db?sslmode=require"),
+            ("DATABASE_URL", "postgres://h/db?sslmode=verify-fully"),
+            ("DATABASE_URL", "postgres://h/db?sslmode=verify-full"),
+            ("PGSSLMODE", "verify-ca"),
+            ("PGSSLMODE", "strict"),
+            ("PG_LOCK_TIMEOUT_MS", "0"),
+            ("PG_STATEMENT_TIMEOUT_MS", "600001"),
+            ("PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", "soon"),
+            ("PG_LOCK_TIMEOUT_MS", "6000"),
             ("DATABASE_URL", "postgres://h:notaport/db"),
         ] {
             let err = PgSettings::from_lookup(lookup(&[(name, value)]), false).unwrap_err();
             assert_eq!(name_of(err), name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn tls_comes_from_the_url_else_from_libpqs_variables() {
+        let from_vars = PgSettings::from_lookup(
+            lookup(&[
+                ("PGHOST", "db.internal"),
+                ("PGSSLMODE", "verify-full"),
+                ("PGSSLROOTCERT", "/opt/rds/ca.pem"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(from_vars.tls.mode(), SslMode::VerifyFull);
+        assert_eq!(from_vars.tls.root_cert(), Some(&RootCert::File("/opt/rds/ca.pem".into())));
+        assert_eq!(from_vars.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+
+        let url_wins = PgSettings::from_lookup(
+            lookup(&[
+                ("DATABASE_URL", "postgres://u:hunter2@h/db?sslmode=verify-ca&sslrootcert=/ca.pem"),
+                ("PGSSLMODE", "disable"),
+                ("PGSSLROOTCERT", "/other.pem"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(url_wins.tls.mode(), SslMode::VerifyCa);
+        assert_eq!(url_wins.tls.root_cert(), Some(&RootCert::File("/ca.pem".into())));
+
+        let default = PgSettings::from_lookup(lookup(&[]), false).unwrap();
+        assert_eq!(default.tls.mode(), SslMode::Prefer, "libpq's default");
+        assert_eq!(default.secret_arn, None);
+    }
+
+    #[test]
+    fn session_timeouts_and_the_secret_are_read_and_bound_a_request() {
+        let settings = PgSettings::from_lookup(
+            lookup(&[
+                ("PG_LOCK_TIMEOUT_MS", "1000"),
+                ("PG_STATEMENT_TIMEOUT_MS", "2500"),
+                ("PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", "4000"),
+                ("PG_POOL_WAIT_TIMEOUT_MS", "1500"),
+                ("PG_CONNECT_TIMEOUT_SECS", "2"),
+                ("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:1:secret:db"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.config.get_options(),
+            Some(
+                "-c lock_timeout=1000 -c statement_timeout=2500 -c idle_in_transaction_session_timeout=4000"
+            )
+        );
+        assert_eq!(settings.request_wait_max(), Duration::from_millis(1500 + 2000 + 2500));
+        assert_eq!(settings.secret_arn.as_deref(), Some("arn:aws:secretsmanager:eu-west-1:1:secret:db"));
+        assert!(settings.pool().is_err(), "a pool without the secret read first is refused");
+        let defaults = PgSettings::from_lookup(lookup(&[]), false).unwrap();
+        assert_eq!(defaults.timeouts, SessionTimeouts::DEFAULT);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Events with their guard records, idempotency claims and the commit-ordered feed.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -8,11 +9,12 @@ use chrono::{DateTime, Utc};
 use corebank_backoff::Backoff;
 use corebank_domain::{EventEnvelope, EventMetadata};
 use deadpool_postgres::{Pool, Transaction};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Row, Socket};
+use tokio_postgres::{AsyncMessage, Client, Connection, Row, Socket};
 use uuid::Uuid;
 
 use crate::sql::{prefix_upper_bound, raise};
@@ -198,9 +200,23 @@ impl PgEventStore {
         T::TlsConnect: Sync + Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
+        self.spawn_listener_with(move || {
+            let (config, tls) = (config.clone(), tls.clone());
+            async move { config.connect(tls).await }
+        })
+    }
+
+    /// [`Self::spawn_listener`] with connections opened by `connect` on every (re)connect, e.g. a
+    /// [`PgConnector`](super::PgConnector) that verifies TLS and re-reads rotated credentials.
+    pub fn spawn_listener_with<F, Fut, S>(&self, connect: F) -> Result<(), StoreError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(Client, Connection<Socket, S>), tokio_postgres::Error>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| StoreError::Unavailable(format!("the feed listener needs a Tokio runtime: {e}")))?;
-        let task = runtime.spawn(listen(Arc::clone(&self.head), config, tls));
+        let task = runtime.spawn(listen(Arc::clone(&self.head), connect));
         self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(task.abort_handle());
         Ok(())
     }
@@ -593,17 +609,20 @@ const SAVE_CURSOR: &str = "INSERT INTO feed_cursors (lane, position) VALUES ($1,
      updated_at = now()";
 
 /// Keeps a listening connection up, forever; the owning store aborts it.
-async fn listen<T>(head: Arc<watch::Sender<u64>>, config: tokio_postgres::Config, tls: T)
+async fn listen<F, Fut, S>(head: Arc<watch::Sender<u64>>, connect: F)
 where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(Client, Connection<Socket, S>), tokio_postgres::Error>>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut failures = 0;
     loop {
         let started = tokio::time::Instant::now();
-        if let Err(e) = listen_once(&head, &config, tls.clone()).await {
+        let outcome = match connect().await {
+            Ok((client, connection)) => listen_once(&head, client, connection).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
             tracing::warn!(error = %e, "feed listener lost its connection");
         }
         if started.elapsed() > LISTEN_BACKOFF_RESET {
@@ -623,18 +642,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn listen_once<T>(
+async fn listen_once<S>(
     head: &Arc<watch::Sender<u64>>,
-    config: &tokio_postgres::Config,
-    tls: T,
+    client: Client,
+    mut connection: Connection<Socket, S>,
 ) -> Result<(), tokio_postgres::Error>
 where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (client, mut connection) = config.connect(tls).await?;
     let notified = Arc::clone(head);
     // The connection delivers notifications only to whoever polls it, so this task both drives it and
     // raises the head; it ends when the connection does.

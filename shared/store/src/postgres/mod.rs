@@ -1,8 +1,10 @@
 //! Postgres (RDS) adapters for every port, and the versioned migrations they need.
 //!
-//! The adapters take a ready [`deadpool_postgres::Pool`]: how it is configured (URL, TLS, size,
-//! timeouts) is the caller's business, so this module never reads the environment. Build the schema
-//! first with [`migrate`].
+//! The adapters take a ready [`deadpool_postgres::Pool`]. [`pool`] builds one whose connections a
+//! [`PgConnector`] opens: TLS after libpq's `sslmode` / `sslrootcert` (OpenSSL), credentials that are
+//! read again when the server refuses them (a rotated secret), and the session bounds of
+//! [`SessionTimeouts`] (see the `connect` module's docs). The values come from the caller: this module
+//! never reads the environment. Build the schema first with [`migrate`].
 //!
 //! # How an append stays atomic
 //!
@@ -47,14 +49,22 @@
 //! [`EventFeed`]: crate::EventFeed
 //! [`EventFeed::head`]: crate::EventFeed::head
 
+mod connect;
 mod events;
 mod migrate;
 mod outbox;
 mod read;
+mod tls;
 mod transfers;
 
 use std::sync::Arc;
 
+pub use connect::{
+    CREDENTIAL_REREAD_INTERVAL_MIN, CredentialError, CredentialSource, Credentials, MakeRustlsConnect,
+    ParsedUrl, PgConnector, PoolLimits, RootCert, RustlsConnect, RustlsStream, SessionTimeouts,
+    SpawnedConnection, SslMode, TlsError, TlsSettings, UrlError, Verification, error_chain, is_auth_failure,
+    is_tls_failure, parse_url, pool,
+};
 pub use deadpool_postgres::Pool;
 pub use events::PgEventStore;
 pub use migrate::{
