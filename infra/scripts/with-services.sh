@@ -84,13 +84,26 @@ start_cluster() {
     start >/dev/null || { log "$name did not start; its log:"; cat "$root/log" >&2; return 1; }
 }
 
+# start_on_free_port ROOT NAME FIRST_PORT [extra server options]: starts the cluster on the first free
+# port from FIRST_PORT, moving on if another run took that port between the check and the bind; prints
+# the port.
+start_on_free_port() {
+  local root=$1 name=$2 port=$3; shift 3
+  for _ in 1 2 3 4 5; do
+    port=$(free_port "$port")
+    if start_cluster "$root" "$port" "$name" "$@"; then echo "$port"; return 0; fi
+    port=$((port + 1))
+  done
+  log "$name did not start on any of five ports"
+  return 1
+}
+
 start_postgres() {
   if [ -n "${DATABASE_URL:-}" ]; then log "postgres: using DATABASE_URL"; return; fi
   ensure_postgres_installed
   local port root
-  port=$(free_port "${PG_PORT:-55432}")
   root=$(new_cluster pg)
-  start_cluster "$root" "$port" postgres
+  port=$(start_on_free_port "$root" postgres "${PG_PORT:-55432}")
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   log "postgres up on $port"
 }
@@ -118,7 +131,6 @@ start_postgres_tls() {
   ensure_postgres_installed
   command -v openssl >/dev/null 2>&1 || { log "postgres (TLS): the openssl command is missing"; return 1; }
   local port root
-  port=$(free_port "${PG_TLS_PORT:-55532}")
   root=$(new_cluster pg-tls)
   make_test_certificates "$root"
   cat >"$root/data/pg_hba.conf" <<HBA
@@ -127,8 +139,8 @@ hostssl   all  +corebank_password_auth  127.0.0.1/32  scram-sha-256
 hostssl   all  all                      127.0.0.1/32  trust
 hostnossl all  all                      0.0.0.0/0     reject
 HBA
-  start_cluster "$root" "$port" "postgres (TLS)" -c ssl=on -c "ssl_cert_file=$root/server.crt" \
-    -c "ssl_key_file=$root/server.key" -c password_encryption=scram-sha-256
+  port=$(start_on_free_port "$root" "postgres (TLS)" "${PG_TLS_PORT:-55532}" -c ssl=on \
+    -c "ssl_cert_file=$root/server.crt" -c "ssl_key_file=$root/server.key" -c password_encryption=scram-sha-256)
   runuser -u postgres -- "$PG_BIN/psql" -qX -h "$root" -p "$port" -d postgres \
     -c "CREATE ROLE corebank_password_auth NOLOGIN" >/dev/null
   export DATABASE_TLS_URL="postgres://postgres@localhost:$port/postgres?sslmode=verify-full&sslrootcert=$root/ca.crt"

@@ -7,7 +7,7 @@
 //! | outcome | what happens to the row |
 //! | --- | --- |
 //! | acknowledged | marked published |
-//! | retryable failure (broker down, timeout) | `attempts + 1`, `last_error`, claimable again after an exponential, jittered backoff; dead-lettered when attempts reach [`RelayConfig::max_attempts`] |
+//! | retryable failure (broker down, timeout) | `attempts + 1`, `last_error`, claimable again after an exponential, jittered backoff capped at [`RelayConfig::backoff_max`], for as long as it takes: a transient failure never dead-letters a row. From [`RelayConfig::alert_after_attempts`] on, health reports the row as stuck (degraded). |
 //! | permanent failure (the bus refuses the message itself) | dead-lettered at once |
 //! | a later row of a stream whose earlier row failed in this batch | given back without counting an attempt |
 //!
@@ -65,8 +65,9 @@ pub struct RelayConfig {
     pub batch_size: usize,
     /// How long a claim holds its rows before another relay may take them over.
     pub lease: Duration,
-    /// Failed attempts after which a row is dead-lettered (at least 1).
-    pub max_attempts: u32,
+    /// Failed attempts after which health reports a row as stuck (at least 1). The relay keeps
+    /// retrying it: only a message the bus refuses for what it is is dead-lettered.
+    pub alert_after_attempts: u32,
     /// Backoff after the first failure; it doubles per failure.
     pub backoff_initial: Duration,
     /// Longest backoff.
@@ -86,7 +87,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 256,
             lease: Duration::from_secs(60),
-            max_attempts: 20,
+            alert_after_attempts: 20,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
@@ -109,7 +110,7 @@ impl RelayConfig {
     /// | --- | --- | --- |
     /// | `RELAY_BATCH_SIZE` | 256 | 1..=1000 |
     /// | `RELAY_LEASE_SECS` | 60 | ≥ 1; keep it above `KAFKA_MESSAGE_TIMEOUT_MS` |
-    /// | `RELAY_MAX_ATTEMPTS` | 20 | ≥ 1 |
+    /// | `RELAY_ALERT_AFTER_ATTEMPTS` | 20 | ≥ 1 |
     /// | `RELAY_BACKOFF_INITIAL_MS` | 200 | ≥ 1 |
     /// | `RELAY_BACKOFF_MAX_MS` | 300000 | ≥ `RELAY_BACKOFF_INITIAL_MS` |
     /// | `RELAY_POLL_INTERVAL_MS` | 500 | ≥ 1 |
@@ -137,9 +138,9 @@ impl RelayConfig {
         let config = Self {
             batch_size: usize::try_from(batch).unwrap_or(MAX_CLAIM_BATCH),
             lease: Duration::from_secs(get("RELAY_LEASE_SECS", secs(d.lease), 1, u64::MAX)?),
-            max_attempts: u32::try_from(get(
-                "RELAY_MAX_ATTEMPTS",
-                u64::from(d.max_attempts),
+            alert_after_attempts: u32::try_from(get(
+                "RELAY_ALERT_AFTER_ATTEMPTS",
+                u64::from(d.alert_after_attempts),
                 1,
                 u64::from(u32::MAX),
             )?)
@@ -393,7 +394,8 @@ impl Relay {
         }
 
         report.published = self.outbox.mark_published(claim.token, &published).await?;
-        let failures = self.outbox.mark_failed(claim.token, &retry, self.config.max_attempts).await?;
+        // Transient failures are retried for as long as it takes (never dead-lettered).
+        let failures = self.outbox.mark_failed(claim.token, &retry, u32::MAX).await?;
         report.failed = failures.retrying + failures.dead_lettered;
         report.dead_lettered = failures.dead_lettered + self.outbox.dead_letter(claim.token, &dead).await?;
         report.released = self.outbox.release(claim.token, &held).await?;
@@ -589,8 +591,19 @@ impl PipelineHealth for Relay {
         lock(&self.stats).as_ref().map_or(0, |s| s.pending)
     }
 
-    /// The last failure; dead-lettered rows count as a failure until they are requeued.
+    /// The last failure; dead-lettered rows count as a failure until they are requeued, and a row that
+    /// has failed [`RelayConfig::alert_after_attempts`] times as one while it keeps failing.
     fn last_error(&self) -> Option<String> {
+        if let Some(stats) = lock(&self.stats)
+            .as_ref()
+            .filter(|s| s.dead_lettered == 0 && s.max_attempts >= self.config.alert_after_attempts)
+        {
+            return Some(format!(
+                "an outbox row has failed {} times and is still being retried (last error: {})",
+                stats.max_attempts,
+                lock(&self.last_error).as_deref().unwrap_or("see the relay's log"),
+            ));
+        }
         if let Some(stats) = lock(&self.stats).as_ref().filter(|s| s.dead_lettered > 0) {
             return Some(format!(
                 "{} outbox row(s) dead-lettered (first: stream {}: {}); {} later row(s) of their streams \
@@ -621,7 +634,7 @@ mod tests {
         let config = RelayConfig::from_lookup(lookup(&[
             ("RELAY_BATCH_SIZE", "10"),
             ("RELAY_LEASE_SECS", "5"),
-            ("RELAY_MAX_ATTEMPTS", "3"),
+            ("RELAY_ALERT_AFTER_ATTEMPTS", "3"),
             ("RELAY_BACKOFF_INITIAL_MS", "7"),
             ("RELAY_BACKOFF_MAX_MS", "70"),
             ("RELAY_POLL_INTERVAL_MS", "100"),
@@ -632,7 +645,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.batch_size, 10);
         assert_eq!(config.lease, Duration::from_secs(5));
-        assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.alert_after_attempts, 3);
         assert_eq!(config.backoff_initial, Duration::from_millis(7));
         assert_eq!(config.backoff_max, Duration::from_millis(70));
         assert_eq!(config.poll_interval, Duration::from_millis(100));
@@ -646,7 +659,7 @@ mod tests {
         for (name, value) in [
             ("RELAY_BATCH_SIZE", "0"),
             ("RELAY_BATCH_SIZE", "1001"),
-            ("RELAY_MAX_ATTEMPTS", "0"),
+            ("RELAY_ALERT_AFTER_ATTEMPTS", "0"),
             ("RELAY_LEASE_SECS", "soon"),
             ("RELAY_CLEANUP_BATCH", "0"),
         ] {
