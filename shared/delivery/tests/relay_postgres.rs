@@ -701,3 +701,60 @@ async fn the_relay_wakes_on_an_append_notification_without_waiting_for_its_poll(
     running.await.unwrap();
     assert_eq!(relay.metrics().published, 2);
 }
+
+/// Hands the batch to the bus, then takes the outbox table away (renamed), so the cycle cannot write
+/// what the bus did: as a database that restarts right after the publish.
+struct LoseTheOutboxAfterPublish {
+    bus: Arc<FakeBus>,
+    config: tokio_postgres::Config,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl EventPublisher for LoseTheOutboxAfterPublish {
+    async fn publish(&self, events: &[EventEnvelope]) -> Vec<Result<(), PublishError>> {
+        let outcomes = self.bus.publish(events).await;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let (client, connection) = self.config.connect(NoTls).await.unwrap();
+            let driver = tokio::spawn(connection);
+            client.batch_execute("ALTER TABLE outbox_events RENAME TO outbox_events_away").await.unwrap();
+            drop(client);
+            let _ = driver.await;
+        }
+        outcomes
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_that_fails_after_publishing_is_settled_by_the_next_one_not_by_the_lease() {
+    let (config, pool) = fresh_database().await;
+    let stores = PgStores::new(pool.clone());
+    let name = streams(1).remove(0);
+    append(&stores, &name, 0, 3).await;
+    let bus = Arc::new(FakeBus::default());
+    let publisher = Arc::new(LoseTheOutboxAfterPublish {
+        bus: bus.clone(),
+        config: config.clone(),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    // A lease far longer than this test may wait.
+    let relay_config = RelayConfig { lease: Duration::from_secs(3600), ..fast_config() };
+    let relay = Relay::new(PgOutbox::new(pool.clone()), publisher, relay_config);
+
+    // Published, but the outbox is gone before the cycle can say so.
+    assert!(relay.relay_batch().await.is_err(), "the cycle cannot settle");
+    assert_eq!(bus.delivered.lock().unwrap().len(), 3);
+    let client = pool.get().await.unwrap();
+    client.batch_execute("ALTER TABLE outbox_events_away RENAME TO outbox_events").await.unwrap();
+    drop(client);
+    assert!(outbox_rows(&pool, &name).await.iter().all(|r| !r.4), "not marked yet");
+    assert!(relay.last_error().is_some(), "health hears of it");
+
+    // The database is back: the next cycle writes what the failed one could not, at once.
+    let report = relay.relay_batch().await.unwrap();
+    assert_eq!(report.claimed, 0, "nothing was left to claim again: {report:?}");
+    assert!(outbox_rows(&pool, &name).await.iter().all(|r| r.4), "published, without waiting for the lease");
+    assert_eq!(relay.metrics().published, 3);
+    let delivered: Vec<u64> = bus.delivered.lock().unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(delivered, [1, 2, 3], "each event handed to the bus once");
+}

@@ -18,6 +18,12 @@
 //! operator requeues it ([`PgOutbox::requeue_dead_letters`]); that is by design, and it shows in
 //! [`RelayMetrics`] and health.
 //!
+//! # A cycle that fails half way
+//! When the database fails after a batch was handed to the bus (a restart, a dropped connection),
+//! the cycle keeps what it had still to write (published, failed, given back) and writes it first
+//! in the next cycle, so its rows are not left waiting for their lease to run out; each part is
+//! written once.
+//!
 //! # Crashes
 //! A relay that dies after claiming keeps its rows only until the lease ([`RelayConfig::lease`]) ends;
 //! another relay then takes them over. Rows the dead relay had already handed to the bus are published
@@ -265,6 +271,22 @@ struct Counters {
     expired_keys_deleted: AtomicU64,
 }
 
+/// What a cycle still has to write about its claimed rows; each part is emptied once written.
+#[derive(Debug, Default)]
+struct Settlement {
+    token: uuid::Uuid,
+    published: Vec<u64>,
+    retry: Vec<RetryLater>,
+    dead: Vec<(u64, String)>,
+    held: Vec<u64>,
+}
+
+impl Settlement {
+    fn is_done(&self) -> bool {
+        self.published.is_empty() && self.retry.is_empty() && self.dead.is_empty() && self.held.is_empty()
+    }
+}
+
 /// Publishes the Postgres outbox (see the module docs).
 pub struct Relay {
     outbox: PgOutbox,
@@ -274,6 +296,8 @@ pub struct Relay {
     counters: Counters,
     last_error: Mutex<Option<String>>,
     stats: Mutex<Option<OutboxStats>>,
+    /// A failed cycle's settlement, written first by the next cycle.
+    unsettled: Mutex<Option<Settlement>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -293,6 +317,7 @@ impl Relay {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             stats: Mutex::new(None),
+            unsettled: Mutex::new(None),
         }
     }
 
@@ -335,9 +360,51 @@ impl Relay {
         Ok(stats)
     }
 
+    /// Writes a settlement's parts in order, emptying each once written, and adds what they did to
+    /// `report`. On an error the parts not yet written stay in `settlement`.
+    async fn settle(&self, settlement: &mut Settlement, report: &mut BatchReport) -> Result<(), StoreError> {
+        let token = settlement.token;
+        if !settlement.published.is_empty() {
+            report.published += self.outbox.mark_published(token, &settlement.published).await?;
+            settlement.published.clear();
+        }
+        if !settlement.retry.is_empty() {
+            // Transient failures are retried for as long as it takes (never dead-lettered).
+            let failures = self.outbox.mark_failed(token, &settlement.retry, u32::MAX).await?;
+            report.failed += failures.retrying + failures.dead_lettered;
+            report.dead_lettered += failures.dead_lettered;
+            settlement.retry.clear();
+        }
+        if !settlement.dead.is_empty() {
+            report.dead_lettered += self.outbox.dead_letter(token, &settlement.dead).await?;
+            settlement.dead.clear();
+        }
+        if !settlement.held.is_empty() {
+            report.released += self.outbox.release(token, &settlement.held).await?;
+            settlement.held.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what a failed cycle left unwritten, if anything; an error keeps the rest for the next
+    /// try.
+    async fn settle_leftover(&self) -> Result<(), StoreError> {
+        let Some(mut leftover) = lock(&self.unsettled).take() else { return Ok(()) };
+        let mut report = BatchReport::default();
+        let result = self.settle(&mut leftover, &mut report).await;
+        self.count(&report);
+        if !leftover.is_done() {
+            *lock(&self.unsettled) = Some(leftover);
+        }
+        result?;
+        tracing::info!(?report, "the settlement of a failed cycle was written");
+        Ok(())
+    }
+
     /// One cycle: claim, publish in one call, settle each row by its outcome.
     #[tracing::instrument(level = "debug", name = "relay_batch", skip_all)]
     pub async fn relay_batch(&self) -> Result<BatchReport, StoreError> {
+        self.settle_leftover().await?;
         let claim = self.outbox.claim(self.config.batch_size, self.config.lease).await?;
         let mut report = BatchReport { claimed: claim.rows.len() as u64, ..BatchReport::default() };
         if claim.rows.is_empty() {
@@ -393,17 +460,17 @@ impl Relay {
             }
         }
 
-        report.published = self.outbox.mark_published(claim.token, &published).await?;
-        // Transient failures are retried for as long as it takes (never dead-lettered).
-        let failures = self.outbox.mark_failed(claim.token, &retry, u32::MAX).await?;
-        report.failed = failures.retrying + failures.dead_lettered;
-        report.dead_lettered = failures.dead_lettered + self.outbox.dead_letter(claim.token, &dead).await?;
-        report.released = self.outbox.release(claim.token, &held).await?;
+        let mut settlement = Settlement { token: claim.token, published, retry, dead, held };
+        if let Err(e) = self.settle(&mut settlement, &mut report).await {
+            tracing::warn!(error = %e, "settling a published batch failed; the next cycle writes the rest");
+            *lock(&self.unsettled) = Some(settlement);
+            self.count(&report);
+            *lock(&self.last_error) = Some(e.to_string());
+            return Err(e);
+        }
 
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.published.fetch_add(report.published, Ordering::Relaxed);
-        self.counters.failed.fetch_add(report.failed, Ordering::Relaxed);
-        self.counters.dead_lettered.fetch_add(report.dead_lettered, Ordering::Relaxed);
+        self.count(&report);
         if report.dead_lettered > 0 {
             tracing::error!(
                 dead_lettered = report.dead_lettered,
@@ -415,6 +482,12 @@ impl Relay {
         }
         *lock(&self.last_error) = first_error;
         Ok(report)
+    }
+
+    fn count(&self, report: &BatchReport) {
+        self.counters.published.fetch_add(report.published, Ordering::Relaxed);
+        self.counters.failed.fetch_add(report.failed, Ordering::Relaxed);
+        self.counters.dead_lettered.fetch_add(report.dead_lettered, Ordering::Relaxed);
     }
 
     /// Deletes published rows older than the retention, then idempotency records an hour or more
