@@ -758,3 +758,58 @@ async fn a_cycle_that_fails_after_publishing_is_settled_by_the_next_one_not_by_t
     let delivered: Vec<u64> = bus.delivered.lock().unwrap().iter().map(|e| e.version).collect();
     assert_eq!(delivered, [1, 2, 3], "each event handed to the bus once");
 }
+
+/// A bus that takes every batch and answers only once it is back, as a broker that is away.
+#[derive(Default)]
+struct AwayBus {
+    is_back: std::sync::atomic::AtomicBool,
+    back: tokio::sync::Notify,
+}
+
+impl AwayBus {
+    fn come_back(&self) {
+        self.is_back.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.back.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl EventPublisher for AwayBus {
+    async fn publish(&self, events: &[EventEnvelope]) -> Vec<Result<(), PublishError>> {
+        loop {
+            let back = self.back.notified();
+            if self.is_back.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            back.await;
+        }
+        events.iter().map(|_| Ok(())).collect()
+    }
+}
+
+#[tokio::test]
+async fn the_backlog_health_reports_stays_fresh_while_a_publish_waits_on_a_broker_that_is_away() {
+    let (_, pool) = fresh_database().await;
+    let stores = PgStores::new(pool.clone());
+    let name = streams(1).remove(0);
+    append(&stores, &name, 0, 3).await;
+    let bus = Arc::new(AwayBus::default());
+    let relay = Arc::new(Relay::new(PgOutbox::new(pool.clone()), bus.clone(), fast_config()));
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(Arc::clone(&relay).run(async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+
+    // The first batch is stuck in the publish; events keep coming, and the figure follows them.
+    append(&stores, &name, 3, 2).await;
+    let patience = deadline();
+    while relay.lag() != 5 {
+        assert!(Instant::now() < patience, "lag never showed the new rows: {}", relay.lag());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    bus.come_back();
+    let _ = stop.send(true);
+    tokio::time::timeout(PATIENCE, running).await.expect("the relay stops").expect("no panic");
+}

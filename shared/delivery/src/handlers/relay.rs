@@ -60,7 +60,8 @@ use tokio::time::Instant;
 /// Longest pause after a failed cycle (the database was unreachable).
 const ERROR_PAUSE_MAX: Duration = Duration::from_secs(5);
 
-/// How often a busy [`Relay::run`] re-reads the backlog for health and metrics.
+/// How often [`Relay::run`] re-reads the backlog for health and metrics, beside the cycles (so the
+/// figure stays fresh while a publish waits on a broker that is away).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the relay claims, retries and cleans up. Every field has a limit and a default; see
@@ -284,6 +285,15 @@ struct Settlement {
 impl Settlement {
     fn is_done(&self) -> bool {
         self.published.is_empty() && self.retry.is_empty() && self.dead.is_empty() && self.held.is_empty()
+    }
+}
+
+/// Aborts a spawned task when dropped (when [`Relay::run`] returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -584,7 +594,19 @@ impl Relay {
         // ERROR_PAUSE_MAX, jittered.
         let error_backoff = Backoff::new(self.config.poll_interval, ERROR_PAUSE_MAX);
         let mut failed_cycles = 0;
-        let mut next_stats = Instant::now();
+        // The backlog is read on its own timer, off the publish path: a cycle stuck on a broker that
+        // is away does not freeze the figure health reports.
+        let _stats = {
+            let relay = Arc::clone(&self);
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    if let Err(e) = relay.refresh_stats().await {
+                        relay.record_error(&e);
+                    }
+                    tokio::time::sleep(STATS_INTERVAL).await;
+                }
+            }))
+        };
         loop {
             if Instant::now() >= next_cleanup {
                 if let Err(e) = self.cleanup(Instant::now() + Duration::from_secs(1)).await {
@@ -599,21 +621,10 @@ impl Relay {
             let pause = match self.relay_batch().await {
                 Ok(report) if report.claimed > 0 => {
                     failed_cycles = 0;
-                    // Under steady load the relay is never idle: keep the backlog figure fresh anyway.
-                    if Instant::now() >= next_stats {
-                        if let Err(e) = self.refresh_stats().await {
-                            self.record_error(&e);
-                        }
-                        next_stats = Instant::now() + STATS_INTERVAL;
-                    }
                     continue;
                 }
                 Ok(_) => {
                     failed_cycles = 0;
-                    if let Err(e) = self.refresh_stats().await {
-                        self.record_error(&e);
-                    }
-                    next_stats = Instant::now() + STATS_INTERVAL;
                     self.config.poll_interval
                 }
                 Err(e) => {

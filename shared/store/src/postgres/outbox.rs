@@ -108,8 +108,20 @@ const REQUEUE_DEAD: &str = "UPDATE outbox_events \
      WHERE dead_lettered_at IS NOT NULL AND published_at IS NULL";
 
 /// Reads only unpublished rows (the partial indexes), so its cost follows the backlog, not the
-/// retained history.
-const STATS: &str = "SELECT \
+/// retained history. A row is blocked when a dead-lettered row of its stream comes before it: the
+/// first dead letter of each stream is found once and joined (a hash join), so the cost is linear
+/// in the backlog, not in the backlog times each stream's unpublished rows.
+const STATS: &str = "WITH unpublished AS ( \
+         SELECT stream_id, position, attempts, last_error, created_at, next_attempt_at, claimed_until, \
+                dead_lettered_at \
+         FROM outbox_events WHERE published_at IS NULL), \
+     first_dead AS ( \
+         SELECT stream_id, min(position) AS position FROM unpublished \
+         WHERE dead_lettered_at IS NOT NULL GROUP BY stream_id), \
+     pending_rows AS ( \
+         SELECT u.*, (d.position IS NOT NULL AND u.position > d.position) AS blocked \
+         FROM unpublished u LEFT JOIN first_dead d ON d.stream_id = u.stream_id) \
+     SELECT \
          count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL) AS pending, \
          count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL AND attempts > 0) AS retrying, \
          count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight, \
@@ -123,13 +135,7 @@ const STATS: &str = "SELECT \
              AS first_dead_letter_error, \
          (array_agg(stream_id ORDER BY position) FILTER (WHERE dead_lettered_at IS NOT NULL))[1] \
              AS first_dead_letter_stream \
-     FROM ( \
-         SELECT o.*, EXISTS ( \
-             SELECT 1 FROM outbox_events d \
-             WHERE d.stream_id = o.stream_id AND d.position < o.position AND d.published_at IS NULL \
-               AND d.dead_lettered_at IS NOT NULL) AS blocked \
-         FROM outbox_events o WHERE o.published_at IS NULL \
-     ) pending_rows";
+     FROM pending_rows";
 
 /// One claimed outbox row: its event and how often publishing it has failed before.
 #[derive(Debug, Clone, PartialEq)]
