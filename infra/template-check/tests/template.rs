@@ -724,3 +724,37 @@ fn no_function_environment_holds_a_database_password() {
         }
     }
 }
+
+/// `sam build` and `sam deploy` run without a prompt: the beta-features opt-in cargo lambda builds need,
+/// and the capabilities the template's transforms and roles need, are in samconfig.toml.
+#[test]
+fn samconfig_lets_build_and_deploy_run_without_a_prompt() {
+    let config: toml::Table = corebank_template_check::read("samconfig.toml").unwrap().parse().unwrap();
+    let build = &config["default"]["build"]["parameters"];
+    assert_eq!(
+        build.get("beta_features").and_then(toml::Value::as_bool),
+        Some(true),
+        "rust-cargolambda is a beta feature"
+    );
+    let capabilities = config["default"]["deploy"]["parameters"]["capabilities"].as_str().unwrap();
+    let template = template();
+    let transforms: Vec<&Value> = as_list(&template["Transform"]);
+    if transforms.iter().any(|t| *t == "AWS::LanguageExtensions") {
+        assert!(
+            capabilities.contains("CAPABILITY_AUTO_EXPAND"),
+            "the LanguageExtensions transform: {capabilities}"
+        );
+    }
+    assert!(capabilities.contains("CAPABILITY_IAM"), "{capabilities}");
+}
+
+/// Where data or its only trace lives, the stack's deletion or a replacement keeps it.
+#[test]
+fn data_outlives_the_stack() {
+    let template = template();
+    for id in ["EventsTable", "TransactionsTable", "IdempotencyTable", "OutboxDlq", "ApiAccessLogs"] {
+        let resource = &resources(&template)[id];
+        assert_eq!(resource["DeletionPolicy"], "Retain", "{id}");
+        assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{id}");
+    }
+}
