@@ -66,13 +66,13 @@ ensure_postgres_installed() {
   fi
 }
 
-# A new cluster directory owned by postgres (it writes its log there), remembered for cleanup.
+# A new cluster directory owned by postgres (it writes its log there). Callers run it in a command
+# substitution, a subshell, so they remember the directory for cleanup themselves.
 new_cluster() {
   local root
   root=$(mktemp -d -t "corebank-$1.XXXXXX")
   chown postgres: "$root"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$root/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
-  PGROOTS+=("$root")
   echo "$root"
 }
 
@@ -90,6 +90,7 @@ start_postgres() {
   local port root
   port=$(free_port "${PG_PORT:-55432}")
   root=$(new_cluster pg)
+  PGROOTS+=("$root")
   start_cluster "$root" "$port" postgres
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   log "postgres up on $port"
@@ -120,6 +121,7 @@ start_postgres_tls() {
   local port root
   port=$(free_port "${PG_TLS_PORT:-55532}")
   root=$(new_cluster pg-tls)
+  PGROOTS+=("$root")
   make_test_certificates "$root"
   cat >"$root/data/pg_hba.conf" <<HBA
 local     all  all                                    trust
