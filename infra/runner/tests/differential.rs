@@ -204,6 +204,8 @@ struct Gen {
     index: usize,
     /// This request is meant to be valid: no odd ids, amounts, currencies, keys or bodies.
     tame: bool,
+    /// The last command sent, to send again as it was (a client's retry).
+    last_post: Option<Req>,
 }
 
 const ACCOUNTS: &[&str] = &["acc-1", "acc-2", "acc-3", "acc-jpy", "acc-bhd"];
@@ -362,6 +364,13 @@ impl Gen {
     }
 
     fn next(&mut self) -> Req {
+        if self.index >= ACCOUNTS.len()
+            && self.chance(6)
+            && let Some(retry) = self.last_post.clone()
+        {
+            self.index += 1;
+            return retry;
+        }
         // The first requests create the pool's accounts, so that the rest meet existing state.
         self.tame = self.index < ACCOUNTS.len() || self.chance(45);
         let roll = if self.index < ACCOUNTS.len() { 0 } else { self.rng.u8(..100) };
@@ -469,6 +478,9 @@ impl Gen {
             req.idempotency_key = self.idempotency_key();
         }
         req.customer = self.index >= ACCOUNTS.len() && self.chance(20);
+        if req.method == Method::POST {
+            self.last_post = Some(req.clone());
+        }
         self.index += 1;
         req
     }
@@ -518,7 +530,7 @@ async fn memory_postgres_and_dynamodb_answer_the_same_random_requests_alike() {
     let postgres = postgres_deps().await;
     let dynamodb = dynamodb_deps().await;
 
-    let mut generator = Gen { rng: fastrand::Rng::with_seed(seed), index: 0, tame: false };
+    let mut generator = Gen { rng: fastrand::Rng::with_seed(seed), index: 0, tame: false, last_post: None };
     let mut answers = std::collections::BTreeMap::<(u16, String), usize>::new();
     for index in 0..count {
         let req = generator.next();
