@@ -2,13 +2,15 @@
 //! (valid and invalid, over a small pool of account and transfer ids so that most of them meet
 //! existing state) go through `corebank_api::dispatch` on memory, Postgres and DynamoDB (moto), in the
 //! same order. Every request must get the same status and error `code` from all three, never a 5xx,
-//! and a 2xx must carry the same JSON body once the fields that legitimately differ (event ids,
-//! timestamps) are removed. No pipeline runs: reads fall back to the event store and transfers stay
-//! `PENDING` on every store.
+//! and the same JSON body once the fields that legitimately differ (event ids, timestamps) are
+//! removed. No pipeline runs: reads fall back to the event store and transfers stay `PENDING` on
+//! every store. Admin routes and `GET /health` are not generated.
 //!
 //! Run: `SERVICES="postgres dynamodb" infra/scripts/with-services.sh cargo test -p corebank-runner
 //! --test differential`. `FUZZ_SEED` (a number) replays a seed, `FUZZ_REQUESTS` sets the request
-//! count (default 500). Without `DATABASE_URL` or `AWS_ENDPOINT_URL` the test fails; it never skips.
+//! count (default 500), `FUZZ_VERBOSE` (with `--nocapture`) prints every request and its answer. A
+//! failure prints the seed, the request's index, the request and the three answers. Without
+//! `DATABASE_URL` or `AWS_ENDPOINT_URL` the test fails; it never skips.
 
 #![cfg(test)]
 
