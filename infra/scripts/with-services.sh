@@ -66,13 +66,13 @@ ensure_postgres_installed() {
   fi
 }
 
-# A new cluster directory owned by postgres (it writes its log there), remembered for cleanup.
+# A new cluster directory owned by postgres (it writes its log there). Callers run it in a command
+# substitution, a subshell, so they remember the directory for cleanup themselves.
 new_cluster() {
   local root
   root=$(mktemp -d -t "corebank-$1.XXXXXX")
   chown postgres: "$root"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$root/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
-  PGROOTS+=("$root")
   echo "$root"
 }
 
@@ -103,6 +103,7 @@ start_postgres() {
   ensure_postgres_installed
   local port root
   root=$(new_cluster pg)
+  PGROOTS+=("$root")
   port=$(start_on_free_port "$root" postgres "${PG_PORT:-55432}")
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   log "postgres up on $port"
@@ -132,6 +133,7 @@ start_postgres_tls() {
   command -v openssl >/dev/null 2>&1 || { log "postgres (TLS): the openssl command is missing"; return 1; }
   local port root
   root=$(new_cluster pg-tls)
+  PGROOTS+=("$root")
   make_test_certificates "$root"
   cat >"$root/data/pg_hba.conf" <<HBA
 local     all  all                                    trust
