@@ -19,12 +19,13 @@ use std::sync::Arc;
 use corebank_api::Deps;
 use corebank_app::{App, AppConfig, SystemClock};
 use corebank_auth::{Authentication, Principal, PrincipalId, Scope, Scopes};
-use corebank_wiring::postgres::PgSettings;
 use http::Method;
 use lambda_http::Body;
 use serde_json::Value;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+#[path = "support/fresh_postgres.rs"]
+mod fresh_postgres;
 
 const HOW_TO_RUN: &str = "Run it through `SERVICES=\"postgres dynamodb\" infra/scripts/with-services.sh \
                           cargo test -p corebank-runner --test differential`";
@@ -42,17 +43,7 @@ fn memory_deps() -> Deps {
 
 /// Handlers over the Postgres stores of a new, migrated database on the server in `DATABASE_URL`.
 async fn postgres_deps() -> Deps {
-    let url = required("DATABASE_URL");
-    let server: tokio_postgres::Config = url.parse().expect("DATABASE_URL parses");
-    let (client, connection) = server.connect(NoTls).await.expect("connect to DATABASE_URL");
-    let driver = tokio::spawn(connection);
-    let name = format!("corebank_fuzz_{}", Uuid::new_v4().simple());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
-    drop(client);
-    let _ = driver.await;
-    let mut settings =
-        PgSettings::from_lookup(|n| (n == "DATABASE_URL").then(|| url.clone()), true).expect("settings");
-    settings.config.dbname(&name);
+    let mut settings = fresh_postgres::fresh_database("corebank_fuzz", HOW_TO_RUN).await;
     settings.pool_max_size = 4;
     let pg = corebank_wiring::postgres::connect(settings).await.expect("connect and migrate");
     Deps::new(App::new(

@@ -26,8 +26,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+#[path = "support/fresh_postgres.rs"]
+mod fresh_postgres;
 
 /// A bound on waiting for the read side, so that a broken pipeline fails the test instead of hanging
 /// it; no assertion depends on how long convergence takes.
@@ -35,22 +37,12 @@ const PATIENCE: Duration = Duration::from_secs(90);
 
 /// Settings for a new, empty database on the server in `DATABASE_URL` (migrated by the mode itself).
 async fn fresh_database() -> PgSettings {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: these tests need PostgreSQL and never skip. Run them through \
-             `SERVICES=\"postgres kafka\" infra/scripts/with-services.sh`"
-        )
-    });
-    let server: tokio_postgres::Config = url.parse().expect("DATABASE_URL parses");
-    let (client, connection) = server.connect(NoTls).await.expect("connect to DATABASE_URL");
-    let driver = tokio::spawn(connection);
-    let name = format!("corebank_runner_{}", Uuid::new_v4().simple());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
-    drop(client);
-    let _ = driver.await;
-    let mut settings =
-        PgSettings::from_lookup(|n| (n == "DATABASE_URL").then(|| url.clone()), true).expect("settings");
-    settings.config.dbname(&name);
+    let mut settings = fresh_postgres::fresh_database(
+        "corebank_runner",
+        "These tests need PostgreSQL and never skip. Run them through \
+         `SERVICES=\"postgres kafka\" infra/scripts/with-services.sh`",
+    )
+    .await;
     settings.pool_max_size = 6;
     settings
 }
