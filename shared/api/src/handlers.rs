@@ -71,7 +71,15 @@ struct Prepared {
     command: AccountCommand,
     requested_actor: Option<String>,
     fingerprint: RequestFingerprint,
-    access: Access,
+    access: AccessCheck,
+}
+
+/// What a command's principal must be allowed before it runs.
+enum AccessCheck {
+    /// Opening an account for this owner.
+    NewAccount(String),
+    /// An operation on the command's existing account.
+    Account(Access),
 }
 
 /// A client command's context: its key in the principal's namespace, the principal as its actor.
@@ -103,11 +111,11 @@ async fn run_command(
     let principal = access::principal(req)?;
     let key = idempotency_key(req)?;
     let p = prepare(req)?;
-    match (&p.access, &p.command) {
-        (Access::CreateAccount { .. }, AccountCommand::Create { owner_id, .. }) => {
-            access::create_account(&principal, owner_id.as_str())?;
+    match &p.access {
+        AccessCheck::NewAccount(owner_id) => access::create_account(&principal, owner_id)?,
+        AccessCheck::Account(operation) => {
+            access::account(deps, &principal, *operation, &p.account_id).await?
         }
-        (operation, _) => access::account(deps, &principal, *operation, &p.account_id).await?,
     }
     let ctx = client_context(req, &principal, key, &p.fingerprint, p.requested_actor);
     let stored = deps.app.commands.execute(&ctx, &p.account_id, &p.command).await?;
@@ -125,9 +133,9 @@ pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
         &req,
         run_command(deps, &req, |req| {
             let (dto, body) = decode_json::<CreateAccountRequest>(req)?;
+            let access = AccessCheck::NewAccount(dto.owner_id.clone());
             let (account_id, command, requested_actor) = dto.into_command()?;
             let fingerprint = RequestFingerprint::new(Operation::CreateAccount, None, body);
-            let access = Access::CreateAccount { for_self: false };
             Ok(Prepared { account_id, command, requested_actor, fingerprint, access })
         }),
     )
@@ -139,8 +147,8 @@ fn money_command(req: &Request, direction: Direction) -> Result<Prepared, ApiErr
     let (dto, body) = decode_json::<MoneyRequest>(req)?;
     let (command, requested_actor) = dto.into_command(direction)?;
     let (operation, access) = match direction {
-        Direction::Deposit => (Operation::Deposit, Access::Deposit),
-        Direction::Withdraw => (Operation::Withdraw, Access::Withdraw),
+        Direction::Deposit => (Operation::Deposit, AccessCheck::Account(Access::Deposit)),
+        Direction::Withdraw => (Operation::Withdraw, AccessCheck::Account(Access::Withdraw)),
     };
     let mut fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
     if let AccountCommand::Deposit { amount, .. } | AccountCommand::Withdraw { amount, .. } = &command {
@@ -153,8 +161,11 @@ fn status_command(req: &Request, freeze: bool) -> Result<Prepared, ApiError> {
     let account_id = path_account(req)?;
     let (dto, body) = decode_json::<StatusRequest>(req)?;
     let (command, requested_actor) = dto.into_command(freeze)?;
-    let (operation, access) =
-        if freeze { (Operation::Freeze, Access::Freeze) } else { (Operation::Unfreeze, Access::Unfreeze) };
+    let (operation, access) = if freeze {
+        (Operation::Freeze, AccessCheck::Account(Access::Freeze))
+    } else {
+        (Operation::Unfreeze, AccessCheck::Account(Access::Unfreeze))
+    };
     let fingerprint = RequestFingerprint::new(operation, Some(account_id.as_str()), body);
     Ok(Prepared { account_id, command, requested_actor, fingerprint, access })
 }
