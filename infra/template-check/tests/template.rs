@@ -758,3 +758,30 @@ fn data_outlives_the_stack() {
         assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{id}");
     }
 }
+
+/// Every function logs to a log group of its own that keeps its events for `LogRetentionDays` (not
+/// for ever, as a group Lambda creates by itself would), and that outlives the stack.
+#[test]
+fn every_function_logs_to_a_group_with_a_retention() {
+    let template = template();
+    let all = resources(&template);
+    let mut functions = 0;
+    for (id, resource) in all {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        functions += 1;
+        let group = resource["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: LoggingConfig.LogGroup is not a Ref"));
+        let group = &all[group];
+        assert_eq!(group["Type"], "AWS::Logs::LogGroup", "{id}");
+        assert_eq!(
+            group["Properties"]["RetentionInDays"],
+            serde_json::json!({"Ref": "LogRetentionDays"}),
+            "{id}"
+        );
+        assert_eq!(group["DeletionPolicy"], "Retain", "{id}");
+    }
+    assert_eq!(functions, crates().len(), "one function per crate");
+}
