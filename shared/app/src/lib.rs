@@ -110,6 +110,11 @@ impl App {
             reconciler: Arc::new(reconcile::Reconciler::new(
                 stores.transfers.clone(),
                 saga.clone(),
+                reconcile::ReadSide {
+                    events: stores.events.clone(),
+                    read_model: stores.read_model.clone(),
+                    projector: projector.clone(),
+                },
                 clock.clone(),
             )),
             saga,

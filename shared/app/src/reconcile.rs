@@ -5,6 +5,11 @@
 //! every leg is idempotent (a deterministic transaction id and key per leg), so driving a transfer the
 //! saga is driving at the same moment is safe, and one already done is left as it is.
 //!
+//! A pass also walks account streams, `RECONCILE_BATCH_MAX` at a time from where the last pass
+//! stopped, and repairs the read side of any whose events stopped short of it: a stream whose last
+//! event is older than the bound and above its projection checkpoint is handed to the projector, whose
+//! gap repair applies what is missing from the event store (an event the pipeline never delivered).
+//!
 //! The local runner runs a pass every `RECONCILE_INTERVAL_SECS`; in AWS the `reconciler` function runs
 //! one on a schedule.
 //!
@@ -16,10 +21,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corebank_domain::TransferId;
-use corebank_store::TransferStatusStore;
+use std::sync::Mutex;
+
+use corebank_domain::{StreamKind, TransferId};
+use corebank_store::{EventStore, ReadModelStore, TransferStatusStore};
 use serde::Serialize;
 
+use crate::projector::{Applied, Projector};
 use crate::saga::{SagaOutcome, TransferSaga};
 use crate::{AppError, Clock, ConfigError};
 
@@ -89,13 +97,32 @@ pub struct ReconcileReport {
     pub failed: usize,
     /// Seconds since the oldest of them last moved, if any was found.
     pub oldest_pending_secs: Option<u64>,
+    /// Account streams whose read side was checked in this pass.
+    pub streams_checked: usize,
+    /// Of those, streams whose missing events were applied to the read side.
+    pub streams_repaired: usize,
+    /// Of those, streams whose repair failed (retried by a later pass).
+    pub streams_failed: usize,
 }
 
-/// Re-drives stalled transfers.
+/// Where the read side of stalled streams is checked and repaired.
+pub struct ReadSide {
+    /// The event store, walked by stream.
+    pub events: Arc<dyn EventStore>,
+    /// The account read tables' checkpoints.
+    pub read_model: Arc<dyn ReadModelStore>,
+    /// Applies what is missing.
+    pub projector: Arc<Projector>,
+}
+
+/// Re-drives stalled transfers and repairs a read side that stopped short.
 pub struct Reconciler {
     transfers: Arc<dyn TransferStatusStore>,
     saga: Arc<TransferSaga>,
+    read_side: ReadSide,
     clock: Arc<dyn Clock>,
+    /// The last account stream the previous pass checked: the walk resumes after it.
+    cursor: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -105,13 +132,54 @@ impl std::fmt::Debug for Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler reading pending transfers from `transfers` and driving them with `saga`.
+    /// A reconciler reading pending transfers from `transfers`, driving them with `saga`, and
+    /// repairing `read_side`.
     pub fn new(
         transfers: Arc<dyn TransferStatusStore>,
         saga: Arc<TransferSaga>,
+        read_side: ReadSide,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { transfers, saga, clock }
+        Self { transfers, saga, read_side, clock, cursor: Mutex::new(None) }
+    }
+
+    /// Checks the next `settings.batch_max` account streams (after the previous pass's last, from the
+    /// start once the end is reached) and repairs those whose last event, older than the bound, is not
+    /// on the read side yet.
+    async fn repair_read_side(
+        &self,
+        settings: &ReconcileSettings,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), AppError> {
+        let after = self.cursor.lock().ok().and_then(|c| c.clone());
+        let streams = self
+            .read_side
+            .events
+            .list_streams(StreamKind::Account.prefix(), after.as_deref(), settings.batch_max)
+            .await?;
+        if let Ok(mut cursor) = self.cursor.lock() {
+            *cursor = if streams.len() < settings.batch_max { None } else { streams.last().cloned() };
+        }
+        for stream in &streams {
+            report.streams_checked += 1;
+            let checkpoint = self.read_side.read_model.checkpoint(stream).await?;
+            let tail = self.read_side.events.load_stream(stream, checkpoint).await?;
+            // Nothing missing, or events still in flight through the pipeline.
+            let Some(last) = tail.last().filter(|e| e.occurred_at < cutoff) else { continue };
+            match self.read_side.projector.handle(last).await {
+                Ok(Applied::Applied { events }) => {
+                    tracing::warn!(stream_id = %stream, events, "events the read side never received were applied");
+                    report.streams_repaired += 1;
+                }
+                Ok(Applied::Duplicate | Applied::Ignored) => {}
+                Err(e) => {
+                    tracing::warn!(stream_id = %stream, error = %e, "repairing a stream's read side failed");
+                    report.streams_failed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One pass: every transfer `PENDING` for longer than `settings.pending_after` (at most
@@ -151,6 +219,7 @@ impl Reconciler {
                 }
             }
         }
+        self.repair_read_side(settings, cutoff, &mut report).await?;
         Ok(report)
     }
 }

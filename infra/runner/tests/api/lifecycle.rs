@@ -227,3 +227,52 @@ async fn ids_at_the_edges_of_their_alphabet_and_length_are_accepted() {
     app.post_deposit(&key(), "a.b", "1", "USD", &tx).await.accepted("a.b");
     assert_eq!(app.stored_events("a.b").await[2].metadata.transaction_id.as_deref(), Some(tx.as_str()));
 }
+
+#[tokio::test]
+async fn the_reconciler_repairs_a_read_side_that_never_received_an_accounts_events() {
+    use std::time::Duration;
+
+    use corebank_app::reconcile::ReconcileSettings;
+    // A bank whose pipeline never runs: every event is committed, none reaches the read tables.
+    let (deps, _pipeline) = corebank_runner::embedded(crate::helpers::config(), false);
+    let send = |path: &str, key: &str, body: &str| {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(lambda_http::Body::Text(body.to_owned()))
+            .expect("request");
+        corebank_api::access::with_principal(req, &corebank_auth::Principal::local_operator(), key)
+    };
+    for (path, key, body) in [
+        ("/accounts", "k-r1", r#"{"accountId":"acc-repair","ownerId":"owner-1","currency":"EUR"}"#),
+        (
+            "/accounts/acc-repair/deposits",
+            "k-r2",
+            r#"{"amount":12.5,"currency":"EUR","transactionId":"tx-repair-1"}"#,
+        ),
+    ] {
+        let answer = corebank_api::dispatch(&deps, send(path, key, body)).await;
+        assert_eq!(answer.status(), 201);
+    }
+    assert_eq!(deps.app.stores.read_model.summary("acc-repair").await.expect("read"), None);
+    let reconciler = deps.app.reconciler.clone();
+
+    // Events younger than the bound may still be on their way: left alone.
+    let report = reconciler.pass(&ReconcileSettings::default()).await.expect("pass");
+    assert_eq!((report.streams_checked, report.streams_repaired), (1, 0), "{report:?}");
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = ReconcileSettings { pending_after: Duration::from_millis(1), batch_max: 10 };
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!(
+        (report.streams_checked, report.streams_repaired, report.streams_failed),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let summary = deps.app.stores.read_model.summary("acc-repair").await.expect("read").expect("projected");
+    assert_eq!((summary.version, summary.balance_minor), (2, 1250));
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!(report.streams_repaired, 0, "nothing left to repair: {report:?}");
+}
