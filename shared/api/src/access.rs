@@ -54,8 +54,8 @@ pub async fn account(
         Check::Allowed => Ok(()),
         Check::Forbidden => Err(ApiError::Forbidden),
         Check::IfOwner => {
-            let state = deps.app.commands.load(&account_id.stream_id()).await?;
-            let owns = state.account.is_some_and(|a| a.owner_id.as_str() == principal.id.as_str());
+            let owner = deps.app.commands.owner(account_id).await?;
+            let owns = owner.is_some_and(|o| o.as_str() == principal.id.as_str());
             if owns { Ok(()) } else { Err(account_not_found()) }
         }
     }
@@ -77,9 +77,8 @@ pub async fn transfer(deps: &Deps, principal: &Principal, transfer_id: &Transfer
         Check::Allowed => Ok(()),
         Check::Forbidden => Err(ApiError::Forbidden),
         Check::IfOwner => {
-            let state = deps.app.transfers.load(transfer_id).await?;
-            let started =
-                state.terms.is_some_and(|t| t.initiated_by.as_deref() == Some(principal.id.as_str()));
+            let terms = deps.app.transfers.terms(transfer_id).await?;
+            let started = terms.is_some_and(|t| t.initiated_by.as_deref() == Some(principal.id.as_str()));
             if started { Ok(()) } else { Err(ApiError::App(AppError::Domain(DomainError::TransferNotFound))) }
         }
     }

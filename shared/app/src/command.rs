@@ -242,6 +242,13 @@ impl CommandService {
         self.engine.load(stream_id).await
     }
 
+    /// The account's owner, which never changes once the account exists (`None`: no such account),
+    /// read from the cache when it can be.
+    pub async fn owner(&self, account_id: &AccountId) -> Result<Option<corebank_domain::OwnerId>, AppError> {
+        let state = self.engine.load_settled(&account_id.stream_id(), |s| s.account.is_some()).await?;
+        Ok(state.account.map(|a| a.owner_id))
+    }
+
     /// The renderer responses are stored with.
     pub fn renderer(&self) -> &Arc<dyn ResponseRenderer> {
         &self.renderer

@@ -511,6 +511,21 @@ impl<A: Aggregate> Engine<A> {
         Ok(state)
     }
 
+    /// The state as the in-process cache holds it when `settled` says it already carries what the
+    /// caller reads, else [`Engine::load`]. A cached state may be behind the stream's head, so only
+    /// facts that never change once written may be read from it (an account's owner, a transfer's
+    /// terms): no store round trip for them on a warm cache.
+    pub async fn load_settled(
+        &self,
+        stream_id: &str,
+        settled: impl Fn(&A::State) -> bool,
+    ) -> Result<A::State, AppError> {
+        if let Some(state) = self.cache_lock().get(stream_id).filter(|s| settled(s)).cloned() {
+            return Ok(state);
+        }
+        self.load(stream_id).await
+    }
+
     async fn load_snapshot(&self, stream_id: &str) -> A::State {
         match self.stores.snapshots.load(stream_id).await {
             Ok(Some(s)) if s.schema_version == SNAPSHOT_SCHEMA_VERSION => {

@@ -104,6 +104,13 @@ impl TransferService {
         self.engine.load(&transfer_id.stream_id()).await
     }
 
+    /// The terms a transfer was requested with, which never change once requested (`None`: never
+    /// requested), read from the cache when they can be.
+    pub async fn terms(&self, transfer_id: &TransferId) -> Result<Option<TransferTerms>, AppError> {
+        let state = self.engine.load_settled(&transfer_id.stream_id(), |s| s.terms.is_some()).await?;
+        Ok(state.terms)
+    }
+
     /// Records a step of the process: the state after it, or the rule that refused it.
     pub async fn record(
         &self,
