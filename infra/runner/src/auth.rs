@@ -15,6 +15,7 @@ use std::sync::Arc;
 use corebank_api::ApiError;
 use corebank_api::access::with_principal;
 use corebank_api::error::error_response;
+use corebank_api::router::{Match, match_route};
 use corebank_auth::jwt::{FileKeys, KeySource};
 use corebank_auth::{Principal, Verifier, VerifierConfig, bearer};
 
@@ -97,15 +98,16 @@ impl Gate {
         path: &str,
         request_id: &str,
     ) -> Result<lambda_http::Request, Box<lambda_http::Response<lambda_http::Body>>> {
-        let path = path.trim_end_matches('/');
-        if path == "/health" {
-            return Ok(req);
-        }
+        // As at API Gateway: the public route and unknown routes (404, 405) need no principal.
+        let admin = match match_route(req.method(), path) {
+            Match::Found(route, _) if route.is_public() => return Ok(req),
+            Match::Found(route, _) => route.is_admin(),
+            Match::MethodNotAllowed | Match::NotFound => return Ok(req),
+        };
         let verifier = match self {
             Self::Open => return Ok(with_principal(req, &Principal::local_operator(), request_id)),
             Self::Jwt(verifier) => verifier,
         };
-        let admin = path.starts_with("/admin/");
         let token =
             req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         let refused = |error: ApiError| Err(Box::new(error_response(&error, request_id)));

@@ -45,6 +45,18 @@ pub enum Route {
     AdminRebuildStatus,
 }
 
+impl Route {
+    /// Whether the route needs no principal (`GET /health`, the one public route).
+    pub fn is_public(self) -> bool {
+        matches!(self, Route::Health)
+    }
+
+    /// Whether the route is an admin route (`ledger:admin`, or the admin token).
+    pub fn is_admin(self) -> bool {
+        matches!(self, Route::AdminRebuildAccount | Route::AdminRebuildAll | Route::AdminRebuildStatus)
+    }
+}
+
 /// Method, resource path (as API Gateway writes it, without the stage or `/api`) and route.
 pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/health", Route::Health),
