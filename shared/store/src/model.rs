@@ -466,3 +466,14 @@ pub struct TransferStatus {
     /// Time of the last event.
     pub updated_at: DateTime<Utc>,
 }
+
+impl TransferStatus {
+    /// The first `limit` of `rows` by oldest update (then transfer id): the order
+    /// [`TransferStatusStore::pending`](crate::TransferStatusStore::pending) answers in, for adapters
+    /// that filter in memory.
+    pub fn oldest_updates_first(mut rows: Vec<TransferStatus>, limit: usize) -> Vec<TransferStatus> {
+        rows.sort_by(|a, b| (a.updated_at, &a.transfer_id).cmp(&(b.updated_at, &b.transfer_id)));
+        rows.truncate(limit);
+        rows
+    }
+}

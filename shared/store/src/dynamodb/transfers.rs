@@ -160,9 +160,7 @@ impl TransferStatusStore for DynamoTransferStatusStore {
                 _ => break,
             }
         }
-        pending.sort_by(|a, b| (a.updated_at, &a.transfer_id).cmp(&(b.updated_at, &b.transfer_id)));
-        pending.truncate(limit);
-        Ok(pending)
+        Ok(TransferStatus::oldest_updates_first(pending, limit))
     }
 }
 

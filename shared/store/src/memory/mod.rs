@@ -378,14 +378,12 @@ impl TransferStatusStore for MemoryTransferStatusStore {
         updated_before: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<TransferStatus>, StoreError> {
-        let mut pending: Vec<TransferStatus> = lock(&self.inner)
+        let pending: Vec<TransferStatus> = lock(&self.inner)
             .values()
             .filter(|s| s.status == crate::TransferPhase::Pending && s.updated_at < updated_before)
             .cloned()
             .collect();
-        pending.sort_by(|a, b| (a.updated_at, &a.transfer_id).cmp(&(b.updated_at, &b.transfer_id)));
-        pending.truncate(limit);
-        Ok(pending)
+        Ok(TransferStatus::oldest_updates_first(pending, limit))
     }
 }
 
