@@ -777,12 +777,18 @@ mod tests {
         PgConnector::with_credentials(tls, Arc::clone(secret) as Arc<dyn CredentialSource>)
     }
 
-    #[tokio::test]
-    async fn a_refused_password_is_read_again_once_and_the_new_one_is_used_from_then_on() {
+    /// A connector over a fake secret holding `password`, read once already.
+    async fn loaded_with(password: &str) -> (Arc<FakeSecret>, PgConnector) {
         let secret =
-            Arc::new(FakeSecret { password: Mutex::new("old".to_owned()), reads: AtomicUsize::new(0) });
+            Arc::new(FakeSecret { password: Mutex::new(password.to_owned()), reads: AtomicUsize::new(0) });
         let connector = connector_over(&secret);
         connector.load_credentials().await.unwrap();
+        (secret, connector)
+    }
+
+    #[tokio::test]
+    async fn a_refused_password_is_read_again_once_and_the_new_one_is_used_from_then_on() {
+        let (secret, connector) = loaded_with("old").await;
         let base = Config::new();
         let is_auth = |e: &&str| *e == "28P01";
 
@@ -803,10 +809,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_failures_and_a_secret_that_is_still_wrong_do_not_loop() {
-        let secret =
-            Arc::new(FakeSecret { password: Mutex::new("old".to_owned()), reads: AtomicUsize::new(0) });
-        let connector = connector_over(&secret);
-        connector.load_credentials().await.unwrap();
+        let (secret, connector) = loaded_with("old").await;
         let base = Config::new();
         let is_auth = |e: &&str| *e == "28P01";
 
