@@ -7,13 +7,69 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use corebank_template_check::{
-    FunctionCrate, LAMBDA_RESERVED, as_list, branches, config_variables, configs, function_crates,
-    level_actions, load_yaml, non_test_code, read, referenced_resource, scanned_variables, table_definitions,
+    FunctionCrate, LAMBDA_RESERVED, as_list, branches, config_variables, configs, effective_template,
+    function_crates, level_actions, load_yaml, non_test_code, parse_yaml, read, referenced_resource,
+    scanned_variables, table_definitions,
 };
 use serde_json::Value;
 
+/// template.yaml as the stack receives it: each function with `Globals.Function` merged in.
 fn template() -> Value {
-    load_yaml("template.yaml").unwrap()
+    effective_template(&load_yaml("template.yaml").unwrap())
+}
+
+#[test]
+fn globals_merge_into_each_function_as_sam_merges_them() {
+    let template = parse_yaml(
+        r#"
+Globals:
+  Function:
+    Runtime: provided.al2023
+    Layers: [GlobalLayer]
+    Environment:
+      Variables:
+        SHARED: "1"
+        OVERRIDDEN: !If [IsPostgres, "2", !Ref AWS::NoValue]
+        REMOVED: "3"
+Resources:
+  Plain:
+    Type: AWS::Serverless::Function
+  Custom:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: provided.al2
+      Layers: [OwnLayer]
+      Environment:
+        Variables:
+          OWN: "4"
+          OVERRIDDEN: !If [IsPostgres, "5", !Ref AWS::NoValue]
+          REMOVED: !Ref AWS::NoValue
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: t
+"#,
+    )
+    .unwrap();
+    let effective = effective_template(&template);
+    assert!(effective.get("Globals").is_none(), "the Globals section is spent");
+    let plain = &effective["Resources"]["Plain"]["Properties"];
+    assert_eq!(plain["Runtime"], "provided.al2023", "a function without the property takes the global");
+    assert_eq!(plain["Layers"], serde_json::json!(["GlobalLayer"]));
+    assert_eq!(plain["Environment"]["Variables"]["SHARED"], "1");
+    let custom = &effective["Resources"]["Custom"]["Properties"];
+    assert_eq!(custom["Runtime"], "provided.al2", "a scalar of the function wins");
+    assert_eq!(custom["Layers"], serde_json::json!(["GlobalLayer", "OwnLayer"]), "lists are appended");
+    let variables = custom["Environment"]["Variables"].as_object().unwrap();
+    assert_eq!(variables["SHARED"], "1", "maps merge key by key");
+    assert_eq!(variables["OWN"], "4");
+    assert_eq!(
+        variables["OVERRIDDEN"],
+        serde_json::json!({"Fn::If": ["IsPostgres", "5", {"Ref": "AWS::NoValue"}]}),
+        "an intrinsic is one value: the function's replaces the global's, it is not merged into it"
+    );
+    assert!(!variables.contains_key("REMOVED"), "AWS::NoValue removes a global variable");
+    assert_eq!(effective["Resources"]["Table"], template["Resources"]["Table"], "other resources untouched");
 }
 
 fn resources(template: &Value) -> &serde_json::Map<String, Value> {
