@@ -841,3 +841,35 @@ fn every_function_logs_to_a_group_with_a_retention() {
     }
     assert_eq!(functions, crates().len(), "one function per crate");
 }
+
+/// Access logging needs the account's API Gateway CloudWatch role: the stack creates it only when asked
+/// (it is account-wide), and then before the API.
+#[test]
+fn the_account_logging_role_is_optional_and_set_before_the_api() {
+    let template = template();
+    let res = resources(&template);
+    let parameter = &template["Parameters"]["CreateApiGatewayAccountRole"];
+    assert_eq!(parameter["Default"], "false", "the account-wide setting is opt-in");
+    for id in ["ApiGatewayCloudWatchRole", "ApiGatewayAccount"] {
+        assert_eq!(res[id]["Condition"], "CreateApiGatewayAccountRole", "{id}");
+    }
+    let role = &res["ApiGatewayCloudWatchRole"];
+    assert!(
+        as_list(&role["Properties"]["ManagedPolicyArns"])
+            .iter()
+            .any(|arn| arn.to_string().contains("service-role/AmazonAPIGatewayPushToCloudWatchLogs")),
+        "the role carries the managed push-to-logs policy"
+    );
+    assert_eq!(
+        res["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"],
+        serde_json::json!({"Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]})
+    );
+    let api = &res["CoreBankApi"];
+    assert!(api["Properties"].get("AccessLogSetting").is_some(), "the API logs its requests");
+    let ready = api["DependsOn"].as_str().unwrap_or_else(|| panic!("CoreBankApi: DependsOn"));
+    assert_eq!(
+        res[ready]["Metadata"]["AccountSetting"],
+        serde_json::json!({"Fn::If": ["CreateApiGatewayAccountRole", {"Ref": "ApiGatewayAccount"}, ""]}),
+        "the API waits for the account setting when the stack creates it"
+    );
+}
