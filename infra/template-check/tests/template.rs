@@ -873,3 +873,79 @@ fn the_account_logging_role_is_optional_and_set_before_the_api() {
         "the API waits for the account setting when the stack creates it"
     );
 }
+
+/// Every alarm notifies the stack's alarm topic when it fires and when it clears; the topic always
+/// exists, and `AlarmEmail` only adds a subscriber. The API has its error-rate and p99 alarms, and
+/// every function the API invokes a Throttles alarm (a throttled request is a 5XX to its caller).
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_the_api_and_its_functions_are_watched() {
+    let template = template();
+    let res = resources(&template);
+    let topic = &res["AlarmTopic"];
+    assert_eq!(topic["Type"], "AWS::SNS::Topic");
+    assert!(topic.get("Condition").is_none(), "the alarm topic exists in every deployment");
+    let subscription = &res["AlarmEmailSubscription"];
+    assert_eq!(subscription["Condition"], "HasAlarmEmail");
+    assert_eq!(subscription["Properties"]["TopicArn"], serde_json::json!({"Ref": "AlarmTopic"}));
+    assert_eq!(subscription["Properties"]["Endpoint"], serde_json::json!({"Ref": "AlarmEmail"}));
+    assert_eq!(template["Parameters"]["AlarmEmail"]["Default"], "", "no subscriber unless asked");
+
+    let alarms: Vec<(&String, &Value)> =
+        res.iter().filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm").collect();
+    assert!(!alarms.is_empty());
+    let to_topic = serde_json::json!([{"Ref": "AlarmTopic"}]);
+    for (id, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        assert_eq!(p["AlarmActions"], to_topic, "{id}: AlarmActions");
+        assert_eq!(p["OKActions"], to_topic, "{id}: OKActions");
+        if let Some(parameter) = p["Threshold"].get("Ref").and_then(Value::as_str) {
+            assert!(template["Parameters"].get(parameter).is_some(), "{id}: threshold {parameter}");
+        }
+    }
+
+    let api_dimensions = |p: &Value| {
+        let dims = as_list(&p["Dimensions"]);
+        dims.iter().any(|d| {
+            d["Name"] == "ApiName" && d["Value"] == serde_json::json!({"Fn::Sub": "${AWS::StackName}-api"})
+        }) && dims
+            .iter()
+            .any(|d| d["Name"] == "Stage" && d["Value"] == serde_json::json!({"Ref": "StageName"}))
+    };
+    assert_eq!(
+        res["CoreBankApi"]["Properties"]["Name"],
+        serde_json::json!({"Fn::Sub": "${AWS::StackName}-api"}),
+        "the API alarms name the API by its Name"
+    );
+    let api_alarm = |metric: &str, statistic: (&str, &str)| {
+        alarms.iter().any(|(_, a)| {
+            let p = &a["Properties"];
+            p["Namespace"] == "AWS/ApiGateway"
+                && p["MetricName"] == metric
+                && p[statistic.0] == statistic.1
+                && api_dimensions(p)
+        })
+    };
+    assert!(api_alarm("5XXError", ("Statistic", "Average")), "the API's 5XX rate alarm");
+    assert!(api_alarm("Latency", ("ExtendedStatistic", "p99")), "the API's p99 latency alarm");
+
+    let mut invoked_by_api: BTreeSet<String> = BTreeSet::new();
+    for (id, resource) in res {
+        let events = resource["Properties"]["Events"].as_object();
+        if events.into_iter().flatten().any(|(_, e)| e["Type"] == "Api") {
+            invoked_by_api.insert(id.clone());
+        }
+    }
+    let authorizers = res["CoreBankApi"]["Properties"]["Auth"]["Authorizers"].as_object().unwrap();
+    for authorizer in authorizers.values() {
+        invoked_by_api.extend(referenced_resource(&authorizer["FunctionArn"]).map(|r| r.0));
+    }
+    for function in &invoked_by_api {
+        let watched = alarms.iter().any(|(_, a)| {
+            a["Properties"]["MetricName"] == "Throttles"
+                && as_list(&a["Properties"]["Dimensions"]).iter().any(|d| {
+                    d["Name"] == "FunctionName" && function_ref(&d["Value"]).as_deref() == Some(function)
+                })
+        });
+        assert!(watched, "{function}: no Throttles alarm");
+    }
+}
