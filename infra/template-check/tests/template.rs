@@ -949,3 +949,38 @@ fn every_alarm_notifies_the_alarm_topic_and_the_api_and_its_functions_are_watche
         assert!(watched, "{function}: no Throttles alarm");
     }
 }
+
+/// A literal setting of a function's environment, or `default` when the template leaves it unset.
+fn literal_setting(id: &str, variables: &Value, name: &str, default: u64) -> u64 {
+    let Some(value) = variables.get(name) else { return default };
+    let text = value.as_str().unwrap_or_else(|| panic!("{id}: {name} is not a literal: {value}"));
+    text.parse().unwrap_or_else(|e| panic!("{id}: {name}={text}: {e}"))
+}
+
+/// A relay's claim must outlast the producer's own delivery bound, so a live relay settles its batch
+/// before another relay may take the rows over (docs/configuration.md, `RELAY_LEASE_SECS`).
+#[test]
+fn the_relays_lease_outlasts_its_producers_delivery_timeout() {
+    let template = template();
+    let mut relays = 0;
+    for (id, resource) in resources(&template) {
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        if resource["Type"] != "AWS::Serverless::Function" || variables.get("RELAY_BATCH_SIZE").is_none() {
+            continue;
+        }
+        relays += 1;
+        // RelayConfig's default lease (shared/delivery/src/handlers/relay.rs) where the template sets none.
+        let lease_ms = literal_setting(id, variables, "RELAY_LEASE_SECS", 60) * 1000;
+        let delivery_ms = literal_setting(
+            id,
+            variables,
+            "KAFKA_MESSAGE_TIMEOUT_MS",
+            corebank_messaging::KafkaConfig::DEFAULT_MESSAGE_TIMEOUT_MS,
+        );
+        assert!(
+            lease_ms > delivery_ms,
+            "{id}: RELAY_LEASE_SECS ({lease_ms} ms) must be longer than KAFKA_MESSAGE_TIMEOUT_MS ({delivery_ms} ms)"
+        );
+    }
+    assert_eq!(relays, 1, "one outbox relay");
+}
