@@ -984,3 +984,21 @@ fn the_relays_lease_outlasts_its_producers_delivery_timeout() {
     }
     assert_eq!(relays, 1, "one outbox relay");
 }
+
+/// `sam deploy --guided` asks for every parameter, offering its default: each one has a default, so a
+/// first deploy can accept it, a description, and a row in docs/deploy.md's parameter table.
+#[test]
+fn every_parameter_has_a_default_a_description_and_a_row_in_the_deploy_guide() {
+    let template = template();
+    let guide = read("docs/deploy.md").unwrap();
+    for (name, parameter) in template["Parameters"].as_object().unwrap() {
+        assert!(parameter.get("Default").is_some(), "{name}: no Default");
+        assert!(
+            parameter["Description"].as_str().is_some_and(|d| !d.trim().is_empty()),
+            "{name}: no Description"
+        );
+        let documented =
+            guide.lines().any(|line| line.starts_with('|') && line.contains(&format!("`{name}`")));
+        assert!(documented, "{name}: not in docs/deploy.md's parameter table");
+    }
+}
