@@ -484,3 +484,71 @@ pub fn referenced_resource(value: &Value) -> Option<(String, String, String)> {
     let (resource, attribute) = reference.split_once('.').unwrap_or((reference, ""));
     Some((resource.to_owned(), attribute.to_owned(), rest.to_owned()))
 }
+
+/// Whether `value` is an intrinsic function (`{"Ref": ..}`, `{"Condition": ..}` or `{"Fn::X": ..}`,
+/// alone in its map), which SAM's Globals merge treats as one opaque value.
+pub fn is_intrinsic(value: &Value) -> bool {
+    value.as_object().is_some_and(|map| {
+        map.len() == 1 && map.keys().all(|k| k == "Ref" || k == "Condition" || k.starts_with("Fn::"))
+    })
+}
+
+/// A value of `Globals` merged into a resource's value of the same property, by SAM's rules
+/// (<https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/sam-specification-template-anatomy-globals.html>):
+/// maps merge key by key, recursively, and the resource's key wins; lists are the global entries
+/// followed by the resource's (so a list property cannot be overridden, only extended); anything else,
+/// an intrinsic function included, or two values of different kinds, is the resource's value.
+pub fn sam_merge(global: &Value, local: &Value) -> Value {
+    match (global, local) {
+        (Value::Object(g), Value::Object(l)) if !is_intrinsic(global) && !is_intrinsic(local) => {
+            let mut out = g.clone();
+            for (key, value) in l {
+                let merged = match g.get(key) {
+                    Some(global_value) => sam_merge(global_value, value),
+                    None => value.clone(),
+                };
+                out.insert(key.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (Value::Array(g), Value::Array(l)) => Value::Array(g.iter().chain(l).cloned().collect()),
+        _ => local.clone(),
+    }
+}
+
+/// `value` without the map entries whose value is `Ref: AWS::NoValue`, at any depth: CloudFormation
+/// drops such a property, so a function can remove a variable that `Globals` gives every function.
+pub fn without_no_value(value: &Value) -> Value {
+    let no_value =
+        |v: &Value| v.get("Ref").and_then(Value::as_str) == Some("AWS::NoValue") && is_intrinsic(v);
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(_, v)| !no_value(v)).map(|(k, v)| (k.clone(), without_no_value(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_no_value).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The template as CloudFormation receives it from SAM, as far as the checks look: every
+/// `AWS::Serverless::Function`'s properties are `Globals.Function` merged into its own ([`sam_merge`]),
+/// less the properties it removes with `AWS::NoValue` ([`without_no_value`]); the `Globals` section
+/// itself is dropped. Every check reads this view, so a value moved into `Globals` is still checked on
+/// each function it reaches.
+pub fn effective_template(template: &Value) -> Value {
+    let mut out = template.clone();
+    let global = template.get("Globals").and_then(|g| g.get("Function")).cloned().unwrap_or(Value::Null);
+    if let Some(map) = out.as_object_mut() {
+        map.remove("Globals");
+    }
+    let Some(resources) = out.get_mut("Resources").and_then(Value::as_object_mut) else { return out };
+    for resource in resources.values_mut() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let local = resource.get("Properties").cloned().unwrap_or_else(|| Value::Object(Map::new()));
+        let merged = if global.is_null() { local } else { sam_merge(&global, &local) };
+        resource["Properties"] = without_no_value(&merged);
+    }
+    out
+}

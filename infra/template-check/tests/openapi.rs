@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use corebank_api::router::{Match, ROUTES, match_route};
-use corebank_template_check::{load_yaml, non_test_code, read};
+use corebank_template_check::{effective_template, load_yaml, non_test_code, read};
 use http::Method;
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ fn classified() -> BTreeSet<(u16, String)> {
 
 /// `(status, code)` of every gateway response of template.yaml.
 fn gateway_responses() -> BTreeSet<(u16, String)> {
-    let template = load_yaml("template.yaml").unwrap();
+    let template = effective_template(&load_yaml("template.yaml").unwrap());
     let responses =
         template["Resources"]["CoreBankApi"]["Properties"]["GatewayResponses"].as_object().unwrap();
     responses

@@ -7,13 +7,69 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use corebank_template_check::{
-    FunctionCrate, LAMBDA_RESERVED, as_list, branches, config_variables, configs, function_crates,
-    level_actions, load_yaml, non_test_code, read, referenced_resource, scanned_variables, table_definitions,
+    FunctionCrate, LAMBDA_RESERVED, as_list, branches, config_variables, configs, effective_template,
+    function_crates, level_actions, load_yaml, non_test_code, parse_yaml, read, referenced_resource,
+    scanned_variables, table_definitions,
 };
 use serde_json::Value;
 
+/// template.yaml as the stack receives it: each function with `Globals.Function` merged in.
 fn template() -> Value {
-    load_yaml("template.yaml").unwrap()
+    effective_template(&load_yaml("template.yaml").unwrap())
+}
+
+#[test]
+fn globals_merge_into_each_function_as_sam_merges_them() {
+    let template = parse_yaml(
+        r#"
+Globals:
+  Function:
+    Runtime: provided.al2023
+    Layers: [GlobalLayer]
+    Environment:
+      Variables:
+        SHARED: "1"
+        OVERRIDDEN: !If [IsPostgres, "2", !Ref AWS::NoValue]
+        REMOVED: "3"
+Resources:
+  Plain:
+    Type: AWS::Serverless::Function
+  Custom:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: provided.al2
+      Layers: [OwnLayer]
+      Environment:
+        Variables:
+          OWN: "4"
+          OVERRIDDEN: !If [IsPostgres, "5", !Ref AWS::NoValue]
+          REMOVED: !Ref AWS::NoValue
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: t
+"#,
+    )
+    .unwrap();
+    let effective = effective_template(&template);
+    assert!(effective.get("Globals").is_none(), "the Globals section is spent");
+    let plain = &effective["Resources"]["Plain"]["Properties"];
+    assert_eq!(plain["Runtime"], "provided.al2023", "a function without the property takes the global");
+    assert_eq!(plain["Layers"], serde_json::json!(["GlobalLayer"]));
+    assert_eq!(plain["Environment"]["Variables"]["SHARED"], "1");
+    let custom = &effective["Resources"]["Custom"]["Properties"];
+    assert_eq!(custom["Runtime"], "provided.al2", "a scalar of the function wins");
+    assert_eq!(custom["Layers"], serde_json::json!(["GlobalLayer", "OwnLayer"]), "lists are appended");
+    let variables = custom["Environment"]["Variables"].as_object().unwrap();
+    assert_eq!(variables["SHARED"], "1", "maps merge key by key");
+    assert_eq!(variables["OWN"], "4");
+    assert_eq!(
+        variables["OVERRIDDEN"],
+        serde_json::json!({"Fn::If": ["IsPostgres", "5", {"Ref": "AWS::NoValue"}]}),
+        "an intrinsic is one value: the function's replaces the global's, it is not merged into it"
+    );
+    assert!(!variables.contains_key("REMOVED"), "AWS::NoValue removes a global variable");
+    assert_eq!(effective["Resources"]["Table"], template["Resources"]["Table"], "other resources untouched");
 }
 
 fn resources(template: &Value) -> &serde_json::Map<String, Value> {
@@ -784,4 +840,165 @@ fn every_function_logs_to_a_group_with_a_retention() {
         assert_eq!(group["DeletionPolicy"], "Retain", "{id}");
     }
     assert_eq!(functions, crates().len(), "one function per crate");
+}
+
+/// Access logging needs the account's API Gateway CloudWatch role: the stack creates it only when asked
+/// (it is account-wide), and then before the API.
+#[test]
+fn the_account_logging_role_is_optional_and_set_before_the_api() {
+    let template = template();
+    let res = resources(&template);
+    let parameter = &template["Parameters"]["CreateApiGatewayAccountRole"];
+    assert_eq!(parameter["Default"], "false", "the account-wide setting is opt-in");
+    for id in ["ApiGatewayCloudWatchRole", "ApiGatewayAccount"] {
+        assert_eq!(res[id]["Condition"], "CreateApiGatewayAccountRole", "{id}");
+    }
+    let role = &res["ApiGatewayCloudWatchRole"];
+    assert!(
+        as_list(&role["Properties"]["ManagedPolicyArns"])
+            .iter()
+            .any(|arn| arn.to_string().contains("service-role/AmazonAPIGatewayPushToCloudWatchLogs")),
+        "the role carries the managed push-to-logs policy"
+    );
+    assert_eq!(
+        res["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"],
+        serde_json::json!({"Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]})
+    );
+    let api = &res["CoreBankApi"];
+    assert!(api["Properties"].get("AccessLogSetting").is_some(), "the API logs its requests");
+    let ready = api["DependsOn"].as_str().unwrap_or_else(|| panic!("CoreBankApi: DependsOn"));
+    assert_eq!(
+        res[ready]["Metadata"]["AccountSetting"],
+        serde_json::json!({"Fn::If": ["CreateApiGatewayAccountRole", {"Ref": "ApiGatewayAccount"}, ""]}),
+        "the API waits for the account setting when the stack creates it"
+    );
+}
+
+/// Every alarm notifies the stack's alarm topic when it fires and when it clears; the topic always
+/// exists, and `AlarmEmail` only adds a subscriber. The API has its error-rate and p99 alarms, and
+/// every function the API invokes a Throttles alarm (a throttled request is a 5XX to its caller).
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_the_api_and_its_functions_are_watched() {
+    let template = template();
+    let res = resources(&template);
+    let topic = &res["AlarmTopic"];
+    assert_eq!(topic["Type"], "AWS::SNS::Topic");
+    assert!(topic.get("Condition").is_none(), "the alarm topic exists in every deployment");
+    let subscription = &res["AlarmEmailSubscription"];
+    assert_eq!(subscription["Condition"], "HasAlarmEmail");
+    assert_eq!(subscription["Properties"]["TopicArn"], serde_json::json!({"Ref": "AlarmTopic"}));
+    assert_eq!(subscription["Properties"]["Endpoint"], serde_json::json!({"Ref": "AlarmEmail"}));
+    assert_eq!(template["Parameters"]["AlarmEmail"]["Default"], "", "no subscriber unless asked");
+
+    let alarms: Vec<(&String, &Value)> =
+        res.iter().filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm").collect();
+    assert!(!alarms.is_empty());
+    let to_topic = serde_json::json!([{"Ref": "AlarmTopic"}]);
+    for (id, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        assert_eq!(p["AlarmActions"], to_topic, "{id}: AlarmActions");
+        assert_eq!(p["OKActions"], to_topic, "{id}: OKActions");
+        if let Some(parameter) = p["Threshold"].get("Ref").and_then(Value::as_str) {
+            assert!(template["Parameters"].get(parameter).is_some(), "{id}: threshold {parameter}");
+        }
+    }
+
+    let api_dimensions = |p: &Value| {
+        let dims = as_list(&p["Dimensions"]);
+        dims.iter().any(|d| {
+            d["Name"] == "ApiName" && d["Value"] == serde_json::json!({"Fn::Sub": "${AWS::StackName}-api"})
+        }) && dims
+            .iter()
+            .any(|d| d["Name"] == "Stage" && d["Value"] == serde_json::json!({"Ref": "StageName"}))
+    };
+    assert_eq!(
+        res["CoreBankApi"]["Properties"]["Name"],
+        serde_json::json!({"Fn::Sub": "${AWS::StackName}-api"}),
+        "the API alarms name the API by its Name"
+    );
+    let api_alarm = |metric: &str, statistic: (&str, &str)| {
+        alarms.iter().any(|(_, a)| {
+            let p = &a["Properties"];
+            p["Namespace"] == "AWS/ApiGateway"
+                && p["MetricName"] == metric
+                && p[statistic.0] == statistic.1
+                && api_dimensions(p)
+        })
+    };
+    assert!(api_alarm("5XXError", ("Statistic", "Average")), "the API's 5XX rate alarm");
+    assert!(api_alarm("Latency", ("ExtendedStatistic", "p99")), "the API's p99 latency alarm");
+
+    let mut invoked_by_api: BTreeSet<String> = BTreeSet::new();
+    for (id, resource) in res {
+        let events = resource["Properties"]["Events"].as_object();
+        if events.into_iter().flatten().any(|(_, e)| e["Type"] == "Api") {
+            invoked_by_api.insert(id.clone());
+        }
+    }
+    let authorizers = res["CoreBankApi"]["Properties"]["Auth"]["Authorizers"].as_object().unwrap();
+    for authorizer in authorizers.values() {
+        invoked_by_api.extend(referenced_resource(&authorizer["FunctionArn"]).map(|r| r.0));
+    }
+    for function in &invoked_by_api {
+        let watched = alarms.iter().any(|(_, a)| {
+            a["Properties"]["MetricName"] == "Throttles"
+                && as_list(&a["Properties"]["Dimensions"]).iter().any(|d| {
+                    d["Name"] == "FunctionName" && function_ref(&d["Value"]).as_deref() == Some(function)
+                })
+        });
+        assert!(watched, "{function}: no Throttles alarm");
+    }
+}
+
+/// A literal setting of a function's environment, or `default` when the template leaves it unset.
+fn literal_setting(id: &str, variables: &Value, name: &str, default: u64) -> u64 {
+    let Some(value) = variables.get(name) else { return default };
+    let text = value.as_str().unwrap_or_else(|| panic!("{id}: {name} is not a literal: {value}"));
+    text.parse().unwrap_or_else(|e| panic!("{id}: {name}={text}: {e}"))
+}
+
+/// A relay's claim must outlast the producer's own delivery bound, so a live relay settles its batch
+/// before another relay may take the rows over (docs/configuration.md, `RELAY_LEASE_SECS`).
+#[test]
+fn the_relays_lease_outlasts_its_producers_delivery_timeout() {
+    let template = template();
+    let mut relays = 0;
+    for (id, resource) in resources(&template) {
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        if resource["Type"] != "AWS::Serverless::Function" || variables.get("RELAY_BATCH_SIZE").is_none() {
+            continue;
+        }
+        relays += 1;
+        // RelayConfig's default lease (shared/delivery/src/handlers/relay.rs) where the template sets none.
+        let lease_ms = literal_setting(id, variables, "RELAY_LEASE_SECS", 60) * 1000;
+        let delivery_ms = literal_setting(
+            id,
+            variables,
+            "KAFKA_MESSAGE_TIMEOUT_MS",
+            corebank_messaging::KafkaConfig::DEFAULT_MESSAGE_TIMEOUT_MS,
+        );
+        assert!(
+            lease_ms > delivery_ms,
+            "{id}: RELAY_LEASE_SECS ({lease_ms} ms) must be longer than KAFKA_MESSAGE_TIMEOUT_MS ({delivery_ms} ms)"
+        );
+    }
+    assert_eq!(relays, 1, "one outbox relay");
+}
+
+/// `sam deploy --guided` asks for every parameter, offering its default: each one has a default, so a
+/// first deploy can accept it, a description, and a row in docs/deploy.md's parameter table.
+#[test]
+fn every_parameter_has_a_default_a_description_and_a_row_in_the_deploy_guide() {
+    let template = template();
+    let guide = read("docs/deploy.md").unwrap();
+    for (name, parameter) in template["Parameters"].as_object().unwrap() {
+        assert!(parameter.get("Default").is_some(), "{name}: no Default");
+        assert!(
+            parameter["Description"].as_str().is_some_and(|d| !d.trim().is_empty()),
+            "{name}: no Description"
+        );
+        let documented =
+            guide.lines().any(|line| line.starts_with('|') && line.contains(&format!("`{name}`")));
+        assert!(documented, "{name}: not in docs/deploy.md's parameter table");
+    }
 }
