@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::sql::prefix_upper_bound;
 
+use super::heads::StreamHeads;
 use super::{
     Db, clamp_i64, collect, decode_error, execute, from_json, from_micros, micros, one, sql_error, to_i64,
     to_json, to_u64, to_uuid,
@@ -118,11 +119,12 @@ pub(super) fn head_position(conn: &Connection) -> Result<u64, StoreError> {
 #[derive(Debug)]
 pub struct SqliteEventStore {
     db: Arc<Db>,
+    heads: StreamHeads,
 }
 
 impl SqliteEventStore {
     pub(super) fn new(db: Arc<Db>) -> Self {
-        Self { db }
+        Self { db, heads: StreamHeads::default() }
     }
 }
 
@@ -342,8 +344,19 @@ impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         request.validate()?;
         let stream_version = request.new_version()?;
-        self.db.writer.write_events(move |conn| append_in(conn, &request)).await?;
-        Ok(AppendOutcome { stream_version })
+        let stream_id = request.stream_id.clone();
+        match self.db.writer.write_events(move |conn| append_in(conn, &request)).await {
+            Ok(_) => {
+                self.heads.committed(&stream_id, stream_version);
+                Ok(AppendOutcome { stream_version })
+            }
+            Err(e) => {
+                if let StoreError::VersionConflict { actual, .. } = &e {
+                    self.heads.observed(&stream_id, *actual);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn load_stream(
@@ -352,6 +365,9 @@ impl EventStore for SqliteEventStore {
         after_version: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         let Ok(after) = i64::try_from(after_version) else { return Ok(Vec::new()) };
+        if self.heads.is_at(stream_id, after_version) {
+            return Ok(Vec::new());
+        }
         let stream_id = stream_id.to_owned();
         self.db
             .readers
@@ -399,7 +415,7 @@ impl EventStore for SqliteEventStore {
         let transaction_id = transaction_id.to_owned();
         self.db
             .readers
-            .read(move |conn| one(conn, SELECT_TRANSACTION, [transaction_id], transaction_record))
+            .lookup(move |conn| one(conn, SELECT_TRANSACTION, [transaction_id], transaction_record))
             .await
     }
 }
@@ -458,7 +474,7 @@ impl EventFeed for SqliteEventStore {
         let position: Option<i64> = self
             .db
             .readers
-            .read(move |conn| {
+            .lookup(move |conn| {
                 one(conn, CURSOR, [lane], |row| row.get::<_, i64>(0).map_err(|e| sql_error(&e)))
             })
             .await?;

@@ -210,27 +210,38 @@ fn run(
 /// event position a kept job wrote, if any wrote events. Any failure outside a job's own work (a savepoint that
 /// cannot be rolled back, a transaction SQLite rolled back by itself, a failed commit) fails the group.
 fn commit_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> Result<Option<u64>, StoreError> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_error(&e))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_error(&e))?;
     let mut last: Option<u64> = None;
     for job in group.iter_mut() {
-        let mut savepoint = tx.savepoint().map_err(|e| sql_error(&e))?;
-        if let Ran::Kept(position) = job.run(&savepoint) {
-            savepoint.commit().map_err(|e| sql_error(&e))?;
+        step(&tx, SAVEPOINT)?;
+        if let Ran::Kept(position) = job.run(&tx) {
+            step(&tx, RELEASE)?;
             last = last.max(position);
         } else {
             // A failed statement may have ended the whole transaction (a full disk, an I/O error):
             // then there is no savepoint to roll back to and the group cannot commit.
-            if savepoint.is_autocommit() {
+            if tx.is_autocommit() {
                 return Err(StoreError::Unavailable(
                     "sqlite rolled the transaction back after a failed write".to_owned(),
                 ));
             }
-            savepoint.rollback().map_err(|e| sql_error(&e))?;
-            savepoint.commit().map_err(|e| sql_error(&e))?;
+            step(&tx, ROLLBACK_TO)?;
+            step(&tx, RELEASE)?;
         }
     }
     tx.commit().map_err(|e| sql_error(&e))?;
     Ok(last)
+}
+
+/// Each job's savepoint. The three statements are prepared once and kept (a savepoint's name is
+/// part of its SQL, so it is the same name every time; jobs never nest).
+const SAVEPOINT: &str = "SAVEPOINT job";
+const RELEASE: &str = "RELEASE job";
+const ROLLBACK_TO: &str = "ROLLBACK TO job";
+
+fn step(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
+    statement.execute([]).map(|_| ()).map_err(|e| sql_error(&e))
 }
 
 /// Read connections, each used by one blocking task at a time.
@@ -277,6 +288,29 @@ impl Readers {
                 idle: Mutex::new(idle),
             }),
         })
+    }
+
+    /// Runs a point read (a row or a few, found through a key): in place on the calling thread when
+    /// a read connection is idle at once, else as [`Readers::read`] does. Such a read takes a few
+    /// microseconds, less than handing it to the blocking pool and back; a read that may walk many
+    /// rows goes through [`Readers::read`], so it never holds an async worker.
+    pub(crate) async fn lookup<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Ok(permit) = self.shared.permits.clone().try_acquire_owned() else {
+            return self.read(work).await;
+        };
+        let Some(conn) = lock(&self.shared.idle).pop() else {
+            // Only a read that panicked holding a connection leaves a permit without one.
+            drop(permit);
+            return self.read(work).await;
+        };
+        let result = work(&conn.0);
+        lock(&self.shared.idle).push(conn);
+        drop(permit);
+        result
     }
 
     /// Runs `work` on a read connection on the blocking pool.

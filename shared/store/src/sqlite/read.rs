@@ -144,7 +144,7 @@ impl SnapshotStore for SqliteSnapshotStore {
         let stream_id = stream_id.to_owned();
         self.db
             .readers
-            .read(move |conn| {
+            .lookup(move |conn| {
                 one(conn, LOAD_SNAPSHOT, [stream_id], |row| {
                     let schema_version: i64 = row.get("schema_version").map_err(|e| sql_error(&e))?;
                     let state: String = row.get("state").map_err(|e| sql_error(&e))?;
@@ -303,7 +303,7 @@ fn statement_entry(row: &Row<'_>) -> Result<StatementEntry, StoreError> {
 impl ReadModelStore for SqliteReadModelStore {
     async fn checkpoint(&self, stream_id: &str) -> Result<u64, StoreError> {
         let stream_id = stream_id.to_owned();
-        self.db.readers.read(move |conn| checkpoint_in(conn, &stream_id)).await
+        self.db.readers.lookup(move |conn| checkpoint_in(conn, &stream_id)).await
     }
 
     async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError> {
@@ -317,7 +317,7 @@ impl ReadModelStore for SqliteReadModelStore {
 
     async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError> {
         let account_id = account_id.to_owned();
-        self.db.readers.read(move |conn| one(conn, SELECT_SUMMARY, [account_id], summary)).await
+        self.db.readers.lookup(move |conn| one(conn, SELECT_SUMMARY, [account_id], summary)).await
     }
 
     async fn statement(
@@ -393,7 +393,7 @@ fn transfer_status(row: &Row<'_>) -> Result<TransferStatus, StoreError> {
 impl TransferStatusStore for SqliteTransferStatusStore {
     async fn get(&self, transfer_id: &str) -> Result<Option<TransferStatus>, StoreError> {
         let transfer_id = transfer_id.to_owned();
-        self.db.readers.read(move |conn| one(conn, SELECT_TRANSFER, [transfer_id], transfer_status)).await
+        self.db.readers.lookup(move |conn| one(conn, SELECT_TRANSFER, [transfer_id], transfer_status)).await
     }
 
     async fn apply(&self, expected_version: u64, status: TransferStatus) -> Result<(), StoreError> {
@@ -499,6 +499,6 @@ impl RebuildJobStore for SqliteRebuildJobStore {
 
     async fn get(&self, rebuild_id: &str) -> Result<Option<RebuildJob>, StoreError> {
         let rebuild_id = rebuild_id.to_owned();
-        self.db.readers.read(move |conn| one(conn, GET_REBUILD, [rebuild_id], rebuild_job)).await
+        self.db.readers.lookup(move |conn| one(conn, GET_REBUILD, [rebuild_id], rebuild_job)).await
     }
 }

@@ -252,6 +252,42 @@ async fn the_feed_head_moves_with_committed_events_only() {
     assert_eq!(*head.borrow(), 1);
 }
 
+#[tokio::test]
+async fn a_load_at_the_last_local_commit_reads_nothing_and_a_stale_one_is_corrected() {
+    let path = TempPath::new();
+    let stores = open(SqliteSettings::new(&path.0)).unwrap();
+    let ports = stores.stores();
+    ports.events.append(append("account-h", 0)).await.unwrap();
+    ports.events.append(append("account-h", 1)).await.unwrap();
+    // Behind this process's last commit: read from the file; at it: nothing newer.
+    assert_eq!(ports.events.load_stream("account-h", 0).await.unwrap().len(), 2);
+    assert_eq!(ports.events.load_stream("account-h", 1).await.unwrap().len(), 1);
+    assert!(ports.events.load_stream("account-h", 2).await.unwrap().is_empty());
+
+    // Another process writes version 3 into the same file (unsupported, but it must not corrupt
+    // anything): this process does not know yet, and a decision on version 2 is refused by the
+    // version check, which also teaches it where the stream stands.
+    {
+        let conn = rusqlite::Connection::open(&path.0).unwrap();
+        let foreign = event("account-h", 3);
+        conn.execute("UPDATE streams SET version = 3 WHERE stream_id = 'account-h'", []).unwrap();
+        conn.execute(
+            "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, occurred_at, \
+             payload, metadata) VALUES (?1, 'account-h', 3, 'MoneyDeposited', 1, 0, '{}', '{}')",
+            [foreign.event_id.to_string()],
+        )
+        .unwrap();
+    }
+    match ports.events.append(append("account-h", 2)).await {
+        Err(StoreError::VersionConflict { actual: 3, .. }) => {}
+        other => panic!("expected a version conflict at 3, got {other:?}"),
+    }
+    let tail = ports.events.load_stream("account-h", 2).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3]);
+    ports.events.append(append("account-h", 3)).await.unwrap();
+    assert!(ports.events.load_stream("account-h", 4).await.unwrap().is_empty());
+}
+
 fn summary(account_id: &str, version: u64, balance_minor: i64) -> AccountSummary {
     AccountSummary {
         account_id: account_id.to_owned(),
