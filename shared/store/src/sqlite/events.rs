@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::sql::prefix_upper_bound;
 
+use super::claims::{Claims, Taken};
 use super::heads::StreamHeads;
 use super::{
     Db, clamp_i64, collect, decode_error, execute, from_json, from_micros, micros, one, sql_error, to_i64,
@@ -57,20 +58,6 @@ const LOAD_STREAM: &str = select_events!("WHERE stream_id = ?1 AND version > ?2 
 
 const READ_AFTER: &str = select_events!("WHERE position > ?1 ORDER BY position LIMIT ?2");
 
-/// Takes a key that is free, past its TTL, or held under a lapsed lease by the same request (the
-/// memory adapter's rule). No change means the key stays as it is.
-const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
-     (scope, key, operation, request_hash, state, claim_token, lease_expires_at, response_status, \
-      response_body, response_code, expires_at) \
-     VALUES (?1, ?2, ?3, ?4, 'in_progress', ?5, ?6, NULL, NULL, NULL, ?7) \
-     ON CONFLICT (scope, key) DO UPDATE SET \
-         operation = excluded.operation, request_hash = excluded.request_hash, state = excluded.state, \
-         claim_token = excluded.claim_token, lease_expires_at = excluded.lease_expires_at, \
-         response_status = NULL, response_body = NULL, response_code = NULL, \
-         expires_at = excluded.expires_at \
-     WHERE r.expires_at <= ?8 \
-        OR (r.state = 'in_progress' AND r.lease_expires_at <= ?8 AND r.request_hash = excluded.request_hash)";
-
 const SELECT_IDEMPOTENCY: &str = "SELECT scope, key, operation, request_hash, state, claim_token, \
      lease_expires_at, response_status, response_body, response_code, expires_at \
      FROM idempotency_records WHERE scope = ?1 AND key = ?2";
@@ -88,8 +75,12 @@ const COMPLETE_IDEMPOTENCY: &str = "INSERT INTO idempotency_records AS r \
          response_code = excluded.response_code, expires_at = excluded.expires_at \
      WHERE r.state = 'in_progress' AND r.claim_token = excluded.claim_token";
 
-const RELEASE_IDEMPOTENCY: &str = "DELETE FROM idempotency_records \
-     WHERE scope = ?1 AND key = ?2 AND state = 'in_progress' AND claim_token = ?3";
+/// A record of one key whose TTL ended at or before `?3`.
+const DELETE_EXPIRED_IDEMPOTENCY: &str =
+    "DELETE FROM idempotency_records WHERE scope = ?1 AND key = ?2 AND expires_at <= ?3";
+
+/// Holds the file kept before they moved into the process (see `claims`); deleted at open.
+pub(super) const DELETE_HOLDS: &str = "DELETE FROM idempotency_records WHERE state = 'in_progress'";
 
 /// At most `?2` records whose TTL ended at or before `?1`.
 /// (The table has no rowid: rows are picked by their key, through the `expires_at` index.)
@@ -120,11 +111,12 @@ pub(super) fn head_position(conn: &Connection) -> Result<u64, StoreError> {
 pub struct SqliteEventStore {
     db: Arc<Db>,
     heads: StreamHeads,
+    claims: Arc<Claims>,
 }
 
 impl SqliteEventStore {
     pub(super) fn new(db: Arc<Db>) -> Self {
-        Self { db, heads: StreamHeads::default() }
+        Self { db, heads: StreamHeads::default(), claims: Arc::default() }
     }
 }
 
@@ -134,7 +126,7 @@ fn changed(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 
 /// The append's writes, inside the writer's savepoint for it; any error rolls all of them back.
 /// Answers the position of its last event.
-fn append_in(conn: &Connection, request: &AppendRequest) -> Result<u64, StoreError> {
+fn append_in(conn: &Connection, claims: &Claims, request: &AppendRequest) -> Result<u64, StoreError> {
     let stream_id = request.stream_id.as_str();
     let expected = to_i64("expected version", request.expected_version)?;
     let new_version = to_i64("stream version", request.new_version()?)?;
@@ -174,7 +166,7 @@ fn append_in(conn: &Connection, request: &AppendRequest) -> Result<u64, StoreErr
     }
 
     if let Some(c) = &request.idempotency
-        && !complete_in(conn, c)?
+        && !(claims.may_complete(&c.key, c.claim_token) && complete_in(conn, c)?)
     {
         return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() });
     }
@@ -237,34 +229,6 @@ fn complete_in(conn: &Connection, c: &IdempotencyCompletion) -> Result<bool, Sto
             micros(c.expires_at),
         ),
     )
-}
-
-fn claim_in(conn: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome, StoreError> {
-    let claimed = changed(
-        conn,
-        CLAIM_IDEMPOTENCY,
-        (
-            &claim.key.scope,
-            &claim.key.key,
-            &claim.operation,
-            &claim.request_hash,
-            claim.claim_token.to_string(),
-            micros(claim.lease_expires_at),
-            micros(claim.expires_at),
-            micros(claim.now),
-        ),
-    )?;
-    if claimed {
-        return Ok(ClaimOutcome::Claimed);
-    }
-    // The same transaction wrote nothing, so the conflicting row is still there.
-    match one(conn, SELECT_IDEMPOTENCY, (&claim.key.scope, &claim.key.key), idempotency_record)? {
-        Some(record) => Ok(ClaimOutcome::Existing(record)),
-        None => Err(StoreError::Unavailable(format!(
-            "idempotency record {} vanished during its claim; retry",
-            claim.key.key
-        ))),
-    }
 }
 
 fn envelope(row: &Row<'_>) -> Result<(u64, EventEnvelope), StoreError> {
@@ -345,9 +309,14 @@ impl EventStore for SqliteEventStore {
         request.validate()?;
         let stream_version = request.new_version()?;
         let stream_id = request.stream_id.clone();
-        match self.db.writer.write_events(move |conn| append_in(conn, &request)).await {
+        let completed = request.idempotency.as_ref().map(|c| (c.key.clone(), c.claim_token));
+        let claims = self.claims.clone();
+        match self.db.writer.write_events(move |conn| append_in(conn, &claims, &request)).await {
             Ok(_) => {
                 self.heads.committed(&stream_id, stream_version);
+                if let Some((key, token)) = completed {
+                    self.claims.drop_hold(&key, token);
+                }
                 Ok(AppendOutcome { stream_version })
             }
             Err(e) => {
@@ -422,32 +391,72 @@ impl EventStore for SqliteEventStore {
 
 #[async_trait]
 impl IdempotencyStore for SqliteEventStore {
+    /// Holds the key in the process ([`Claims`]), then looks for a live record in the file.
     async fn claim(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome, StoreError> {
-        self.db.writer.write(move |conn| claim_in(conn, &claim)).await
+        if let Taken::HeldByAnother(record) = self.claims.take(&claim) {
+            return Ok(ClaimOutcome::Existing(record));
+        }
+        match self.stored_record(&claim).await {
+            Ok(None) => Ok(ClaimOutcome::Claimed),
+            Ok(Some(record)) => {
+                self.claims.drop_hold(&claim.key, claim.claim_token);
+                Ok(ClaimOutcome::Existing(record))
+            }
+            Err(e) => {
+                self.claims.drop_hold(&claim.key, claim.claim_token);
+                Err(e)
+            }
+        }
     }
 
     async fn complete(&self, completion: IdempotencyCompletion) -> Result<(), StoreError> {
+        let (key, token) = (completion.key.clone(), completion.claim_token);
+        let claims = self.claims.clone();
         self.db
             .writer
             .write(move |conn| {
-                if complete_in(conn, &completion)? {
+                if claims.may_complete(&completion.key, completion.claim_token)
+                    && complete_in(conn, &completion)?
+                {
                     Ok(())
                 } else {
                     Err(StoreError::IdempotencyClaimLost { key: completion.key.key.clone() })
                 }
             })
-            .await
+            .await?;
+        self.claims.drop_hold(&key, token);
+        Ok(())
     }
 
+    /// Holds live in the process only: nothing to write.
     async fn release(&self, key: &IdempotencyKey, claim_token: Uuid) -> Result<(), StoreError> {
-        let key = key.clone();
-        self.db
-            .writer
-            .write(move |conn| {
-                changed(conn, RELEASE_IDEMPOTENCY, (&key.scope, &key.key, claim_token.to_string()))
-                    .map(|_| ())
-            })
-            .await
+        self.claims.drop_hold(key, claim_token);
+        Ok(())
+    }
+}
+
+impl SqliteEventStore {
+    /// The file's live record of the claim's key, if any; a record past its TTL is deleted so the
+    /// claim's completion can take its place.
+    async fn stored_record(&self, claim: &IdempotencyClaim) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = claim.key.clone();
+        let stored = self
+            .db
+            .readers
+            .lookup(move |conn| one(conn, SELECT_IDEMPOTENCY, (&key.scope, &key.key), idempotency_record))
+            .await?;
+        match stored {
+            Some(record) if record.expires_at > claim.now => Ok(Some(record)),
+            Some(_) => {
+                let (key, now) = (claim.key.clone(), micros(claim.now));
+                self.db
+                    .writer
+                    .write(move |conn| changed(conn, DELETE_EXPIRED_IDEMPOTENCY, (&key.scope, &key.key, now)))
+                    .await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 }
 

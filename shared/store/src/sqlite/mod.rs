@@ -8,7 +8,7 @@
 //!
 //! # One writer, group commit
 //!
-//! SQLite lets one connection write at a time. So every write (an append, a claim, a projection
+//! SQLite lets one connection write at a time. So every write (an append, a completion, a projection
 //! step, a snapshot ...) is a job for one dedicated writer thread, which owns the only write
 //! connection. The thread blocks for a job, then takes every job already waiting (at most
 //! [`SqliteSettings::group_commit_max`]) and runs the whole group in one `BEGIN IMMEDIATE`
@@ -26,9 +26,10 @@
 //!
 //! A write whose caller stops waiting (its future dropped) still runs and, with its group, commits.
 //!
-//! One process per file: another process may open the same file (SQLite serialises the writers of
-//! both, and positions still follow commit order), but this process's feed head only moves with its
-//! own commits.
+//! One process per file: [`open`] takes an exclusive lock on `<file>-lock` and refuses a file another
+//! process has open, because idempotency holds (module `claims`: a claim is held in the process, and
+//! only the completed response is written, with the events it answers for) and the feed head live in
+//! the process.
 //!
 //! # Reads
 //!
@@ -61,6 +62,7 @@
 //!
 //! [`EventFeed`]: crate::EventFeed
 
+mod claims;
 mod events;
 mod heads;
 mod pool;
@@ -169,6 +171,34 @@ pub struct SqliteStores {
 pub(crate) struct Db {
     pub(crate) writer: Writer,
     pub(crate) readers: Readers,
+    /// Held while the store is open; dropped last, after the writer has stopped.
+    _lock: std::fs::File,
+}
+
+/// Takes the exclusive lock of `<file>-lock` beside the database: one process at a time may use a
+/// file, since idempotency holds ([`claims`]) and the feed head live in the process. The operating
+/// system releases it when the process ends, however it ends.
+fn lock_file(settings: &SqliteSettings) -> Result<std::fs::File, StoreError> {
+    let mut path = settings.path.clone().into_os_string();
+    path.push("-lock");
+    let path = PathBuf::from(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "{} is in use by another process (it holds {}); stop it first",
+            settings.path.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Unavailable(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
 }
 
 /// Opens (creating if needed) the database of `settings`, brings its schema up to date and starts
@@ -192,6 +222,7 @@ pub fn open(settings: SqliteSettings) -> Result<SqliteStores, StoreError> {
             StoreError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
         })?;
     }
+    let lock = lock_file(&settings)?;
     let mut conn = connect(&settings)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sql_error(&e))?;
     let journal: String =
@@ -203,11 +234,13 @@ pub fn open(settings: SqliteSettings) -> Result<SqliteStores, StoreError> {
         )));
     }
     schema::migrate(&mut conn)?;
+    // No request of an earlier process is running any more (the lock says so): its holds go.
+    conn.execute(events::DELETE_HOLDS, []).map_err(|e| sql_error(&e))?;
     let head = events::head_position(&conn)?;
     let group_commit_max = settings.group_commit_max;
     let readers = Readers::open(settings)?;
     let writer = Writer::start(conn, group_commit_max, head)?;
-    let db = Arc::new(Db { writer, readers });
+    let db = Arc::new(Db { writer, readers, _lock: lock });
     Ok(SqliteStores {
         events: Arc::new(SqliteEventStore::new(db.clone())),
         snapshots: Arc::new(SqliteSnapshotStore::new(db.clone())),

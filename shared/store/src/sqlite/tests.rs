@@ -288,6 +288,51 @@ async fn a_load_at_the_last_local_commit_reads_nothing_and_a_stale_one_is_correc
     assert!(ports.events.load_stream("account-h", 4).await.unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn a_file_serves_one_process_at_a_time() {
+    let path = TempPath::new();
+    let first = open(SqliteSettings::new(&path.0)).unwrap();
+    match open(SqliteSettings::new(&path.0)) {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("in use"), "{message}"),
+        other => panic!("a second open must be refused, got {other:?}"),
+    }
+    drop(first);
+    let again = open(SqliteSettings::new(&path.0)).unwrap();
+    again.stores().events.append(append("account-l", 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn holds_an_earlier_process_left_in_the_file_are_gone_after_open() {
+    let path = TempPath::new();
+    drop(open(SqliteSettings::new(&path.0)).unwrap());
+    let t = now();
+    {
+        let conn = rusqlite::Connection::open(&path.0).unwrap();
+        conn.execute(
+            "INSERT INTO idempotency_records (scope, key, operation, request_hash, state, claim_token, \
+             lease_expires_at, expires_at) VALUES ('accounts', 'k', 'deposit', 'a', 'in_progress', ?1, ?2, ?3)",
+            (
+                Uuid::new_v4().to_string(),
+                (t + chrono::Duration::hours(1)).timestamp_micros(),
+                (t + chrono::Duration::hours(24)).timestamp_micros(),
+            ),
+        )
+        .unwrap();
+    }
+    let stores = open(SqliteSettings::new(&path.0)).unwrap();
+    let claim = IdempotencyClaim {
+        key: IdempotencyKey { scope: "accounts".to_owned(), key: "k".to_owned() },
+        operation: "deposit".to_owned(),
+        request_hash: "b".to_owned(),
+        claim_token: Uuid::new_v4(),
+        lease_expires_at: t + chrono::Duration::seconds(30),
+        expires_at: t + chrono::Duration::hours(24),
+        now: t,
+    };
+    assert_eq!(stores.stores().idempotency.claim(claim).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(count_records(&stores).await, 0);
+}
+
 fn summary(account_id: &str, version: u64, balance_minor: i64) -> AccountSummary {
     AccountSummary {
         account_id: account_id.to_owned(),
@@ -429,12 +474,22 @@ async fn purge_deletes_only_records_expired_longer_ago_than_the_margin_in_batche
                     expires_at,
                     now: expires_at - chrono::Duration::seconds(1),
                 };
-                idempotency.claim(claim).await
+                assert_eq!(idempotency.claim(claim.clone()).await?, ClaimOutcome::Claimed);
+                idempotency
+                    .complete(IdempotencyCompletion {
+                        key: claim.key,
+                        operation: claim.operation,
+                        request_hash: claim.request_hash,
+                        claim_token: claim.claim_token,
+                        response: StoredResponse { status: 201, body: "{}".to_owned(), code: None },
+                        expires_at,
+                    })
+                    .await
             });
         }
     }
     while let Some(done) = tasks.join_next().await {
-        assert_eq!(done.unwrap().unwrap(), ClaimOutcome::Claimed);
+        done.unwrap().unwrap();
     }
     assert_eq!(count_records(&stores).await, (old + 8) as i64);
 
