@@ -135,7 +135,10 @@ impl Ctx {
     pub(crate) fn new(config: &Config) -> Result<Self, Error> {
         let parse = |url: String| url.parse::<Uri>().map_err(|source| Error::Url { url, source });
         Ok(Self {
-            http: Http::new(crate::auth::authorization(config)?),
+            http: Http::new(
+                crate::auth::request_auth(config)?,
+                crate::http::tls_config(config.ca_file.as_deref(), config.base_url.starts_with("https://"))?,
+            ),
             base: config.base_url.clone(),
             run_id: format!("{:08x}", Uuid::new_v4().as_u128() as u32),
             currency: config.currency.clone(),
