@@ -64,6 +64,9 @@ pub(crate) enum Class {
     Success,
     /// A 4xx the scenario provokes on purpose: `INSUFFICIENT_FUNDS` on a withdrawal.
     Intended,
+    /// 429 Too Many Requests: the API (or API Gateway's throttle) shed the request. Counted on its own, not as
+    /// a failure: it says the offered load is above a limit, not that the bank misbehaved.
+    Throttled,
     /// Anything else: another 4xx, a 5xx, an unexpected status or a transport error.
     Failure,
 }
@@ -73,6 +76,7 @@ pub(crate) fn classify(op: Op, status: Option<u16>, code: Option<&str>) -> Class
     match status {
         Some(s) if s == op.expected_status() => Class::Success,
         Some(400) if op == Op::Withdraw && code == Some("INSUFFICIENT_FUNDS") => Class::Intended,
+        Some(429) => Class::Throttled,
         _ => Class::Failure,
     }
 }
@@ -192,6 +196,7 @@ pub(crate) struct OpStats {
     pub(crate) errors: HashMap<String, u64>,
     pub(crate) success: u64,
     pub(crate) intended: u64,
+    pub(crate) throttled: u64,
     pub(crate) failures: u64,
 }
 
@@ -234,6 +239,7 @@ impl OpStats {
         match class {
             Class::Success => self.success += 1,
             Class::Intended => self.intended += 1,
+            Class::Throttled => self.throttled += 1,
             Class::Failure => self.failures += 1,
         }
     }
@@ -248,6 +254,7 @@ impl OpStats {
         }
         self.success += other.success;
         self.intended += other.intended;
+        self.throttled += other.throttled;
         self.failures += other.failures;
     }
 
@@ -461,6 +468,8 @@ mod tests {
         assert_eq!(classify(Op::Balance, Some(404), Some("ACCOUNT_NOT_FOUND")), Class::Failure);
         assert_eq!(classify(Op::Create, Some(200), None), Class::Failure);
         assert_eq!(classify(Op::Deposit, None, Some("TRANSPORT_CONNECT")), Class::Failure);
+        assert_eq!(classify(Op::Deposit, Some(429), Some("TOO_MANY_REQUESTS")), Class::Throttled);
+        assert_eq!(classify(Op::Balance, Some(429), Some("NON_JSON_BODY")), Class::Throttled);
     }
 
     #[test]
@@ -471,18 +480,19 @@ mod tests {
         s.record(30, Some(400), Some("INSUFFICIENT_FUNDS"), Class::Intended);
         s.record(40, Some(500), Some("INTERNAL"), Class::Failure);
         s.record(50, None, Some("TRANSPORT_CONNECT"), Class::Failure);
+        s.record(60, Some(429), Some("TOO_MANY_REQUESTS"), Class::Throttled);
         let mut merged = OpStats::default();
         merged.merge(&s);
         merged.merge(&s);
-        assert_eq!(merged.count(), 10);
+        assert_eq!(merged.count(), 12);
         assert_eq!(merged.status_count(400), 4);
         assert_eq!(merged.status_count(0), 2);
-        assert_eq!(merged.statuses.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 201, 400, 500]);
+        assert_eq!(merged.statuses.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 201, 400, 429, 500]);
         assert_eq!(
             merged.top_errors(2),
             vec![("INSUFFICIENT_FUNDS".to_owned(), 4), ("INTERNAL".to_owned(), 2)]
         );
-        assert_eq!((merged.success, merged.intended, merged.failures), (2, 4, 4));
+        assert_eq!((merged.success, merged.intended, merged.throttled, merged.failures), (2, 4, 2, 4));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub(crate) struct Faults {
     pub(crate) lose_reply_every: Option<u64>,
     /// Every Nth deposit is applied twice (a double-apply bug the audit must catch).
     pub(crate) double_apply_every: Option<u64>,
+    /// Every Nth withdrawal is shed with 429 and not applied (a throttle in front of the bank).
+    pub(crate) throttle_withdrawals_every: Option<u64>,
+    /// Requests without a SigV4 `Authorization` for execute-api and an `X-Amz-Date` are answered 403.
+    pub(crate) require_sigv4: bool,
 }
 
 #[derive(Default)]
@@ -30,14 +34,17 @@ struct Account {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     accounts: HashMap<String, Account>,
     replies: HashMap<String, (u16, String)>,
     transfers: HashMap<String, (String, u32)>,
     deposits: u64,
+    withdrawals: u64,
+    /// Requests that reached the handlers (passed the SigV4 check, if any).
+    pub(crate) served: u64,
 }
 
-type Shared = Arc<(Mutex<State>, Faults)>;
+pub(crate) type Shared = Arc<(Mutex<State>, Faults)>;
 
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -58,6 +65,10 @@ fn money(state: &mut State, faults: Faults, id: &str, body: &Value, deposit: boo
     let amount = body.get("amount").and_then(Value::as_i64).unwrap_or(0) * 100;
     let Some(account) = state.accounts.get_mut(id) else { return error(404, "ACCOUNT_NOT_FOUND") };
     if !deposit {
+        state.withdrawals += 1;
+        if faults.throttle_withdrawals_every.is_some_and(|n| state.withdrawals.is_multiple_of(n)) {
+            return error(429, "TOO_MANY_REQUESTS");
+        }
         if account.minor < amount {
             return error(400, "INSUFFICIENT_FUNDS");
         }
@@ -113,7 +124,9 @@ fn command(state: &mut State, faults: Faults, path: &[&str], key: &str, body: &V
         }
         _ => error(404, "NOT_FOUND"),
     };
-    state.replies.insert(key.to_owned(), answer.clone());
+    if answer.0 != 429 {
+        state.replies.insert(key.to_owned(), answer.clone());
+    }
     let lose = path.last() == Some(&"deposits")
         && answer.0 == 201
         && faults.lose_reply_every.is_some_and(|n| state.deposits.is_multiple_of(n));
@@ -155,7 +168,28 @@ fn query(state: &mut State, path: &[&str], params: &HashMap<&str, usize>) -> (u1
     }
 }
 
+/// A SigV4 `Authorization` header for execute-api with its `X-Amz-Date`: the shape API Gateway checks before
+/// it verifies the signature itself.
+fn signed_for_execute_api(request: &Request<Incoming>) -> bool {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let authorization = header("authorization");
+    let date = header("x-amz-date");
+    authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
+        && authorization.contains("/execute-api/aws4_request, SignedHeaders=")
+        && authorization.split_once("SignedHeaders=").is_some_and(|(_, rest)| {
+            rest.split_once(", Signature=").is_some_and(|(signed, signature)| {
+                signed.split(';').any(|h| h == "x-amz-date") && signature.len() == 64
+            })
+        })
+        && date.len() == 16
+        && authorization.contains(&format!("/{}/", date.get(..8).unwrap_or("?")))
+}
+
 async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if shared.1.require_sigv4 && !signed_for_execute_api(&request) {
+        let (status, body) = error(403, "MISSING_AUTHENTICATION_TOKEN");
+        return Ok(reply(status, body));
+    }
     let path = request.uri().path().trim_start_matches("/api/").to_owned();
     let raw_query = request.uri().query().unwrap_or_default().to_owned();
     let post = request.method() == http::Method::POST;
@@ -169,6 +203,7 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<F
         .collect();
     let (state, faults) = &*shared;
     let mut state = state.lock().unwrap();
+    state.served += 1;
     let (status, text) = match (post, key) {
         (true, Some(key)) => {
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -182,21 +217,33 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<F
 
 /// Starts the bank on 127.0.0.1 (an ephemeral port) and returns its base URL.
 pub(crate) async fn start(faults: Faults) -> String {
+    serve(faults, None).await.0
+}
+
+/// Starts the bank, over TLS when `tls` is given, and returns its base URL and its state.
+pub(crate) async fn serve(faults: Faults, tls: Option<tokio_rustls::TlsAcceptor>) -> (String, Shared) {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shared: Shared = Arc::new((Mutex::new(State::default()), faults));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let state = Arc::clone(&shared);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let shared = Arc::clone(&shared);
+            let (shared, tls) = (Arc::clone(&shared), tls.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                };
             });
         }
     });
-    format!("http://{addr}/api")
+    (format!("{scheme}://{addr}/api"), state)
 }
 
 #[cfg(test)]
@@ -204,13 +251,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::args::Config;
+    use crate::args::{Authentication, AwsCredentials, Config};
+    use crate::error::Error;
     use crate::report::{self, Report};
     use crate::{audit, scenario};
 
     async fn run(faults: Faults, config: impl FnOnce(&mut Config)) -> Report {
+        let base_url = start(faults).await;
+        run_against(base_url, config).await.unwrap()
+    }
+
+    async fn run_against(base_url: String, config: impl FnOnce(&mut Config)) -> Result<Report, Error> {
         let mut c = Config {
-            base_url: start(faults).await,
+            base_url,
             duration_secs: 1,
             workers: 4,
             accounts: 12,
@@ -221,11 +274,11 @@ mod tests {
         };
         c.weights.transfer = 10;
         config(&mut c);
-        let ctx = Arc::new(scenario::Ctx::new(&c).unwrap());
-        let setup = scenario::seed(&ctx, &c).await.unwrap();
-        let load = scenario::run_load(&ctx, &c).await.unwrap();
-        let audit = audit::run(&ctx, &c, load.end).await.unwrap();
-        report::build(&c, &ctx.run_id, &setup, &load, audit)
+        let ctx = Arc::new(scenario::Ctx::new(&c)?);
+        let setup = scenario::seed(&ctx, &c).await?;
+        let load = scenario::run_load(&ctx, &c).await?;
+        let audit = audit::run(&ctx, &c, load.end).await?;
+        Ok(report::build(&c, &ctx.run_id, &setup, &load, audit))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,5 +324,157 @@ mod tests {
         assert!(report.audit.observed_total_minor > report.audit.expected_total_minor);
         assert_eq!(report.verdict.exit_code, 1);
         assert!(report.to_string().contains("MISMATCHES"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttled_requests_are_counted_apart_and_do_not_fail_the_run() {
+        let faults = Faults { throttle_withdrawals_every: Some(4), ..Faults::default() };
+        let report = run(faults, |c| c.weights.transfer = 0).await;
+        assert!(report.load.status_429 > 0, "{report}");
+        assert_eq!(report.load.failures, 0, "429s are not failures: {report}");
+        let withdraw = report.load.operations.iter().find(|o| o.name == "withdraw").unwrap();
+        assert_eq!(withdraw.throttled, report.load.status_429);
+        assert_eq!(withdraw.statuses.get("429"), Some(&report.load.status_429));
+        assert!(report.audit.converged, "a throttled withdrawal moved no money: {report}");
+        assert!(report.verdict.pass, "{report}");
+        assert!(report.to_string().contains(&format!("429 {}", report.load.status_429)), "{report}");
+    }
+
+    fn aws_credentials() -> AwsCredentials {
+        AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: Some("session".into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigv4_signs_every_request_of_seeding_load_and_audit() {
+        let (base_url, bank) = serve(Faults { require_sigv4: true, ..Faults::default() }, None).await;
+        let report = run_against(base_url, |c| {
+            c.authentication =
+                Authentication::Sigv4 { region: "eu-west-1".into(), credentials: aws_credentials() };
+        })
+        .await
+        .unwrap();
+        assert!(report.verdict.pass, "{report}");
+        assert_eq!(report.load.failures, 0, "{report}");
+        let served = bank.0.lock().unwrap().served;
+        assert!(served >= report.load.total_requests + 12, "{served} requests reached the bank");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsigned_requests_are_refused_by_a_bank_that_wants_sigv4() {
+        let (base_url, bank) = serve(Faults { require_sigv4: true, ..Faults::default() }, None).await;
+        let err = run_against(base_url, |_| {}).await.unwrap_err();
+        assert!(err.to_string().contains("MISSING_AUTHENTICATION_TOKEN"), "{err}");
+        assert_eq!(bank.0.lock().unwrap().served, 0);
+    }
+
+    /// A throw-away CA and a certificate for 127.0.0.1 it signed, made with the `openssl` command.
+    struct Pki {
+        dir: std::path::PathBuf,
+    }
+
+    impl Pki {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("corebank-loadtest-tls-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+                .unwrap();
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let steps: [Vec<&str>; 3] = [
+                [&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]].concat(),
+                [
+                    &["req"],
+                    &ec[..],
+                    &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+                ]
+                .concat(),
+                vec![
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.pem",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ext.cnf",
+                ],
+            ];
+            for (i, mut args) in steps.into_iter().enumerate() {
+                if i == 0 {
+                    args.extend([
+                        "-subj",
+                        "/CN=corebank-loadtest test CA",
+                        "-addext",
+                        "basicConstraints=critical,CA:TRUE",
+                        "-addext",
+                        "keyUsage=critical,keyCertSign",
+                    ]);
+                }
+                let out =
+                    std::process::Command::new("openssl").args(&args).current_dir(&dir).output().unwrap();
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Self { dir }
+        }
+
+        fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+            use rustls_pki_types::pem::PemObject as _;
+            use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(self.dir.join("server.pem"))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let key = PrivateKeyDer::from_pem_file(self.dir.join("server.key")).unwrap();
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        }
+    }
+
+    impl Drop for Pki {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_with_the_private_ca_runs_clean() {
+        let pki = Pki::new();
+        let (base_url, bank) = serve(Faults::default(), Some(pki.acceptor())).await;
+        assert!(base_url.starts_with("https://127.0.0.1:"), "{base_url}");
+        let ca = pki.dir.join("ca.pem");
+        let report = run_against(base_url, |c| c.ca_file = Some(ca)).await.unwrap();
+        assert!(report.verdict.pass, "{report}");
+        assert_eq!(report.load.failures, 0, "{report}");
+        assert!(report.load.total_requests > 50, "{report}");
+        assert!(bank.0.lock().unwrap().served > 50);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_refuses_a_server_whose_ca_is_not_trusted() {
+        let pki = Pki::new();
+        let (base_url, bank) = serve(Faults::default(), Some(pki.acceptor())).await;
+        // A CA file that holds some other CA: the bank's certificate does not chain to it.
+        let other = Pki::new();
+        let ca = other.dir.join("ca.pem");
+        let err = run_against(base_url, |c| c.ca_file = Some(ca)).await.unwrap_err();
+        assert!(err.to_string().contains("TRANSPORT_CONNECT"), "{err}");
+        assert_eq!(bank.0.lock().unwrap().served, 0, "no request got through the handshake");
     }
 }
