@@ -60,12 +60,17 @@ async fn run_async(config: &Config) -> Result<bool, Error> {
         ctx.run_id, config.base_url, config.accounts, config.seed_concurrency
     );
     let setup = scenario::seed(&ctx, config).await?;
+    let pacing = match config.model {
+        args::Model::Closed => format!("{} workers", config.workers),
+        args::Model::Open { rate, max_in_flight } => {
+            format!("{rate} requests a second (at most {max_in_flight} in flight)")
+        }
+    };
     eprintln!(
-        "corebank-loadtest: {} accounts ready in {:.2} s; load for {} s with {} workers",
+        "corebank-loadtest: {} accounts ready in {:.2} s; load for {} s with {pacing}",
         setup.accounts_created,
         setup.elapsed.as_secs_f64(),
         config.duration_secs,
-        config.workers
     );
     let load = scenario::run_load(&ctx, config).await?;
     eprintln!("corebank-loadtest: auditing (up to {} s after the load)...", config.audit_timeout_secs);

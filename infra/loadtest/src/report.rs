@@ -6,9 +6,9 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::accounts;
-use crate::args::Config;
+use crate::args::{Config, Model};
 use crate::audit::AuditOutcome;
-use crate::scenario::{LoadOutcome, SetupOutcome};
+use crate::scenario::{LoadOutcome, OpenOutcome, SetupOutcome};
 use crate::stats::{Histogram, LoadStats, Op, OpStats, Timeline, ms};
 
 /// How many error codes the report lists per operation.
@@ -137,6 +137,36 @@ pub(crate) struct LoadReport {
     pub(crate) transport_errors: u64,
     pub(crate) accounts_at_end: usize,
     pub(crate) operations: Vec<OpReport>,
+    /// The `--rate` schedule; absent in the closed model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) open_model: Option<OpenModelReport>,
+}
+
+/// What the open model's schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OpenModelReport {
+    pub(crate) rate: u64,
+    pub(crate) max_in_flight: usize,
+    pub(crate) scheduled: u64,
+    pub(crate) issued: u64,
+    /// Scheduled requests not sent because `max_in_flight` were outstanding at their instant.
+    pub(crate) missed: u64,
+    pub(crate) peak_in_flight: usize,
+}
+
+fn open_model_report(config: &Config, open: Option<OpenOutcome>) -> Option<OpenModelReport> {
+    match (config.model, open) {
+        (Model::Open { rate, max_in_flight }, Some(o)) => Some(OpenModelReport {
+            rate,
+            max_in_flight,
+            scheduled: o.scheduled,
+            issued: o.issued,
+            missed: o.missed,
+            peak_in_flight: o.peak_in_flight,
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +289,7 @@ pub(crate) fn load_report(
             .filter(|&&op| weight(op) > 0 || stats.op(op).count() > 0)
             .map(|&op| op_report(op, stats.op(op), secs))
             .collect(),
+        open_model: None,
     }
 }
 
@@ -310,8 +341,9 @@ pub(crate) fn build(
     audit: AuditOutcome,
 ) -> Report {
     let setup = setup_report(config, setup);
-    let load_report =
+    let mut load_report =
         load_report(config, &load.stats, load.elapsed.as_secs_f64(), load.interrupted, load.accounts_at_end);
+    load_report.open_model = open_model_report(config, load.open);
     let verdict = verdict(&setup, &load_report, &audit, config.audit_timeout_secs);
     Report {
         tool: env!("CARGO_PKG_NAME"),
@@ -356,12 +388,18 @@ impl fmt::Display for Report {
         let (c, hot_accounts) = (&self.config.config, self.config.hot_accounts);
         let w = &c.weights;
         writeln!(f, "{} {}  run {}  started {}", self.tool, self.version, self.run_id, self.started_at)?;
+        let pacing = match c.model {
+            Model::Closed => format!("{} workers", c.workers),
+            Model::Open { rate, max_in_flight } => {
+                format!("{rate} req/s scheduled (at most {max_in_flight} in flight)")
+            }
+        };
         writeln!(
             f,
-            "target {}  {} s  {} workers  {} accounts ({} hot, {:.0}% of picks)  {}  scenario seed {}",
+            "target {}  {} s  {}  {} accounts ({} hot, {:.0}% of picks)  {}  scenario seed {}",
             c.base_url,
             c.duration_secs,
-            c.workers,
+            pacing,
             c.accounts,
             hot_accounts,
             c.hot_selection_rate * 100.0,
@@ -452,6 +490,14 @@ impl fmt::Display for Report {
             "  409 {}   429 {}   5xx {}   transport errors {}",
             l.status_409, l.status_429, l.status_5xx, l.transport_errors
         )?;
+        if let Some(o) = &l.open_model {
+            writeln!(
+                f,
+                "  open model: {} scheduled at {} req/s, {} issued, {} missed (the {} in-flight cap was reached), \
+                 peak {} in flight",
+                o.scheduled, o.rate, o.issued, o.missed, o.max_in_flight, o.peak_in_flight
+            )?;
+        }
 
         let a = &self.audit;
         writeln!(f)?;
@@ -658,6 +704,7 @@ mod tests {
             interrupted: false,
             scenario_seed: 42,
             accounts_at_end: 3,
+            open: None,
         };
         build(&config, "abc", &setup, &load, audit)
     }

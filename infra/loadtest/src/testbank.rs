@@ -25,6 +25,8 @@ pub(crate) struct Faults {
     pub(crate) throttle_withdrawals_every: Option<u64>,
     /// Requests without a SigV4 `Authorization` for execute-api and an `X-Amz-Date` are answered 403.
     pub(crate) require_sigv4: bool,
+    /// Deposits and withdrawals take this long to answer (a slow server, for the open model).
+    pub(crate) money_delay_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -195,6 +197,12 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<F
     let post = request.method() == http::Method::POST;
     let key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = request.into_body().collect().await?.to_bytes();
+    if let Some(ms) = shared.1.money_delay_ms
+        && post
+        && (path.ends_with("/deposits") || path.ends_with("/withdrawals"))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let segments: Vec<&str> = path.split('/').collect();
     let params: HashMap<&str, usize> = raw_query
         .split('&')
@@ -251,7 +259,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::args::{Authentication, AwsCredentials, Config};
+    use crate::args::{Authentication, AwsCredentials, Config, Model};
     use crate::error::Error;
     use crate::report::{self, Report};
     use crate::{audit, scenario};
@@ -476,5 +484,58 @@ mod tests {
         let err = run_against(base_url, |c| c.ca_file = Some(ca)).await.unwrap_err();
         assert!(err.to_string().contains("TRANSPORT_CONNECT"), "{err}");
         assert_eq!(bank.0.lock().unwrap().served, 0, "no request got through the handshake");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_model_sends_the_scheduled_rate_whatever_the_replies() {
+        let report = run(Faults::default(), |c| {
+            c.model = Model::Open { rate: 200, max_in_flight: 16 };
+            c.weights.transfer = 0;
+        })
+        .await;
+        let open = report.load.open_model.unwrap();
+        assert_eq!(open.scheduled, 200, "200 a second for 1 s");
+        assert_eq!((open.issued, open.missed), (200, 0), "{report}");
+        assert!(open.peak_in_flight >= 1 && open.peak_in_flight <= 16);
+        assert_eq!(report.load.total_requests, 200);
+        assert!(report.verdict.pass, "{report}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["load"]["openModel"]["issued"], 200);
+        assert!(report.to_string().contains("200 req/s scheduled"), "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_model_counts_what_the_in_flight_cap_kept_from_being_sent() {
+        let faults = Faults { money_delay_ms: Some(100), ..Faults::default() };
+        let report = run(faults, |c| {
+            c.model = Model::Open { rate: 200, max_in_flight: 2 };
+            c.weights = crate::args::Weights {
+                deposit: 1,
+                withdraw: 1,
+                balance: 0,
+                history: 0,
+                create: 0,
+                transfer: 0,
+            };
+        })
+        .await;
+        let open = report.load.open_model.unwrap();
+        assert_eq!(open.scheduled, 200);
+        assert_eq!(open.issued + open.missed, open.scheduled);
+        // Two lanes of 100 ms requests answer about 20 a second: most of the 200 cannot be sent on time.
+        assert!(open.missed > 150, "{report}");
+        assert_eq!(open.peak_in_flight, 2);
+        assert_eq!(report.load.total_requests, open.issued);
+        assert!(report.load.write_latency_ms.p50 >= 100.0, "{report}");
+        assert!(report.audit.converged, "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_closed_model_reports_no_schedule() {
+        let report = run(Faults::default(), |c| c.weights.transfer = 0).await;
+        assert!(report.load.open_model.is_none());
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["load"].get("openModel").is_none(), "the closed model's JSON keeps its shape");
+        assert_eq!(json["config"]["model"], serde_json::json!({"kind": "closed"}));
     }
 }
