@@ -32,8 +32,9 @@ const OUTPUT: &str = "Output and audit";
 
 const AFTER_HELP: &str = "\
 Closed model (the default): --workers loops, each sends its next request when the last one is answered.
-Open model (--rate N): N requests a second on a fixed schedule whatever the replies; at most --max-in-flight
-are outstanding, and a request that finds the cap reached is not sent and is counted as missed.
+Open model (--rate N): N requests a second on a fixed schedule whatever the replies; at most
+--max-in-flight are outstanding, and a request due past that cap is not sent and is counted as missed.
+SigV4 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and, for temporary credentials, AWS_SESSION_TOKEN.
 
 Exit code: 0 when the audit is clean and no request got a 5xx, 1 otherwise, 2 for bad flags.";
 
@@ -43,8 +44,7 @@ Exit code: 0 when the audit is clean and no request got a 5xx, 1 otherwise, 2 fo
     name = "corebank-loadtest",
     version,
     about = "Mixed-workload load test for the core bank HTTP API, with a report and a balance audit.",
-    after_help = AFTER_HELP,
-    max_term_width = 110
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// Test length in seconds
@@ -58,7 +58,7 @@ struct Cli {
     /// Requests a second on a fixed schedule (open model; replaces --workers)
     #[arg(long, value_name = "N", help_heading = LOAD, value_parser = value_parser!(u64).range(1..=MAX_RATE))]
     rate: Option<u64>,
-    /// Open model: most requests outstanding at once; one more is counted as missed, not sent
+    /// Open model: cap on outstanding requests; one due past it is counted as missed
     #[arg(long, value_name = "N", default_value_t = 1000, help_heading = LOAD, requires = "rate",
           value_parser = value_parser!(u64).range(1..=MAX_IN_FLIGHT))]
     max_in_flight: u64,
@@ -94,7 +94,7 @@ struct Cli {
     /// Currency of every account and amount (ISO 4217, upper case)
     #[arg(long, value_name = "CODE", default_value = "USD", help_heading = LOAD, value_parser = currency)]
     currency: String,
-    /// Trust only the CA certificates in this PEM file for https:// (default: the system's roots)
+    /// Trust only the CAs in this PEM file for https:// (default: the system roots)
     #[arg(long, value_name = "PEM", help_heading = LOAD, value_parser = path)]
     ca_file: Option<PathBuf>,
 
@@ -128,14 +128,13 @@ struct Cli {
     /// The minted token's `sub` [default: loadtest]
     #[arg(long, value_name = "SUB", help_heading = AUTH, requires = "mint_key")]
     mint_subject: Option<String>,
-    /// The minted token's `scope`; deposits need the operator scope [default: ledger:operator]
+    /// The minted token's `scope` [default: ledger:operator]
     #[arg(long, value_name = "SCOPE", help_heading = AUTH, requires = "mint_key")]
     mint_scope: Option<String>,
     /// The `kid` the minted token's public key is published under [default: loadtest]
     #[arg(long, value_name = "KID", help_heading = AUTH, requires = "mint_key")]
     mint_kid: Option<String>,
-    /// Sign every request with AWS SigV4 for an IAM-authorized API Gateway (service execute-api);
-    /// credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN
+    /// Sign requests with AWS SigV4 for execute-api (keys from AWS_ACCESS_KEY_ID etc.)
     #[arg(long, help_heading = AUTH, conflicts_with_all = ["bearer_token", "mint_key"])]
     sigv4: bool,
     /// The region requests are signed for [default: AWS_REGION, then AWS_DEFAULT_REGION]
