@@ -23,10 +23,19 @@ pub(crate) struct Faults {
     pub(crate) double_apply_every: Option<u64>,
     /// Every Nth withdrawal is shed with 429 and not applied (a throttle in front of the bank).
     pub(crate) throttle_withdrawals_every: Option<u64>,
-    /// Requests without a SigV4 `Authorization` for execute-api and an `X-Amz-Date` are answered 403.
-    pub(crate) require_sigv4: bool,
+    /// Requests whose SigV4 signature does not verify with these credentials are answered 403.
+    pub(crate) require_sigv4: Option<SigV4Check>,
     /// Deposits and withdrawals take this long to answer (a slow server, for the open model).
     pub(crate) money_delay_ms: Option<u64>,
+}
+
+/// The credentials and region a SigV4-checking bank verifies with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SigV4Check {
+    pub(crate) access_key_id: &'static str,
+    pub(crate) secret_access_key: &'static str,
+    pub(crate) session_token: Option<&'static str>,
+    pub(crate) region: &'static str,
 }
 
 #[derive(Default)]
@@ -170,33 +179,54 @@ fn query(state: &mut State, path: &[&str], params: &HashMap<&str, usize>) -> (u1
     }
 }
 
-/// A SigV4 `Authorization` header for execute-api with its `X-Amz-Date`: the shape API Gateway checks before
-/// it verifies the signature itself.
-fn signed_for_execute_api(request: &Request<Incoming>) -> bool {
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+/// Verifies a request's SigV4 signature the way API Gateway does: rebuild the canonical request from what
+/// arrived (method, host, path, the headers the `Authorization` names, the body) and sign it again at its
+/// `X-Amz-Date` with the known secret; the two `Authorization` values must be equal.
+fn verifies_sigv4(parts: &http::request::Parts, body: &[u8], check: &SigV4Check) -> bool {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let authorization = header("authorization");
-    let date = header("x-amz-date");
-    authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
-        && authorization.contains("/execute-api/aws4_request, SignedHeaders=")
-        && authorization.split_once("SignedHeaders=").is_some_and(|(_, rest)| {
-            rest.split_once(", Signature=").is_some_and(|(signed, signature)| {
-                signed.split(';').any(|h| h == "x-amz-date") && signature.len() == 64
-            })
-        })
-        && date.len() == 16
-        && authorization.contains(&format!("/{}/", date.get(..8).unwrap_or("?")))
+    let Some((_, rest)) = authorization.split_once("SignedHeaders=") else { return false };
+    let Some((signed, _)) = rest.split_once(", ") else { return false };
+    let Ok(at) = chrono::NaiveDateTime::parse_from_str(header("x-amz-date"), "%Y%m%dT%H%M%SZ") else {
+        return false;
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut copy = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("http://{}{path}", header("host")))
+        .body(())
+        .unwrap();
+    // The signer adds the date and the session token itself.
+    for name in signed.split(';').filter(|n| !matches!(*n, "x-amz-date" | "x-amz-security-token")) {
+        if let (Ok(name), Some(value)) =
+            (http::HeaderName::from_bytes(name.as_bytes()), parts.headers.get(name))
+        {
+            copy.headers_mut().insert(name, value.clone());
+        }
+    }
+    let credentials = crate::args::AwsCredentials {
+        access_key_id: check.access_key_id.to_owned(),
+        secret_access_key: check.secret_access_key.to_owned(),
+        session_token: check.session_token.map(str::to_owned),
+    };
+    let signer = crate::sigv4::Signer::new(check.region, &credentials);
+    signer.sign(&mut copy, body, std::time::SystemTime::from(at.and_utc())).is_ok()
+        && copy.headers().get("authorization") == parts.headers.get("authorization")
 }
 
 async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    if shared.1.require_sigv4 && !signed_for_execute_api(&request) {
-        let (status, body) = error(403, "MISSING_AUTHENTICATION_TOKEN");
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    if let Some(check) = &shared.1.require_sigv4
+        && !verifies_sigv4(&parts, &body, check)
+    {
+        let (status, body) = error(403, "INVALID_SIGNATURE");
         return Ok(reply(status, body));
     }
-    let path = request.uri().path().trim_start_matches("/api/").to_owned();
-    let raw_query = request.uri().query().unwrap_or_default().to_owned();
-    let post = request.method() == http::Method::POST;
-    let key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = request.into_body().collect().await?.to_bytes();
+    let path = parts.uri.path().trim_start_matches("/api/").to_owned();
+    let raw_query = parts.uri.query().unwrap_or_default().to_owned();
+    let post = parts.method == http::Method::POST;
+    let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(ms) = shared.1.money_delay_ms
         && post
         && (path.ends_with("/deposits") || path.ends_with("/withdrawals"))
@@ -348,23 +378,29 @@ mod tests {
         assert!(report.to_string().contains(&format!("429 {}", report.load.status_429)), "{report}");
     }
 
-    fn aws_credentials() -> AwsCredentials {
-        AwsCredentials {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "secret".into(),
-            session_token: Some("session".into()),
+    const CHECK: SigV4Check = SigV4Check {
+        access_key_id: "AKIDEXAMPLE",
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        session_token: Some("session/token"),
+        region: "eu-west-1",
+    };
+
+    fn sigv4(secret_access_key: &str) -> Authentication {
+        Authentication::Sigv4 {
+            region: CHECK.region.into(),
+            credentials: AwsCredentials {
+                access_key_id: CHECK.access_key_id.into(),
+                secret_access_key: secret_access_key.into(),
+                session_token: CHECK.session_token.map(str::to_owned),
+            },
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sigv4_signs_every_request_of_seeding_load_and_audit() {
-        let (base_url, bank) = serve(Faults { require_sigv4: true, ..Faults::default() }, None).await;
-        let report = run_against(base_url, |c| {
-            c.authentication =
-                Authentication::Sigv4 { region: "eu-west-1".into(), credentials: aws_credentials() };
-        })
-        .await
-        .unwrap();
+    async fn sigv4_signatures_of_seeding_load_and_audit_all_verify() {
+        let (base_url, bank) = serve(Faults { require_sigv4: Some(CHECK), ..Faults::default() }, None).await;
+        let report =
+            run_against(base_url, |c| c.authentication = sigv4(CHECK.secret_access_key)).await.unwrap();
         assert!(report.verdict.pass, "{report}");
         assert_eq!(report.load.failures, 0, "{report}");
         let served = bank.0.lock().unwrap().served;
@@ -372,11 +408,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unsigned_requests_are_refused_by_a_bank_that_wants_sigv4() {
-        let (base_url, bank) = serve(Faults { require_sigv4: true, ..Faults::default() }, None).await;
-        let err = run_against(base_url, |_| {}).await.unwrap_err();
-        assert!(err.to_string().contains("MISSING_AUTHENTICATION_TOKEN"), "{err}");
-        assert_eq!(bank.0.lock().unwrap().served, 0);
+    async fn unsigned_or_wrongly_signed_requests_are_refused_by_a_bank_that_checks_sigv4() {
+        for auth in [Authentication::None, sigv4("another-secret")] {
+            let (base_url, bank) =
+                serve(Faults { require_sigv4: Some(CHECK), ..Faults::default() }, None).await;
+            let err = run_against(base_url, |c| c.authentication = auth).await.unwrap_err();
+            assert!(err.to_string().contains("INVALID_SIGNATURE"), "{err}");
+            assert_eq!(bank.0.lock().unwrap().served, 0);
+        }
     }
 
     /// A throw-away CA and a certificate for 127.0.0.1 it signed, made with the `openssl` command.
