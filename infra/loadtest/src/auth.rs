@@ -1,18 +1,25 @@
-//! The `Authorization` header the tool sends: a given bearer token, or one it signs itself with
-//! corebank-auth's minter (the same library the bank verifies with).
+//! How the tool authenticates: a given bearer token, one it signs itself with corebank-auth's minter (the
+//! same library the bank verifies with), or a SigV4 signature on every request.
+
+use std::sync::Arc;
 
 use http::HeaderValue;
 
 use crate::args::{Authentication, Config};
 use crate::error::Error;
+use crate::http::RequestAuth;
+use crate::sigv4::Signer;
 
 /// How long past the run's own length a minted token stays valid (seeding and the audit included).
 const MINTED_SLACK_SECS: u64 = 15 * 60;
 
-/// The header value to send, if any.
-pub(crate) fn authorization(config: &Config) -> Result<Option<HeaderValue>, Error> {
+/// What every request carries.
+pub(crate) fn request_auth(config: &Config) -> Result<RequestAuth, Error> {
     let token = match &config.authentication {
-        Authentication::None => return Ok(None),
+        Authentication::None => return Ok(RequestAuth::None),
+        Authentication::Sigv4 { region, credentials } => {
+            return Ok(RequestAuth::Sigv4(Arc::new(Signer::new(region, credentials))));
+        }
         Authentication::Bearer { token } => token.clone(),
         Authentication::Minted(mint) => {
             let pem = std::fs::read_to_string(&mint.key)
@@ -33,5 +40,5 @@ pub(crate) fn authorization(config: &Config) -> Result<Option<HeaderValue>, Erro
     let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| Error::Setup("the bearer token is not a valid header value".to_owned()))?;
     value.set_sensitive(true);
-    Ok(Some(value))
+    Ok(RequestAuth::Header(value))
 }

@@ -1,20 +1,32 @@
 //! The shared HTTP client: one hyper-util legacy `Client` with a keep-alive pool, cloned into every task.
 //!
+//! https:// goes through rustls (aws-lc-rs crypto, the stack the SDK clients and the authorizer's key fetch
+//! already link), trusting the system's roots, or only the CA certificates of `--ca-file`.
+//!
 //! The hot path reads a response body only when it must: a 2xx body is drained without being buffered
 //! (unless the caller asks for it), a non-2xx body is buffered so its JSON `code` can be counted.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
+
+use crate::error::Error;
+use crate::sigv4::Signer;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -107,30 +119,74 @@ pub(crate) enum BodyMode {
     Always,
 }
 
+/// How every request is authenticated.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum RequestAuth {
+    #[default]
+    None,
+    /// An `Authorization` header sent as is (`Bearer <token>`).
+    Header(HeaderValue),
+    /// A SigV4 signature computed per request.
+    Sigv4(Arc<Signer>),
+}
+
+/// The TLS settings for https:// base URLs: the CA certificates of `ca_file` when given, else the system's
+/// roots (loaded only when `https` is true, so a plain-http run does not need a certificate store).
+pub(crate) fn tls_config(ca_file: Option<&Path>, https: bool) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(format!("TLS: {e}")))?;
+    let builder = match ca_file {
+        Some(path) => {
+            let unreadable =
+                |e: &dyn std::fmt::Display| Error::Setup(format!("--ca-file {}: {e}", path.display()));
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                roots.add(cert.map_err(|e| unreadable(&e))?).map_err(|e| unreadable(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(unreadable(&"no certificate in the file"));
+            }
+            builder.with_root_certificates(roots)
+        }
+        None if https => builder
+            .with_native_roots()
+            .map_err(|e| Error::Setup(format!("no system root certificates (try --ca-file): {e}")))?,
+        None => builder.with_root_certificates(RootCertStore::empty()),
+    };
+    Ok(builder.with_no_client_auth())
+}
+
 /// A cheap-to-clone handle on the shared connection pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `Bearer <token>`, sent on every request when set.
-    authorization: Option<HeaderValue>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    auth: RequestAuth,
 }
 
 impl Http {
-    /// A client that sends `authorization` (if any) on every request.
-    pub(crate) fn new(authorization: Option<HeaderValue>) -> Self {
+    /// A client that authenticates every request with `auth`, and speaks TLS with `tls` to https:// URLs.
+    pub(crate) fn new(auth: RequestAuth, tls: rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Self { client, authorization }
+        Self { client, auth }
     }
 
     pub(crate) async fn get(&self, uri: Uri, mode: BodyMode) -> Reply {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = uri;
-        self.send(request, mode).await
+        self.send(request, &[], mode).await
     }
 
     /// A JSON command with its `Idempotency-Key`.
@@ -138,18 +194,27 @@ impl Http {
         let Ok(key) = HeaderValue::from_str(idempotency_key) else {
             return Reply::Transport(Transport::Build);
         };
-        let mut request = Request::new(Full::new(body));
+        let mut request = Request::new(Full::new(body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(IDEMPOTENCY_KEY, key);
-        self.send(request, mode).await
+        self.send(request, &body, mode).await
     }
 
-    async fn send(&self, mut request: Request<Full<Bytes>>, mode: BodyMode) -> Reply {
-        if let Some(authorization) = &self.authorization {
-            request.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+    /// Sends `request`, whose body is `body` (kept apart so a signature can cover it).
+    async fn send(&self, mut request: Request<Full<Bytes>>, body: &[u8], mode: BodyMode) -> Reply {
+        match &self.auth {
+            RequestAuth::None => {}
+            RequestAuth::Header(value) => {
+                request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+            }
+            RequestAuth::Sigv4(signer) => {
+                if signer.sign(&mut request, body, SystemTime::now()).is_err() {
+                    return Reply::Transport(Transport::Build);
+                }
+            }
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request, mode)).await {
             Ok(reply) => reply,

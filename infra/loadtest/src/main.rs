@@ -2,7 +2,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 //! `corebank-loadtest`: the seed's scenario-driven load runner, plus a report and a balance audit.
 //!
-//! It seeds accounts, runs `--workers` request loops for `--duration` seconds over a hot/cold account pool,
+//! It seeds accounts, runs `--workers` request loops (or, with `--rate`, a fixed request rate) for `--duration`
+//! seconds over a hot/cold account pool,
 //! tracks every account's expected balance on the client side, prints per-operation status histograms and
 //! latency percentiles, and then audits the server: balances converge to the expectations, none is
 //! negative, and every history is versions 1..N. Run with `--help` for the flags.
@@ -17,6 +18,7 @@ mod money;
 mod plot;
 mod report;
 mod scenario;
+mod sigv4;
 mod stats;
 #[cfg(test)]
 mod testbank;
@@ -24,20 +26,14 @@ mod testbank;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::args::{Command, Config};
+use crate::args::Config;
 use crate::error::Error;
 
 fn main() -> ExitCode {
-    let config = match args::parse_os(std::env::args_os().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{}", args::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(config)) => config,
-        Err(e) => {
-            eprintln!("corebank-loadtest: {e}\nRun `corebank-loadtest --help` for the flags.");
-            return ExitCode::from(2);
-        }
+    let config = match args::parse_from(std::env::args_os(), |name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        // `--help` and `--version` print to stdout and exit 0; bad flags print to stderr and exit 2.
+        Err(e) => e.exit(),
     };
     match run(&config) {
         Ok(true) => ExitCode::SUCCESS,
@@ -64,12 +60,17 @@ async fn run_async(config: &Config) -> Result<bool, Error> {
         ctx.run_id, config.base_url, config.accounts, config.seed_concurrency
     );
     let setup = scenario::seed(&ctx, config).await?;
+    let pacing = match config.model {
+        args::Model::Closed => format!("{} workers", config.workers),
+        args::Model::Open { rate, max_in_flight } => {
+            format!("{rate} requests a second (at most {max_in_flight} in flight)")
+        }
+    };
     eprintln!(
-        "corebank-loadtest: {} accounts ready in {:.2} s; load for {} s with {} workers",
+        "corebank-loadtest: {} accounts ready in {:.2} s; load for {} s with {pacing}",
         setup.accounts_created,
         setup.elapsed.as_secs_f64(),
         config.duration_secs,
-        config.workers
     );
     let load = scenario::run_load(&ctx, config).await?;
     eprintln!("corebank-loadtest: auditing (up to {} s after the load)...", config.audit_timeout_secs);

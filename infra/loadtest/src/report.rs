@@ -6,9 +6,9 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::accounts;
-use crate::args::Config;
+use crate::args::{Config, Model};
 use crate::audit::AuditOutcome;
-use crate::scenario::{LoadOutcome, SetupOutcome};
+use crate::scenario::{LoadOutcome, OpenOutcome, SetupOutcome};
 use crate::stats::{Histogram, LoadStats, Op, OpStats, Timeline, ms};
 
 /// How many error codes the report lists per operation.
@@ -50,6 +50,8 @@ pub(crate) struct OpReport {
     pub(crate) rps: f64,
     pub(crate) success: u64,
     pub(crate) intended: u64,
+    /// 429 answers, apart from `failures`.
+    pub(crate) throttled: u64,
     pub(crate) failures: u64,
     /// Status code -> count; `"ERR"` counts requests without an HTTP response.
     pub(crate) statuses: BTreeMap<String, u64>,
@@ -80,6 +82,7 @@ fn op_report(op: Op, stats: &OpStats, secs: f64) -> OpReport {
         rps: rate(stats.count(), secs),
         success: stats.success,
         intended: stats.intended,
+        throttled: stats.throttled,
         failures: stats.failures,
         statuses: statuses(stats),
         latency_ms: Latency::of(&stats.latency),
@@ -122,15 +125,48 @@ pub(crate) struct LoadReport {
     /// Deposits, withdrawals, creates and transfers.
     pub(crate) write_latency_ms: Latency,
     pub(crate) read_latency_ms: Latency,
-    /// Requests that failed with anything but an intended 4xx (`INSUFFICIENT_FUNDS` on a withdrawal).
+    /// Requests that failed with anything but an intended 4xx (`INSUFFICIENT_FUNDS` on a withdrawal) or
+    /// a 429, which `status_429` counts.
     pub(crate) failures: u64,
     pub(crate) failure_share: f64,
     pub(crate) intended_4xx: u64,
     pub(crate) status_409: u64,
+    /// Requests shed with 429 Too Many Requests; neither failures nor part of any other count.
+    pub(crate) status_429: u64,
     pub(crate) status_5xx: u64,
     pub(crate) transport_errors: u64,
     pub(crate) accounts_at_end: usize,
     pub(crate) operations: Vec<OpReport>,
+    /// The `--rate` schedule; absent in the closed model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) open_model: Option<OpenModelReport>,
+}
+
+/// What the open model's schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OpenModelReport {
+    pub(crate) rate: u64,
+    pub(crate) max_in_flight: usize,
+    pub(crate) scheduled: u64,
+    pub(crate) issued: u64,
+    /// Scheduled requests not sent because `max_in_flight` were outstanding at their instant.
+    pub(crate) missed: u64,
+    pub(crate) peak_in_flight: usize,
+}
+
+fn open_model_report(config: &Config, open: Option<OpenOutcome>) -> Option<OpenModelReport> {
+    match (config.model, open) {
+        (Model::Open { rate, max_in_flight }, Some(o)) => Some(OpenModelReport {
+            rate,
+            max_in_flight,
+            scheduled: o.scheduled,
+            issued: o.issued,
+            missed: o.missed,
+            peak_in_flight: o.peak_in_flight,
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -244,6 +280,7 @@ pub(crate) fn load_report(
         failure_share: if total == 0 { 0.0 } else { failures as f64 / total as f64 },
         intended_4xx: stats.ops.iter().map(|o| o.intended).sum(),
         status_409: stats.count_status(|s| s == 409),
+        status_429: stats.count_status(|s| s == 429),
         status_5xx: stats.count_status(|s| s >= 500),
         transport_errors: stats.count_status(|s| s == 0),
         accounts_at_end: accounts,
@@ -252,6 +289,7 @@ pub(crate) fn load_report(
             .filter(|&&op| weight(op) > 0 || stats.op(op).count() > 0)
             .map(|&op| op_report(op, stats.op(op), secs))
             .collect(),
+        open_model: None,
     }
 }
 
@@ -303,8 +341,9 @@ pub(crate) fn build(
     audit: AuditOutcome,
 ) -> Report {
     let setup = setup_report(config, setup);
-    let load_report =
+    let mut load_report =
         load_report(config, &load.stats, load.elapsed.as_secs_f64(), load.interrupted, load.accounts_at_end);
+    load_report.open_model = open_model_report(config, load.open);
     let verdict = verdict(&setup, &load_report, &audit, config.audit_timeout_secs);
     Report {
         tool: env!("CARGO_PKG_NAME"),
@@ -349,12 +388,18 @@ impl fmt::Display for Report {
         let (c, hot_accounts) = (&self.config.config, self.config.hot_accounts);
         let w = &c.weights;
         writeln!(f, "{} {}  run {}  started {}", self.tool, self.version, self.run_id, self.started_at)?;
+        let pacing = match c.model {
+            Model::Closed => format!("{} workers", c.workers),
+            Model::Open { rate, max_in_flight } => {
+                format!("{rate} req/s scheduled (at most {max_in_flight} in flight)")
+            }
+        };
         writeln!(
             f,
-            "target {}  {} s  {} workers  {} accounts ({} hot, {:.0}% of picks)  {}  scenario seed {}",
+            "target {}  {} s  {}  {} accounts ({} hot, {:.0}% of picks)  {}  scenario seed {}",
             c.base_url,
             c.duration_secs,
-            c.workers,
+            pacing,
             c.accounts,
             hot_accounts,
             c.hot_selection_rate * 100.0,
@@ -432,17 +477,27 @@ impl fmt::Display for Report {
         latency_row(f, "all", l.total_requests, l.throughput_rps, &l.latency_ms, "")?;
         writeln!(
             f,
-            "  failures {} of {} ({:.3}%), not counting {} intended 4xx (INSUFFICIENT_FUNDS on withdrawals)",
+            "  failures {} of {} ({:.3}%), not counting {} intended 4xx (INSUFFICIENT_FUNDS on withdrawals) \
+             or {} throttled (429)",
             l.failures,
             l.total_requests,
             l.failure_share * 100.0,
-            l.intended_4xx
+            l.intended_4xx,
+            l.status_429
         )?;
         writeln!(
             f,
-            "  409 {}   5xx {}   transport errors {}",
-            l.status_409, l.status_5xx, l.transport_errors
+            "  409 {}   429 {}   5xx {}   transport errors {}",
+            l.status_409, l.status_429, l.status_5xx, l.transport_errors
         )?;
+        if let Some(o) = &l.open_model {
+            writeln!(
+                f,
+                "  open model: {} scheduled at {} req/s, {} issued, {} missed (the {} in-flight cap was reached), \
+                 peak {} in flight",
+                o.scheduled, o.rate, o.issued, o.missed, o.max_in_flight, o.peak_in_flight
+            )?;
+        }
 
         let a = &self.audit;
         writeln!(f)?;
@@ -567,7 +622,9 @@ mod tests {
         add(Op::Withdraw, 2_000, Some(409), Some("CONCURRENCY_CONFLICT"));
         add(Op::Withdraw, 2_000, Some(500), Some("INTERNAL"));
         add(Op::Balance, 500, None, Some("TRANSPORT_IO"));
-        for _ in 0..6 {
+        add(Op::Balance, 500, Some(429), Some("TOO_MANY_REQUESTS"));
+        add(Op::Deposit, 1_000, Some(429), Some("TOO_MANY_REQUESTS"));
+        for _ in 0..4 {
             add(Op::Balance, 500, Some(200), None);
         }
         s
@@ -582,6 +639,10 @@ mod tests {
         assert_eq!(r.failures, 3, "409, 500 and the transport error");
         assert!((r.failure_share - 0.03).abs() < 1e-9);
         assert_eq!((r.intended_4xx, r.status_409, r.status_5xx, r.transport_errors), (1, 1, 1, 1));
+        assert_eq!(r.status_429, 2, "429s are counted apart, not as failures");
+        assert_eq!((r.operations[0].throttled, r.operations[2].throttled), (1, 1));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!((json["status429"].as_u64(), json["failures"].as_u64()), (Some(2), Some(3)));
         assert_eq!(
             r.operations.iter().map(|o| o.name).collect::<Vec<_>>(),
             ["deposit", "withdraw", "balance", "history", "create"]
@@ -643,6 +704,7 @@ mod tests {
             interrupted: false,
             scenario_seed: 42,
             accounts_at_end: 3,
+            open: None,
         };
         build(&config, "abc", &setup, &load, audit)
     }

@@ -1,9 +1,17 @@
-//! The scenario: seeding, the worker loops, the live progress line.
+//! The scenario: seeding, the worker loops, the fixed-rate schedule, the progress line.
 //!
 //! Every worker owns its RNGs and its statistics; the shared state it touches per request is an account pool
 //! read lock, two relaxed counters for the progress line and, once per second, the timeline lock.
+//!
+//! Two load models. Closed (the default): `--workers` loops, each sending its next request when the last one
+//! is answered, so a slower server sees fewer requests. Open (`--rate`): a scheduler issues requests at fixed
+//! instants whatever the replies; a request is handed to an idle worker ("lane"), lanes are started on demand
+//! up to `--max-in-flight`, and a request that finds every permit taken is not sent and is counted as missed.
+//! An open-model latency runs from the request's scheduled instant, so a scheduler that falls behind shows
+//! up in the percentiles instead of hiding (coordinated omission).
 
 use std::future::Future;
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,12 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Uri;
 use serde::Deserialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::accounts::{self, Account, PendingWrite, Pool, Route, TransferRecord};
-use crate::args::{Config, Weights};
+use crate::args::{Config, Model, Weights};
 use crate::error::Error;
 use crate::http::{BodyMode, Http, Reply, Transport};
 use crate::money;
@@ -122,6 +130,8 @@ pub(crate) struct Ctx {
     next_account: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Open model: scheduled requests not sent because `--max-in-flight` were outstanding.
+    missed: AtomicU64,
     interrupts: AtomicU32,
     load_running: AtomicBool,
     timeline: Mutex<Timeline>,
@@ -135,7 +145,10 @@ impl Ctx {
     pub(crate) fn new(config: &Config) -> Result<Self, Error> {
         let parse = |url: String| url.parse::<Uri>().map_err(|source| Error::Url { url, source });
         Ok(Self {
-            http: Http::new(crate::auth::authorization(config)?),
+            http: Http::new(
+                crate::auth::request_auth(config)?,
+                crate::http::tls_config(config.ca_file.as_deref(), config.base_url.starts_with("https://"))?,
+            ),
             base: config.base_url.clone(),
             run_id: format!("{:08x}", Uuid::new_v4().as_u128() as u32),
             currency: config.currency.clone(),
@@ -146,6 +159,7 @@ impl Ctx {
             next_account: AtomicUsize::new(config.accounts),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
             interrupts: AtomicU32::new(0),
             load_running: AtomicBool::new(false),
             timeline: Mutex::new(Timeline::default()),
@@ -323,9 +337,33 @@ pub(crate) struct LoadOutcome {
     pub(crate) interrupted: bool,
     pub(crate) scenario_seed: u64,
     pub(crate) accounts_at_end: usize,
+    /// What the schedule did, in the open model.
+    pub(crate) open: Option<OpenOutcome>,
 }
 
-/// Runs `--workers` loops for `--duration` seconds.
+/// The open model's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct OpenOutcome {
+    /// Requests the schedule called for.
+    pub(crate) scheduled: u64,
+    /// Requests sent.
+    pub(crate) issued: u64,
+    /// Requests not sent because `--max-in-flight` were outstanding at their instant.
+    pub(crate) missed: u64,
+    /// Most requests outstanding at once (at most `--max-in-flight`).
+    pub(crate) peak_in_flight: usize,
+}
+
+/// The instant of the `k`th request of a schedule of `rate` a second from `start`.
+pub(crate) fn scheduled_at(start: Instant, rate: u64, k: u64) -> Instant {
+    let nanos = u128::from(k) * 1_000_000_000 / u128::from(rate.max(1));
+    start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// A scheduled request: its instant, and the in-flight permit it holds until it is answered.
+type Ticket = (Instant, OwnedSemaphorePermit);
+
+/// Runs the load for `--duration` seconds: `--workers` loops, or the `--rate` schedule.
 pub(crate) async fn run_load(ctx: &Arc<Ctx>, config: &Config) -> Result<LoadOutcome, Error> {
     let choice = WeightedChoice::new(&config.weights)
         .ok_or_else(|| Error::Setup("the operation weights add up to 0".to_owned()))?;
@@ -339,25 +377,34 @@ pub(crate) async fn run_load(ctx: &Arc<Ctx>, config: &Config) -> Result<LoadOutc
     let done = Arc::new(Notify::new());
     let progress = tokio::spawn(progress(Arc::clone(ctx), start, Arc::clone(&done)));
 
+    let worker = |index: usize| Worker {
+        ctx: Arc::clone(ctx),
+        rng: fastrand::Rng::with_seed(worker_seed(scenario_seed, index)),
+        ids: fastrand::Rng::with_seed(Uuid::new_v4().as_u64_pair().0),
+        choice,
+        hot_rate: config.hot_selection_rate,
+        min_amount: config.min_amount,
+        max_amount: config.max_amount,
+        scale,
+        start,
+        deadline,
+        scheduled: None,
+        stats: LoadStats::default(),
+        second: Second::default(),
+        second_index: 0,
+    };
     let mut workers = JoinSet::new();
-    for index in 0..config.workers {
-        let worker = Worker {
-            ctx: Arc::clone(ctx),
-            rng: fastrand::Rng::with_seed(worker_seed(scenario_seed, index)),
-            ids: fastrand::Rng::with_seed(Uuid::new_v4().as_u64_pair().0),
-            choice,
-            hot_rate: config.hot_selection_rate,
-            min_amount: config.min_amount,
-            max_amount: config.max_amount,
-            scale,
-            start,
-            deadline,
-            stats: LoadStats::default(),
-            second: Second::default(),
-            second_index: 0,
-        };
-        workers.spawn(worker.run());
-    }
+    let open = match config.model {
+        Model::Closed => {
+            for index in 0..config.workers {
+                workers.spawn(worker(index).run());
+            }
+            None
+        }
+        Model::Open { rate, max_in_flight } => {
+            Some(schedule(ctx, rate, max_in_flight, start, deadline, &mut workers, worker).await)
+        }
+    };
     let mut stats = LoadStats::default();
     while let Some(done) = workers.join_next().await {
         stats.merge(&done?);
@@ -377,7 +424,54 @@ pub(crate) async fn run_load(ctx: &Arc<Ctx>, config: &Config) -> Result<LoadOutc
         interrupted: ctx.interrupts() > 0,
         scenario_seed,
         accounts_at_end: ctx.pool.len(),
+        open,
     })
+}
+
+/// The open model: issues requests at `rate` a second until `deadline`, each to an idle lane, starting lanes
+/// (made by `lane`) as the number outstanding grows, at most `max_in_flight`. Returns once every request is
+/// handed over; the lanes end, and are joined from `lanes`, when the last one is answered.
+async fn schedule(
+    ctx: &Arc<Ctx>,
+    rate: u64,
+    max_in_flight: usize,
+    start: Instant,
+    deadline: Instant,
+    lanes: &mut JoinSet<LoadStats>,
+    lane: impl Fn(usize) -> Worker,
+) -> OpenOutcome {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let (tickets, queue) = mpsc::unbounded_channel::<Ticket>();
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let mut outcome = OpenOutcome::default();
+    let mut started_lanes = 0;
+    for k in 0.. {
+        let at = scheduled_at(start, rate, k);
+        if at >= deadline || ctx.interrupts() > 0 {
+            break;
+        }
+        if at > Instant::now() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        outcome.scheduled += 1;
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            outcome.missed += 1;
+            ctx.missed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let in_flight = max_in_flight - permits.available_permits();
+        outcome.peak_in_flight = outcome.peak_in_flight.max(in_flight);
+        // At least as many lanes as requests outstanding, so no request waits for a lane to free up.
+        while started_lanes < in_flight {
+            lanes.spawn(lane(started_lanes).serve(Arc::clone(&queue)));
+            started_lanes += 1;
+        }
+        if tickets.send((at, permit)).is_err() {
+            break;
+        }
+        outcome.issued += 1;
+    }
+    outcome
 }
 
 /// A distinct, reproducible seed per worker.
@@ -385,9 +479,11 @@ pub(crate) fn worker_seed(seed: u64, worker: usize) -> u64 {
     seed ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Prints `\r[ 12s]  123456 requests  10234 req/s  3 errors` once per second until `done`.
+/// On a terminal, rewrites `\r[  12s]  123456 requests  10234 req/s  3 errors` every second; otherwise (a log
+/// file, CI) prints a plain line every 5 seconds, so the log is not one long line of carriage returns.
 async fn progress(ctx: Arc<Ctx>, start: Instant, done: Arc<Notify>) {
-    let period = Duration::from_secs(1);
+    let terminal = std::io::stderr().is_terminal();
+    let period = Duration::from_secs(if terminal { 1 } else { 5 });
     let mut tick = tokio::time::interval_at((start + period).into(), period);
     let (mut last_total, mut last_at) = (0, start);
     loop {
@@ -398,20 +494,32 @@ async fn progress(ctx: Arc<Ctx>, start: Instant, done: Arc<Notify>) {
         let now = Instant::now();
         let total = ctx.requests.load(Ordering::Relaxed);
         let failures = ctx.failures.load(Ordering::Relaxed);
+        let missed = match ctx.missed.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(" {n:>8} missed"),
+        };
         let window = now.duration_since(last_at).as_secs_f64().max(1e-3);
         let rate = (total - last_total) as f64 / window;
-        eprint!(
-            "\r[{:>4}s] {total:>10} requests {rate:>9.0} req/s {failures:>8} errors  ",
-            now.duration_since(start).as_secs()
-        );
+        let at = now.duration_since(start).as_secs();
+        if terminal {
+            eprint!("\r[{at:>4}s] {total:>10} requests {rate:>9.0} req/s {failures:>8} errors{missed}  ");
+        } else {
+            eprintln!(
+                "corebank-loadtest: [{at:>4}s] {total} requests, {rate:.0} req/s, {failures} errors{missed}"
+            );
+        }
         (last_total, last_at) = (total, now);
     }
     let total = ctx.requests.load(Ordering::Relaxed);
     let failures = ctx.failures.load(Ordering::Relaxed);
-    eprintln!(
-        "\r[{:>6.1}s] {total:>10} requests, {failures} errors: load done                    ",
-        start.elapsed().as_secs_f64()
-    );
+    let elapsed = start.elapsed().as_secs_f64();
+    if terminal {
+        eprintln!(
+            "\r[{elapsed:>6.1}s] {total:>10} requests, {failures} errors: load done                    "
+        );
+    } else {
+        eprintln!("corebank-loadtest: [{elapsed:.1}s] {total} requests, {failures} errors: load done");
+    }
 }
 
 /// One request loop.
@@ -428,25 +536,50 @@ struct Worker {
     scale: i64,
     start: Instant,
     deadline: Instant,
+    /// Open model: the instant the next request was scheduled for, which its latency is measured from.
+    scheduled: Option<Instant>,
     stats: LoadStats,
     second: Second,
     second_index: u64,
 }
 
 impl Worker {
+    /// The closed model: request after request until the deadline.
     async fn run(mut self) -> LoadStats {
         while Instant::now() < self.deadline && self.ctx.interrupts() == 0 {
-            match self.choice.pick(self.rng.u32(..self.choice.total())) {
-                Op::Deposit => self.money(true).await,
-                Op::Withdraw => self.money(false).await,
-                Op::Balance => self.read(Op::Balance).await,
-                Op::History => self.read(Op::History).await,
-                Op::Create => self.create().await,
-                Op::Transfer => self.transfer().await,
-            }
+            self.step().await;
         }
         self.flush();
         self.stats
+    }
+
+    /// An open-model lane: one request per ticket, until the schedule ends and the queue is empty.
+    async fn serve(mut self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Ticket>>>) -> LoadStats {
+        loop {
+            let ticket = queue.lock().await.recv().await;
+            let Some((at, permit)) = ticket else { break };
+            self.scheduled = Some(at);
+            self.step().await;
+            drop(permit);
+        }
+        self.flush();
+        self.stats
+    }
+
+    async fn step(&mut self) {
+        match self.choice.pick(self.rng.u32(..self.choice.total())) {
+            Op::Deposit => self.money(true).await,
+            Op::Withdraw => self.money(false).await,
+            Op::Balance => self.read(Op::Balance).await,
+            Op::History => self.read(Op::History).await,
+            Op::Create => self.create().await,
+            Op::Transfer => self.transfer().await,
+        }
+    }
+
+    /// When the request being made started: its scheduled instant in the open model, else now.
+    fn clock(&mut self) -> Instant {
+        self.scheduled.take().unwrap_or_else(Instant::now)
     }
 
     fn record(&mut self, op: Op, started: Instant, reply: &Reply) {
@@ -492,7 +625,7 @@ impl Worker {
         let body = Bytes::from(money_body(major, &self.ctx.currency, tx));
         let (op, route) =
             if deposit { (Op::Deposit, Route::Deposits) } else { (Op::Withdraw, Route::Withdrawals) };
-        let started = Instant::now();
+        let started = self.clock();
         let reply = match account.uri(&self.ctx.base, route) {
             Ok(uri) => self.ctx.http.post(uri, key, body, BodyMode::ErrorsOnly).await,
             Err(_) => Reply::Transport(Transport::Build),
@@ -515,7 +648,7 @@ impl Worker {
             return self.create().await;
         };
         let route = if op == Op::History { Route::History } else { Route::Balance };
-        let started = Instant::now();
+        let started = self.clock();
         let reply = match account.uri(&self.ctx.base, route) {
             Ok(uri) => self.ctx.http.get(uri, BodyMode::ErrorsOnly).await,
             Err(_) => Reply::Transport(Transport::Build),
@@ -529,7 +662,7 @@ impl Worker {
         let body = Bytes::from(create_body(&id, &format!("owner-{n}"), &self.ctx.currency));
         let mut key_buf = Uuid::encode_buffer();
         let key = uuid_v4(&mut self.ids).hyphenated().encode_lower(&mut key_buf);
-        let started = Instant::now();
+        let started = self.clock();
         let reply = self.ctx.http.post(self.ctx.accounts_uri.clone(), key, body, BodyMode::ErrorsOnly).await;
         self.record(Op::Create, started, &reply);
         if reply.status() == Some(201) {
@@ -550,7 +683,7 @@ impl Worker {
         let key = uuid_v4(&mut self.ids).hyphenated().encode_lower(&mut key_buf);
         let id = uuid_v4(&mut self.ids).hyphenated().encode_lower(&mut id_buf);
         let body = transfer_body(id, &source.id, &destination.id, major, &self.ctx.currency);
-        let started = Instant::now();
+        let started = self.clock();
         let reply = self
             .ctx
             .http
@@ -668,5 +801,16 @@ mod tests {
         assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
         let empty = run_indexed(0, 4, |i| async move { i }).await.unwrap();
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn the_schedule_spaces_requests_evenly_and_does_not_overflow() {
+        let start = Instant::now();
+        assert_eq!(scheduled_at(start, 4, 0), start);
+        assert_eq!(scheduled_at(start, 4, 1), start + Duration::from_millis(250));
+        assert_eq!(scheduled_at(start, 4, 4), start + Duration::from_secs(1));
+        assert_eq!(scheduled_at(start, 3, 1), start + Duration::from_nanos(333_333_333));
+        let week = 7 * 24 * 3600;
+        assert_eq!(scheduled_at(start, 1_000_000, week * 1_000_000), start + Duration::from_secs(week));
     }
 }

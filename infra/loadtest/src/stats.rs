@@ -1,8 +1,7 @@
 //! Latency histograms, per-operation counters and the per-second timeline.
 //!
-//! Latencies are recorded in microseconds into a fixed-bucket log-linear histogram (32 linear sub-buckets per
-//! power of two, so a reported percentile is within about 3% of the recorded value; values below 64 µs are
-//! exact). Workers each keep their own [`LoadStats`] and merge them at the end, so the hot path takes no lock.
+//! Latencies are recorded in microseconds into an HDR histogram with two significant figures (a reported
+//! percentile is within 0.8% of the recorded value; values below 256 µs are exact). Workers each keep their own [`LoadStats`] and merge them at the end, so the hot path takes no lock.
 
 use std::collections::HashMap;
 
@@ -65,6 +64,9 @@ pub(crate) enum Class {
     Success,
     /// A 4xx the scenario provokes on purpose: `INSUFFICIENT_FUNDS` on a withdrawal.
     Intended,
+    /// 429 Too Many Requests: the API (or API Gateway's throttle) shed the request. Counted on its own, not as
+    /// a failure: it says the offered load is above a limit, not that the bank misbehaved.
+    Throttled,
     /// Anything else: another 4xx, a 5xx, an unexpected status or a transport error.
     Failure,
 }
@@ -74,21 +76,30 @@ pub(crate) fn classify(op: Op, status: Option<u16>, code: Option<&str>) -> Class
     match status {
         Some(s) if s == op.expected_status() => Class::Success,
         Some(400) if op == Op::Withdraw && code == Some("INSUFFICIENT_FUNDS") => Class::Intended,
+        Some(429) => Class::Throttled,
         _ => Class::Failure,
     }
 }
 
-const SUB_BITS: u32 = 5;
-const SUB: u64 = 1 << SUB_BITS;
-/// The largest recorded exponent: latencies are clamped below 2^32 µs (about 71 minutes).
-const MAX_EXP: u32 = 31;
-const BUCKETS: usize = (SUB as usize) * (1 + (MAX_EXP - SUB_BITS + 1) as usize);
+/// Significant decimal figures the histograms keep: a recorded value is within 1/128 (under 0.8%) of
+/// the value it stands for, and values below 256 µs are exact.
+const SIGNIFICANT_FIGURES: u8 = 2;
+/// Latencies are clamped to 2^32 - 1 µs (about 71 minutes) before they are recorded; the request
+/// timeout is far below that.
+const MAX_MICROS: u64 = (1 << 32) - 1;
 
-/// A log-linear histogram of microsecond values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+fn empty_histogram() -> hdrhistogram::Histogram<u64> {
+    // Creation fails only for more than 5 significant figures; the histogram grows on demand, so an idle
+    // one (a worker's per-second slot, an operation with weight 0) stays a few kilobytes.
+    hdrhistogram::Histogram::new(SIGNIFICANT_FIGURES)
+        .unwrap_or_else(|_| unreachable!("{SIGNIFICANT_FIGURES} significant figures are accepted"))
+}
+
+/// Microsecond latencies: an HDR histogram for the percentiles, plus the exact count, minimum, maximum
+/// and sum, so `max` and `mean` are not rounded to a bucket.
+#[derive(Debug, Clone)]
 pub(crate) struct Histogram {
-    counts: Box<[u64]>,
-    total: u64,
+    hdr: hdrhistogram::Histogram<u64>,
     min: u64,
     max: u64,
     sum: u128,
@@ -100,61 +111,43 @@ impl Default for Histogram {
     }
 }
 
-fn bucket_of(value: u64) -> usize {
-    let value = value.min((1 << (MAX_EXP + 1)) - 1);
-    if value < SUB {
-        return value as usize;
-    }
-    let exp = 63 - value.leading_zeros();
-    let shift = exp - SUB_BITS;
-    let sub = (value >> shift) - SUB;
-    (SUB + u64::from(shift) * SUB + sub) as usize
-}
-
-/// The highest value that falls into `bucket`.
-fn bucket_high(bucket: usize) -> u64 {
-    let bucket = bucket as u64;
-    if bucket < SUB {
-        return bucket;
-    }
-    let k = bucket - SUB;
-    let shift = k / SUB;
-    let sub = k % SUB;
-    ((SUB + sub) << shift) + (1 << shift) - 1
-}
-
 impl Histogram {
     pub(crate) fn new() -> Self {
-        Self { counts: vec![0; BUCKETS].into_boxed_slice(), total: 0, min: u64::MAX, max: 0, sum: 0 }
+        Self { hdr: empty_histogram(), min: u64::MAX, max: 0, sum: 0 }
     }
 
     pub(crate) fn record(&mut self, micros: u64) {
-        if let Some(c) = self.counts.get_mut(bucket_of(micros)) {
-            *c += 1;
+        let value = micros.min(MAX_MICROS);
+        if self.hdr.record(value).is_err() {
+            // Growing the counts failed (it cannot below 2^32): keep the count, at the top bucket.
+            self.hdr.saturating_record(value);
         }
-        self.total += 1;
         self.min = self.min.min(micros);
         self.max = self.max.max(micros);
         self.sum += u128::from(micros);
     }
 
     pub(crate) fn merge(&mut self, other: &Histogram) {
-        if other.total == 0 {
+        if other.count() == 0 {
             return;
         }
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += *b;
+        if self.hdr.add(&other.hdr).is_err() {
+            // Only when growing the counts failed: fall back to the values one bucket at a time.
+            for v in other.hdr.iter_recorded() {
+                let (value, n) = (v.value_iterated_to(), v.count_at_value());
+                if self.hdr.record_n(value, n).is_err() {
+                    self.hdr.saturating_record_n(value, n);
+                }
+            }
         }
-        self.total += other.total;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
     }
 
     pub(crate) fn clear(&mut self) {
-        if self.total > 0 {
-            self.counts.fill(0);
-            self.total = 0;
+        if self.count() > 0 {
+            self.hdr.reset();
             self.min = u64::MAX;
             self.max = 0;
             self.sum = 0;
@@ -162,7 +155,7 @@ impl Histogram {
     }
 
     pub(crate) fn count(&self) -> u64 {
-        self.total
+        self.hdr.len()
     }
 
     pub(crate) fn max(&self) -> u64 {
@@ -170,24 +163,21 @@ impl Histogram {
     }
 
     pub(crate) fn mean(&self) -> f64 {
-        if self.total == 0 { 0.0 } else { self.sum as f64 / self.total as f64 }
+        let total = self.count();
+        if total == 0 { 0.0 } else { self.sum as f64 / total as f64 }
     }
 
-    /// The nearest-rank percentile `q` in `0.0..=1.0`, as the highest value of its bucket, clamped to
-    /// the recorded minimum and maximum; 0 for an empty histogram.
+    /// The nearest-rank percentile `q` in `0.0..=1.0`, as the highest value its bucket stands for,
+    /// clamped to the recorded minimum and maximum; 0 for an empty histogram.
     pub(crate) fn percentile(&self, q: f64) -> u64 {
-        if self.total == 0 {
+        if self.count() == 0 {
             return 0;
         }
-        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (bucket, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return bucket_high(bucket).clamp(self.min, self.max);
-            }
-        }
-        self.max
+        let q = q.clamp(0.0, 1.0);
+        // The HDR histogram answers the lowest value of the bucket for q = 0; the report's convention
+        // is the highest, as for every other quantile.
+        let value = self.hdr.highest_equivalent(self.hdr.value_at_quantile(q));
+        value.clamp(self.min, self.max)
     }
 }
 
@@ -206,6 +196,7 @@ pub(crate) struct OpStats {
     pub(crate) errors: HashMap<String, u64>,
     pub(crate) success: u64,
     pub(crate) intended: u64,
+    pub(crate) throttled: u64,
     pub(crate) failures: u64,
 }
 
@@ -248,6 +239,7 @@ impl OpStats {
         match class {
             Class::Success => self.success += 1,
             Class::Intended => self.intended += 1,
+            Class::Throttled => self.throttled += 1,
             Class::Failure => self.failures += 1,
         }
     }
@@ -262,6 +254,7 @@ impl OpStats {
         }
         self.success += other.success;
         self.intended += other.intended;
+        self.throttled += other.throttled;
         self.failures += other.failures;
     }
 
@@ -386,36 +379,17 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_monotonic_and_cover_their_values() {
-        let mut last = 0;
-        for v in (0..200_000_u64).chain([1 << 20, (1 << 32) - 1, u64::MAX]) {
-            let b = bucket_of(v);
-            assert!(b >= last || v > 200_000, "bucket order at {v}");
-            last = b;
-            assert!(b < BUCKETS);
-            if v < (1 << 32) {
-                assert!(bucket_high(b) >= v, "{v} above its bucket's high {}", bucket_high(b));
-                if b > 0 {
-                    assert!(bucket_high(b - 1) < v, "{v} also fits the previous bucket");
-                }
-            }
-        }
-        assert_eq!(bucket_of(63), 63);
-        assert_eq!(bucket_high(BUCKETS - 1), (1 << 32) - 1);
-    }
-
-    #[test]
     fn small_values_are_exact() {
         let mut h = Histogram::new();
-        for v in 1..=50 {
+        for v in 1..=200 {
             h.record(v);
         }
-        assert_eq!(h.percentile(0.5), 25);
-        assert_eq!(h.percentile(0.99), 50);
-        assert_eq!(h.percentile(1.0), 50);
+        assert_eq!(h.percentile(0.5), 100);
+        assert_eq!(h.percentile(0.99), 198);
+        assert_eq!(h.percentile(1.0), 200);
         assert_eq!(h.percentile(0.0), 1);
-        assert_eq!(h.max(), 50);
-        assert!((h.mean() - 25.5).abs() < 1e-9);
+        assert_eq!(h.max(), 200);
+        assert!((h.mean() - 100.5).abs() < 1e-9);
     }
 
     #[test]
@@ -430,7 +404,7 @@ mod tests {
         for q in [0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
             let want = exact(&samples, q) as f64;
             let got = h.percentile(q) as f64;
-            assert!(got >= want && got <= want * 1.032, "q={q}: histogram {got}, exact {want}");
+            assert!(got >= want && got <= want * 1.008, "q={q}: histogram {got}, exact {want}");
         }
         assert_eq!(h.percentile(1.0), *samples.last().unwrap());
     }
@@ -442,6 +416,20 @@ mod tests {
         h.record(u64::MAX);
         assert_eq!(h.count(), 1);
         assert_eq!(h.percentile(0.5), u64::MAX, "clamped into the recorded range");
+        assert_eq!(h.max(), u64::MAX, "the maximum is exact, not a bucket's");
+    }
+
+    #[test]
+    fn max_and_mean_are_exact_above_the_exact_range() {
+        let mut h = Histogram::new();
+        for v in [1_000_003, 2_000_001, 3_000_002] {
+            h.record(v);
+        }
+        assert_eq!(h.max(), 3_000_002);
+        assert!((h.mean() - 2_000_002.0).abs() < 1e-9);
+        assert_eq!(h.percentile(1.0), 3_000_002, "the top percentile never exceeds the maximum");
+        let p50 = h.percentile(0.5);
+        assert!((2_000_001..=2_000_001 + 2_000_001 / 128).contains(&p50), "p50 {p50}");
     }
 
     #[test]
@@ -456,9 +444,16 @@ mod tests {
             all.record(v * 37);
         }
         a.merge(&b);
-        assert_eq!(a, all);
+        let summary = |h: &Histogram| {
+            let qs = [0.0, 0.25, 0.5, 0.9, 0.99, 1.0].map(|q| h.percentile(q));
+            (h.count(), h.max(), h.mean().to_bits(), qs)
+        };
+        assert_eq!(summary(&a), summary(&all));
+        assert_eq!(a.count(), 1000);
         a.clear();
-        assert_eq!(a, Histogram::new());
+        assert_eq!(summary(&a), summary(&Histogram::new()));
+        a.record(5);
+        assert_eq!((a.count(), a.percentile(0.0), a.max()), (1, 5, 5), "nothing of the old values is left");
     }
 
     #[test]
@@ -473,6 +468,8 @@ mod tests {
         assert_eq!(classify(Op::Balance, Some(404), Some("ACCOUNT_NOT_FOUND")), Class::Failure);
         assert_eq!(classify(Op::Create, Some(200), None), Class::Failure);
         assert_eq!(classify(Op::Deposit, None, Some("TRANSPORT_CONNECT")), Class::Failure);
+        assert_eq!(classify(Op::Deposit, Some(429), Some("TOO_MANY_REQUESTS")), Class::Throttled);
+        assert_eq!(classify(Op::Balance, Some(429), Some("NON_JSON_BODY")), Class::Throttled);
     }
 
     #[test]
@@ -483,18 +480,19 @@ mod tests {
         s.record(30, Some(400), Some("INSUFFICIENT_FUNDS"), Class::Intended);
         s.record(40, Some(500), Some("INTERNAL"), Class::Failure);
         s.record(50, None, Some("TRANSPORT_CONNECT"), Class::Failure);
+        s.record(60, Some(429), Some("TOO_MANY_REQUESTS"), Class::Throttled);
         let mut merged = OpStats::default();
         merged.merge(&s);
         merged.merge(&s);
-        assert_eq!(merged.count(), 10);
+        assert_eq!(merged.count(), 12);
         assert_eq!(merged.status_count(400), 4);
         assert_eq!(merged.status_count(0), 2);
-        assert_eq!(merged.statuses.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 201, 400, 500]);
+        assert_eq!(merged.statuses.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 201, 400, 429, 500]);
         assert_eq!(
             merged.top_errors(2),
             vec![("INSUFFICIENT_FUNDS".to_owned(), 4), ("INTERNAL".to_owned(), 2)]
         );
-        assert_eq!((merged.success, merged.intended, merged.failures), (2, 4, 4));
+        assert_eq!((merged.success, merged.intended, merged.throttled, merged.failures), (2, 4, 2, 4));
     }
 
     #[test]
