@@ -10,9 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -22,7 +24,9 @@ use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchCon
 use corebank_delivery::republish::{RepublishOptions, Window, republish};
 use corebank_domain::transfer::TransferEvent;
 use corebank_domain::{AccountId, Amount, Currency, EventEnvelope, EventMetadata, TransferId, TransferTerms};
-use corebank_messaging::{KafkaConfig, KafkaPublisher, Topics, decode_value, ensure_topics};
+use corebank_messaging::{
+    EventPublisher, KafkaConfig, KafkaPublisher, PublishError, Topics, decode_value, ensure_topics,
+};
 use corebank_store::Stores;
 use corebank_store::dynamodb::{Client, DynamoTables, stores};
 use uuid::Uuid;
@@ -298,4 +302,64 @@ async fn a_stream_prefix_narrows_the_window_to_matching_streams() {
     assert_eq!(ids(&consumed), ids(&b_events));
     // The store is untouched by a republish.
     assert_eq!(bank.stores.events.load_stream(&format!("account-{a}"), 0).await.unwrap().len(), 2);
+}
+
+/// The broker times out on the whole first call, then refuses every event of one stream for good.
+struct FlakyPublisher {
+    inner: KafkaPublisher,
+    calls: AtomicUsize,
+    refused_stream: String,
+}
+
+#[async_trait]
+impl EventPublisher for FlakyPublisher {
+    async fn publish(&self, events: &[EventEnvelope]) -> Vec<Result<(), PublishError>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return events
+                .iter()
+                .map(|_| Err(PublishError::Transient { reason: "timed out".to_owned() }))
+                .collect();
+        }
+        let accepted: Vec<EventEnvelope> =
+            events.iter().filter(|e| e.stream_id != self.refused_stream).cloned().collect();
+        let mut outcomes = self.inner.publish(&accepted).await.into_iter();
+        events
+            .iter()
+            .map(|e| {
+                if e.stream_id == self.refused_stream {
+                    Err(PublishError::Rejected { reason: "policy".to_owned() })
+                } else {
+                    outcomes
+                        .next()
+                        .unwrap_or(Err(PublishError::Transient { reason: "no outcome".to_owned() }))
+                }
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_refused_events_are_counted_as_failed() {
+    let bank = bank().await;
+    let a = account_id();
+    let a_events = bank.append_at(account_history(&a, &[5, 6]), &["2020-05-01T10:00:00Z"; 3]).await;
+    let b = account_id();
+    bank.append_at(account_history(&b, &[7]), &["2020-05-01T10:00:00Z"; 2]).await;
+    let publisher = FlakyPublisher {
+        inner: KafkaPublisher::new(&bank.kafka, bank.topics.clone()).expect("producer"),
+        calls: AtomicUsize::new(0),
+        refused_stream: format!("account-{b}"),
+    };
+    let mut options =
+        RepublishOptions::new(Window::new(at("2020-05-01T00:00:00Z"), at("2020-05-02T00:00:00Z")).unwrap());
+    options.segments = 1;
+    options.backoff = corebank_backoff::Backoff::from_millis(1, 5);
+
+    let summary =
+        republish(&bank.client, &bank.tables.events, &bank.topics, &publisher, &options).await.unwrap();
+
+    assert_eq!((summary.read, summary.published, summary.failed), (5, 3, 2), "{summary:?}");
+    assert!(publisher.calls.load(Ordering::SeqCst) >= 2, "the timed-out call was tried again");
+    let consumed: Vec<EventEnvelope> = bank.consume(3).await.into_iter().map(|(_, _, e)| e).collect();
+    assert_eq!(ids(&consumed), ids(&a_events), "only the stream the broker accepted arrives");
 }
