@@ -291,12 +291,16 @@ impl Reconciler {
         last: &EventEnvelope,
     ) -> Result<usize, AppError> {
         self.read_side.projector.handle(last).await?;
-        let settled = self
-            .transfers
-            .get(transfer_id.as_str())
-            .await?
-            .is_some_and(|row| row.status != TransferPhase::Pending && row.version >= last.version);
-        if settled {
+        let row = self.transfers.get(transfer_id.as_str()).await?;
+        // A stream the projection cannot turn into a row (its first event is not a request) would
+        // otherwise count as repaired on every pass.
+        let Some(row) = row.filter(|row| row.version >= last.version) else {
+            return Err(AppError::Corrupt(format!(
+                "transfer {transfer_id}: its status row did not reach v{} of its stream",
+                last.version
+            )));
+        };
+        if row.status != TransferPhase::Pending {
             return Ok(0);
         }
         let steps = match self.saga.advance(transfer_id, RECONCILER_CAUSE).await? {

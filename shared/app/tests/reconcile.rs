@@ -183,3 +183,45 @@ async fn the_reconciler_brings_a_status_row_left_behind_its_stream_to_the_head()
     );
     assert_eq!((balance(&app, &source).await, balance(&app, &destination).await), (6_000, 4_000));
 }
+
+#[tokio::test]
+async fn a_transfer_stream_that_projects_to_no_row_is_counted_as_failed_not_repaired() {
+    use corebank_domain::transfer::TransferEvent;
+    use corebank_domain::{EventEnvelope, EventMetadata};
+    let app = bank();
+    // A stream that does not start with a request: nothing can be projected from it.
+    let transfer_id = TransferId::parse("t-headless").unwrap();
+    let event = TransferEvent::HoldPlaced;
+    let stray = EventEnvelope {
+        event_id: uuid::Uuid::new_v4(),
+        stream_id: transfer_id.stream_id(),
+        version: 1,
+        event_type: event.event_type().to_owned(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        payload: event.payload(),
+        metadata: EventMetadata::default(),
+    };
+    app.stores
+        .events
+        .append(corebank_store::AppendRequest {
+            stream_id: stray.stream_id.clone(),
+            expected_version: 0,
+            events: vec![stray],
+            idempotency: None,
+            transaction: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    for _ in 0..2 {
+        let report = app.reconciler.pass(&past_the_bound()).await.unwrap();
+        assert_eq!(
+            (report.transfer_rows_missing, report.transfer_rows_repaired, report.transfer_rows_failed),
+            (1, 0, 1),
+            "{report:?}"
+        );
+    }
+    assert_eq!(app.stores.transfers.get(transfer_id.as_str()).await.unwrap(), None);
+}
