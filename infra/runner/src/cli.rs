@@ -203,6 +203,15 @@ impl RepublishArgs {
 }
 
 async fn republish(args: &RepublishArgs) -> Result<serde_json::Value, RunnerError> {
+    republish_with(&crate::modes::dynamodb::Settings::from_env()?, args).await
+}
+
+/// `republish` with the DynamoDB mode's settings given: the summary as printed, or an error when an
+/// event was not published (after printing the summary).
+pub async fn republish_with(
+    settings: &crate::modes::dynamodb::Settings,
+    args: &RepublishArgs,
+) -> Result<serde_json::Value, RunnerError> {
     use corebank_delivery::republish::{RepublishOptions, Window, republish};
     use corebank_messaging::KafkaPublisher;
     let window = Window::new(args.from, args.to).map_err(|e| failed("republish")(e.to_string()))?;
@@ -211,7 +220,6 @@ async fn republish(args: &RepublishArgs) -> Result<serde_json::Value, RunnerErro
     options.dry_run = args.dry_run;
     options.segments = args.segments.unwrap_or(options.segments);
     options.page_items = args.page_items.unwrap_or(options.page_items);
-    let settings = crate::modes::dynamodb::Settings::from_env()?;
     let sdk = corebank_wiring::dynamodb::sdk_config_from_env().await;
     let client = corebank_wiring::dynamodb::client(&sdk);
     let publisher = KafkaPublisher::new(&settings.kafka, settings.topics.clone())
