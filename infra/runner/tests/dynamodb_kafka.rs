@@ -312,7 +312,10 @@ async fn events_the_outbox_never_published_reach_the_read_tables_after_the_repub
     bank.projected(&id, 2).await;
 
     lossy.losing.store(true, Ordering::SeqCst);
-    let lost_from = chrono::Utc::now();
+    // Events keep their time to the millisecond: the window starts at this one, which the next event's
+    // time is not below.
+    let now = chrono::Utc::now();
+    let lost_from = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     bank.money(&id, "deposits", "1", "EUR").await;
     bank.money(&id, "deposits", "2", "EUR").await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
