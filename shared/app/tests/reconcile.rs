@@ -225,3 +225,36 @@ async fn a_transfer_stream_that_projects_to_no_row_is_counted_as_failed_not_repa
     }
     assert_eq!(app.stores.transfers.get(transfer_id.as_str()).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_transfer_walk_takes_a_batch_per_pass_and_resumes_where_it_stopped() {
+    let app = bank();
+    let source = open(&app, "acc-walk-src", 10_000).await;
+    let destination = open(&app, "acc-walk-dst", 0).await;
+    let first = request(&app, "t-walk-1", &source, &destination).await;
+    let second = request(&app, "t-walk-2", &source, &destination).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let one_at_a_time = ReconcileSettings { pending_after: Duration::from_millis(1), batch_max: 1 };
+    let row = |id: TransferId| {
+        let app = &app;
+        async move { app.stores.transfers.get(id.as_str()).await.unwrap().map(|r| r.status) }
+    };
+
+    let report = app.reconciler.pass(&one_at_a_time).await.unwrap();
+    assert_eq!((report.transfers_checked, report.transfer_rows_repaired), (1, 1), "{report:?}");
+    assert_eq!((row(first.clone()).await, row(second.clone()).await), (Some(TransferPhase::Completed), None));
+
+    let report = app.reconciler.pass(&one_at_a_time).await.unwrap();
+    assert_eq!((report.transfers_checked, report.transfer_rows_repaired), (1, 1), "{report:?}");
+    assert_eq!(row(second).await, Some(TransferPhase::Completed));
+
+    // Past the last stream the walk finds none and starts over on the next pass: nothing is left.
+    let report = app.reconciler.pass(&one_at_a_time).await.unwrap();
+    assert_eq!(report.transfers_checked, 0, "{report:?}");
+    let report = app.reconciler.pass(&one_at_a_time).await.unwrap();
+    assert_eq!(
+        (report.transfers_checked, report.transfer_rows_missing, report.transfer_rows_behind),
+        (1, 0, 0)
+    );
+    assert_eq!((balance(&app, &source).await, balance(&app, &destination).await), (2_000, 8_000));
+}
