@@ -4,6 +4,13 @@
 //!   exits;
 //! - `corebank-runner rebuild account <id>`: rebuilds one account's read rows from the event store;
 //! - `corebank-runner rebuild all`: rebuilds every account as a recorded rebuild job;
+//! - `corebank-runner republish --from <RFC3339> --to <RFC3339> [--stream-prefix <prefix>] [--dry-run]
+//!   [--segments <n>] [--page-items <n>]`: publishes the DynamoDB `events` table's events whose
+//!   `occurred_at` is in `[from, to)` to their Kafka topics again, as the `outbox-publisher` does
+//!   (see [`corebank_delivery::republish`]); it reads the environment of `STORE_KIND=dynamodb
+//!   PIPELINE=kafka` (`AWS_ENDPOINT_URL` and the AWS credentials, `TABLE_PREFIX` or `EVENTS_TABLE`,
+//!   `KAFKA_BOOTSTRAP` and the other `KAFKA_*` settings, the topic variables), creates nothing, logs a
+//!   progress line every 5 s and exits non-zero when any event was not published;
 //! - `corebank-runner auth dev-keys <dir>`: makes a P-256 signing key (`signing-key.pem`) and its key
 //!   set (`jwks.json`) in `<dir>`, for trying `AUTH_MODE=jwt` locally;
 //! - `corebank-runner auth token <signing-key.pem> <sub> <scope...>`: signs an access token for
@@ -29,7 +36,8 @@ use crate::modes::StoreKind;
 
 /// How to call the commands.
 pub const USAGE: &str = "usage: corebank-runner [migrate | rebuild account <accountId> | rebuild all | \
-     auth dev-keys <dir> | auth token <signing-key.pem> <sub> <scope>...]\n\
+     republish --from <RFC3339> --to <RFC3339> [--stream-prefix <prefix>] [--dry-run] [--segments <n>] \
+     [--page-items <n>] | auth dev-keys <dir> | auth token <signing-key.pem> <sub> <scope>...]\n\
      Without arguments the runner serves the API (see README.md).";
 
 /// The issuer and audience `auth token` signs for when `AUTH_ISSUER`/`AUTH_AUDIENCE` are unset.
@@ -46,6 +54,7 @@ pub async fn run(args: &[String]) -> Result<(), RunnerError> {
         ["migrate"] => migrate().await?,
         ["rebuild", "account", id] => rebuild_account(id).await?,
         ["rebuild", "all"] => rebuild_all().await?,
+        ["republish", flags @ ..] => republish(&RepublishArgs::parse(flags)?).await?,
         ["auth", "dev-keys", dir] => dev_keys(dir)?,
         ["auth", "token", key, sub, scopes @ ..] => token(key, sub, &scopes.join(" "))?,
         ["help" | "--help" | "-h"] => {
@@ -139,6 +148,107 @@ async fn rebuild_all() -> Result<serde_json::Value, RunnerError> {
     Ok(body)
 }
 
+/// The arguments of `republish`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepublishArgs {
+    /// `--from`, inclusive.
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// `--to`, exclusive.
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// `--stream-prefix`.
+    pub stream_prefix: Option<String>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--segments` (parallel scan segments).
+    pub segments: Option<u32>,
+    /// `--page-items` (items per scan request).
+    pub page_items: Option<u32>,
+}
+
+impl RepublishArgs {
+    /// Parses the flags after `republish`; `--from` and `--to` are required.
+    pub fn parse(flags: &[&str]) -> Result<Self, RunnerError> {
+        let bad = |what: String| RunnerError::Mode(format!("republish: {what}\n{USAGE}"));
+        let time = |flag: &str, value: &str| {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| bad(format!("{flag} {value:?} is not an RFC 3339 time: {e}")))
+        };
+        let number = |flag: &str, value: &str| {
+            value.parse::<u32>().map_err(|e| bad(format!("{flag} {value:?} is not a number: {e}")))
+        };
+        let (mut from, mut to, mut stream_prefix, mut dry_run, mut segments, mut page_items) =
+            (None, None, None, false, None, None);
+        let mut rest = flags.iter();
+        while let Some(flag) = rest.next() {
+            if *flag == "--dry-run" {
+                dry_run = true;
+                continue;
+            }
+            let Some(value) = rest.next() else { return Err(bad(format!("{flag} needs a value"))) };
+            match *flag {
+                "--from" => from = Some(time(flag, value)?),
+                "--to" => to = Some(time(flag, value)?),
+                "--stream-prefix" => stream_prefix = Some((*value).to_owned()),
+                "--segments" => segments = Some(number(flag, value)?),
+                "--page-items" => page_items = Some(number(flag, value)?),
+                other => return Err(bad(format!("unknown flag {other:?}"))),
+            }
+        }
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(bad("--from and --to are required".to_owned()));
+        };
+        Ok(Self { from, to, stream_prefix, dry_run, segments, page_items })
+    }
+}
+
+async fn republish(args: &RepublishArgs) -> Result<serde_json::Value, RunnerError> {
+    republish_with(&crate::modes::dynamodb::Settings::from_env()?, args).await
+}
+
+/// `republish` with the DynamoDB mode's settings given: the summary as printed, or an error when an
+/// event was not published (after printing the summary).
+pub async fn republish_with(
+    settings: &crate::modes::dynamodb::Settings,
+    args: &RepublishArgs,
+) -> Result<serde_json::Value, RunnerError> {
+    use corebank_delivery::republish::{RepublishOptions, Window, republish};
+    use corebank_messaging::KafkaPublisher;
+    let window = Window::new(args.from, args.to).map_err(|e| failed("republish")(e.to_string()))?;
+    let mut options = RepublishOptions::new(window);
+    options.stream_prefix = args.stream_prefix.clone();
+    options.dry_run = args.dry_run;
+    options.segments = args.segments.unwrap_or(options.segments);
+    options.page_items = args.page_items.unwrap_or(options.page_items);
+    let sdk = corebank_wiring::dynamodb::sdk_config_from_env().await;
+    let client = corebank_wiring::dynamodb::client(&sdk);
+    let publisher = KafkaPublisher::new(&settings.kafka, settings.topics.clone())
+        .map_err(|e| failed("creating the Kafka producer")(e.to_string()))?;
+    let started = Instant::now();
+    let summary = republish(&client, &settings.tables.events, &settings.topics, &publisher, &options)
+        .await
+        .map_err(|e| failed("republish")(e.to_string()))?;
+    let mut body = serde_json::to_value(&summary).map_err(|e| failed("republish")(e.to_string()))?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("from".to_owned(), json!(args.from.to_rfc3339()));
+        fields.insert("to".to_owned(), json!(args.to.to_rfc3339()));
+        fields.insert("table".to_owned(), json!(settings.tables.events));
+        fields.insert("streamPrefix".to_owned(), json!(args.stream_prefix));
+        fields.insert(
+            "elapsedMs".to_owned(),
+            json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        );
+    }
+    if summary.failed > 0 || summary.undecodable > 0 {
+        print(&body)?;
+        return Err(RunnerError::Mode(format!(
+            "republish: {} events not published and {} items undecodable (the log names each); running the same window again is safe",
+            summary.failed, summary.undecodable
+        )));
+    }
+    Ok(body)
+}
+
 fn dev_keys(dir: &str) -> Result<serde_json::Value, RunnerError> {
     use corebank_auth::mint::{SigningKey, key_set};
     let dir = std::path::Path::new(dir);
@@ -177,4 +287,40 @@ fn token(key: &str, sub: &str, scope: &str) -> Result<serde_json::Value, RunnerE
         access_claims(&var("AUTH_ISSUER", DEV_ISSUER), &var("AUTH_AUDIENCE", DEV_AUDIENCE), sub, scope, 3600);
     let token = key.sign(&claims).map_err(|e| failed("auth")(e.to_string()))?;
     Ok(json!({"token": token, "sub": sub, "scope": scope, "expiresInSeconds": 3600}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn republish_flags_parse_and_from_and_to_are_required() {
+        let args = RepublishArgs::parse(&[
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-02T00:00:00+01:00",
+            "--stream-prefix",
+            "account-",
+            "--dry-run",
+            "--segments",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(args.from.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert_eq!(args.to.to_rfc3339(), "2026-01-01T23:00:00+00:00");
+        assert_eq!(args.stream_prefix.as_deref(), Some("account-"));
+        assert!(args.dry_run);
+        assert_eq!((args.segments, args.page_items), (Some(8), None));
+
+        for bad in [
+            &["--from", "2026-01-01T00:00:00Z"][..],
+            &["--from", "yesterday", "--to", "2026-01-01T00:00:00Z"],
+            &["--from", "2026-01-01T00:00:00Z", "--to"],
+            &["--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z", "--segments", "many"],
+            &["--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z", "--all"],
+        ] {
+            assert!(RepublishArgs::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

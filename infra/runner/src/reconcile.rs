@@ -30,7 +30,7 @@ pub fn task(
             tokio::select! {
                 () = &mut stop => break,
                 _ = ticks.tick() => match reconciler.pass(&settings).await {
-                    Ok(report) if report.examined > 0 => tracing::info!(?report, "reconciler pass"),
+                    Ok(report) if report.found_work() => tracing::info!(?report, "reconciler pass"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconciler pass failed; the next one retries"),
                 },

@@ -10,7 +10,7 @@
 #![cfg(test)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -274,4 +274,88 @@ async fn commands_keep_landing_while_the_broker_is_unreachable_and_the_backlog_d
     assert_eq!(versions, (1..=7).collect::<Vec<_>>(), "nothing lost, nothing twice");
     let healthy = bank.health_becomes(StatusCode::OK).await;
     assert_eq!(healthy["checks"]["pipeline"]["lag"], 0, "{healthy}");
+}
+
+/// The live publisher, or, while `losing`, one that acknowledges events without sending them: the
+/// stream records are then consumed and gone, as when they outlived the stream's 24 h.
+struct Lossy {
+    losing: AtomicBool,
+    lost: AtomicUsize,
+    live: KafkaPublisher,
+}
+
+#[async_trait]
+impl EventPublisher for Lossy {
+    async fn publish(&self, events: &[EventEnvelope]) -> Vec<Result<(), PublishError>> {
+        if self.losing.load(Ordering::SeqCst) {
+            self.lost.fetch_add(events.len(), Ordering::SeqCst);
+            events.iter().map(|_| Ok(())).collect()
+        } else {
+            self.live.publish(events).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_the_outbox_never_published_reach_the_read_tables_after_the_republish_command() {
+    use corebank_runner::cli::{RepublishArgs, republish_with};
+    let settings = settings();
+    let lossy = Arc::new(Lossy {
+        losing: AtomicBool::new(false),
+        lost: AtomicUsize::new(0),
+        live: KafkaPublisher::new(&settings.kafka, settings.topics.clone()).unwrap(),
+    });
+    let bank = spawn_bank(settings.clone(), Some(lossy.clone())).await;
+    let started = chrono::Utc::now();
+    let id = bank.create_account("EUR").await;
+    bank.money(&id, "deposits", "10", "EUR").await;
+    bank.projected(&id, 2).await;
+
+    lossy.losing.store(true, Ordering::SeqCst);
+    // Events keep their time to the millisecond: the window starts at this one, which the next event's
+    // time is not below.
+    let now = chrono::Utc::now();
+    let lost_from = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    bank.money(&id, "deposits", "1", "EUR").await;
+    bank.money(&id, "deposits", "2", "EUR").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while lossy.lost.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox never took the two events");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    lossy.losing.store(false, Ordering::SeqCst);
+    let until = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let projected = bank.app.stores.read_model.summary(&id).await.unwrap().unwrap();
+    assert_eq!(projected.version, 2, "the lost events never reached the read tables");
+
+    // The window of the lost events: exactly they are published, and the projector applies them.
+    let window = |from: chrono::DateTime<chrono::Utc>| RepublishArgs {
+        from,
+        to: until,
+        stream_prefix: Some(format!("account-{id}")),
+        dry_run: false,
+        segments: Some(2),
+        page_items: None,
+    };
+    let summary = republish_with(&settings, &window(lost_from)).await.expect("republish");
+    assert_eq!((summary["read"].as_u64(), summary["published"].as_u64()), (Some(2), Some(2)), "{summary}");
+    assert_eq!(summary["byTopic"], json!({ settings.topics.account_events.clone(): 2 }), "{summary}");
+    bank.projected(&id, 4).await;
+    let (_, balance) = bank.get(&format!("/accounts/{id}/balance")).await;
+    assert_eq!((balance["balanceMinorUnits"].as_str(), balance["version"].as_u64()), (Some("1300"), Some(4)));
+
+    // The whole history again: published, and skipped by the projector as duplicates.
+    let again = republish_with(&settings, &window(started)).await.expect("republish");
+    assert_eq!(
+        (again["read"].as_u64(), again["published"].as_u64(), again["failed"].as_u64()),
+        (Some(4), Some(4), Some(0))
+    );
+    let healthy = bank.health_becomes(StatusCode::OK).await;
+    assert_eq!(healthy["checks"]["pipeline"]["status"], "ok", "{healthy}");
+    let (_, history) = bank.get(&format!("/accounts/{id}/history")).await;
+    let versions: Vec<u64> =
+        history["entries"].as_array().unwrap().iter().map(|e| e["streamVersion"].as_u64().unwrap()).collect();
+    assert_eq!(versions, (1..=4).collect::<Vec<_>>(), "nothing applied twice");
+    let (_, balance) = bank.get(&format!("/accounts/{id}/balance")).await;
+    assert_eq!(balance["balanceMinorUnits"], "1300", "{balance}");
 }

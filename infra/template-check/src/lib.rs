@@ -408,9 +408,16 @@ pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "scan",
-        // A read level for tables a function walks whole (the reconciler's transfer_status).
-        &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
+        "scan-append",
+        // `append` on a table a function also walks whole: the reconciler lists pending rows of
+        // transfer_status and projects the rows it repairs (conditional puts).
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:PutItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:Scan",
+        ],
     ),
     (
         "stream",

@@ -10,21 +10,30 @@
 //! event is older than the bound and above its projection checkpoint is handed to the projector, whose
 //! gap repair applies what is missing from the event store (an event the pipeline never delivered).
 //!
+//! Transfer streams are walked the same way, with a cursor of their own, for the two holes the
+//! `PENDING` listing cannot see: a transfer stream with **no status row at all** (its first event
+//! never reached the projector, so nothing lists it), and a status row **behind its stream** (a row
+//! still `PENDING` at an earlier version while the saga already finished, which the listing would
+//! re-drive every pass without the row ever moving). Once the stream's last event is older than the
+//! bound, the projector's gap repair brings the row to the stream's head; a transfer that is still not
+//! settled is then driven by the saga, and the row brought up to the events the saga wrote. Both
+//! steps are the ones a redelivered event takes, so they are safe beside a pipeline that is running.
+//!
 //! The local runner runs a pass every `RECONCILE_INTERVAL_SECS`; in AWS the `reconciler` function runs
 //! one on a schedule.
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
 //! | `RECONCILE_PENDING_AFTER_SECS` | 300 | a transfer is re-driven once its status row has not moved for this long (1..=86400) |
-//! | `RECONCILE_BATCH_MAX` | 500 | most transfers re-driven in one pass, oldest first (1..=10000) |
+//! | `RECONCILE_BATCH_MAX` | 500 | most transfers re-driven in one pass, oldest first; and, each, transfer and account streams walked per pass (1..=10000) |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::Mutex;
 
-use corebank_domain::{StreamKind, TransferId};
-use corebank_store::{EventStore, ReadModelStore, TransferStatusStore};
+use corebank_domain::{EventEnvelope, StreamKind, TransferId};
+use corebank_store::{EventStore, ReadModelStore, TransferPhase, TransferStatusStore};
 use serde::Serialize;
 
 use crate::projector::{Applied, Projector};
@@ -97,12 +106,35 @@ pub struct ReconcileReport {
     pub failed: usize,
     /// Seconds since the oldest of them last moved, if any was found.
     pub oldest_pending_secs: Option<u64>,
+    /// Transfer streams whose status row was checked in this pass.
+    pub transfers_checked: usize,
+    /// Of those, streams older than the bound with no status row at all.
+    pub transfer_rows_missing: usize,
+    /// Of those, status rows older than the bound and behind their stream.
+    pub transfer_rows_behind: usize,
+    /// Of the missing and behind, rows brought to their stream's head (the transfer driven first when
+    /// it was not settled).
+    pub transfer_rows_repaired: usize,
+    /// Of the missing and behind, rows whose repair failed (retried by a later pass).
+    pub transfer_rows_failed: usize,
     /// Account streams whose read side was checked in this pass.
     pub streams_checked: usize,
     /// Of those, streams whose missing events were applied to the read side.
     pub streams_repaired: usize,
     /// Of those, streams whose repair failed (retried by a later pass).
     pub streams_failed: usize,
+}
+
+impl ReconcileReport {
+    /// Whether the pass found anything to do: a stalled transfer, a transfer row missing or behind, an
+    /// account read side behind.
+    pub fn found_work(&self) -> bool {
+        self.examined > 0
+            || self.transfer_rows_missing > 0
+            || self.transfer_rows_behind > 0
+            || self.streams_repaired > 0
+            || self.streams_failed > 0
+    }
 }
 
 /// Where the read side of stalled streams is checked and repaired.
@@ -123,6 +155,17 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     /// The last account stream the previous pass checked: the walk resumes after it.
     cursor: Mutex<Option<String>>,
+    /// The last transfer stream the previous pass checked.
+    transfer_cursor: Mutex<Option<String>>,
+}
+
+/// How a transfer's status row stood against its stream when a pass found it stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowGap {
+    /// The stream has events and the row does not exist.
+    Missing,
+    /// The row exists at a version below the stream's head.
+    Behind,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -140,7 +183,14 @@ impl Reconciler {
         read_side: ReadSide,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { transfers, saga, read_side, clock, cursor: Mutex::new(None) }
+        Self {
+            transfers,
+            saga,
+            read_side,
+            clock,
+            cursor: Mutex::new(None),
+            transfer_cursor: Mutex::new(None),
+        }
     }
 
     /// Checks the next `settings.batch_max` account streams (after the previous pass's last, from the
@@ -182,6 +232,91 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Checks the next `settings.batch_max` transfer streams (after the previous pass's last, from the
+    /// start once the end is reached) and repairs those whose status row is missing or behind the
+    /// stream, once the stream's last event is older than the bound.
+    async fn repair_transfer_rows(
+        &self,
+        settings: &ReconcileSettings,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), AppError> {
+        let after = self.transfer_cursor.lock().ok().and_then(|c| c.clone());
+        let streams = self
+            .read_side
+            .events
+            .list_streams(StreamKind::Transfer.prefix(), after.as_deref(), settings.batch_max)
+            .await?;
+        if let Ok(mut cursor) = self.transfer_cursor.lock() {
+            *cursor = if streams.len() < settings.batch_max { None } else { streams.last().cloned() };
+        }
+        for stream in &streams {
+            report.transfers_checked += 1;
+            let Some(transfer_id) = stream.strip_prefix(StreamKind::Transfer.prefix()) else { continue };
+            let Ok(transfer_id) = TransferId::parse(transfer_id) else {
+                tracing::error!(stream_id = %stream, "a transfer stream names an invalid transfer id");
+                report.transfer_rows_failed += 1;
+                continue;
+            };
+            let row = self.transfers.get(transfer_id.as_str()).await?;
+            let gap = if row.is_some() { RowGap::Behind } else { RowGap::Missing };
+            let version = row.map_or(0, |r| r.version);
+            let tail = self.read_side.events.load_stream(stream, version).await?;
+            // Nothing missing, or events still in flight through the pipeline.
+            let Some(last) = tail.last().filter(|e| e.occurred_at < cutoff) else { continue };
+            match gap {
+                RowGap::Missing => report.transfer_rows_missing += 1,
+                RowGap::Behind => report.transfer_rows_behind += 1,
+            }
+            match self.repair_transfer(&transfer_id, last).await {
+                Ok(steps) => {
+                    tracing::warn!(%transfer_id, ?gap, from_version = version, to_version = last.version, saga_steps = steps, "a transfer status row the pipeline left behind was repaired");
+                    report.transfer_rows_repaired += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%transfer_id, ?gap, error = %e, "repairing a transfer status row failed; the next pass retries");
+                    report.transfer_rows_failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings a transfer's status row to `last` (the stream's head when it was read) through the
+    /// projector; a transfer not settled there is driven by the saga, and the row brought up to the
+    /// events the saga wrote. Answers the saga's steps.
+    async fn repair_transfer(
+        &self,
+        transfer_id: &TransferId,
+        last: &EventEnvelope,
+    ) -> Result<usize, AppError> {
+        self.read_side.projector.handle(last).await?;
+        let row = self.transfers.get(transfer_id.as_str()).await?;
+        // A stream the projection cannot turn into a row (its first event is not a request) would
+        // otherwise count as repaired on every pass.
+        let Some(row) = row.filter(|row| row.version >= last.version) else {
+            return Err(AppError::Corrupt(format!(
+                "transfer {transfer_id}: its status row did not reach v{} of its stream",
+                last.version
+            )));
+        };
+        if row.status != TransferPhase::Pending {
+            return Ok(0);
+        }
+        let steps = match self.saga.advance(transfer_id, RECONCILER_CAUSE).await? {
+            SagaOutcome::Settled { steps, .. } => steps,
+            SagaOutcome::Ignored => return Ok(0),
+        };
+        if steps > 0 {
+            let stream = transfer_id.stream_id();
+            let events = self.read_side.events.load_stream(&stream, last.version).await?;
+            if let Some(head) = events.last() {
+                self.read_side.projector.handle(head).await?;
+            }
+        }
+        Ok(steps)
+    }
+
     /// One pass: every transfer `PENDING` for longer than `settings.pending_after` (at most
     /// `settings.batch_max`, oldest first) is driven as far as it goes. A transfer that fails is
     /// counted and logged and the pass goes on; only failing to list them is an error.
@@ -219,6 +354,7 @@ impl Reconciler {
                 }
             }
         }
+        self.repair_transfer_rows(settings, cutoff, &mut report).await?;
         self.repair_read_side(settings, cutoff, &mut report).await?;
         Ok(report)
     }

@@ -10,6 +10,9 @@
 //!   with the same payloads.
 //! - [`fanout`]: the one keyed fan-out both sides share: events grouped by the key whose order
 //!   matters (a stream, a transfer), each group in order, groups concurrently and bounded.
+//! - `republish` (feature `dynamodb`): the operator's tool that publishes a time range of the
+//!   DynamoDB `events` table again, through the outbox publisher's own path, once its stream records
+//!   are gone.
 //! - [`topics`] and [`groups`]: the Kafka topics and the consumer groups, from the environment.
 //!
 //! Retries pause by [`corebank_backoff::Backoff`], the one backoff of the workspace.
@@ -19,6 +22,8 @@ pub mod emulators;
 pub mod fanout;
 pub mod groups;
 pub mod handlers;
+#[cfg(feature = "dynamodb")]
+pub mod republish;
 pub mod topics;
 
 #[cfg(test)]

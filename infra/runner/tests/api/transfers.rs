@@ -475,3 +475,75 @@ async fn settled_or_pending(app: &TestApp, id: &str) -> String {
     let resp = app.get(&format!("/api/transfers/{id}")).await;
     resp.body["status"].as_str().unwrap_or_default().to_owned()
 }
+
+#[tokio::test]
+async fn the_reconciler_finishes_a_transfer_that_never_reached_the_read_side() {
+    use corebank_app::reconcile::ReconcileSettings;
+    use corebank_store::TransferPhase;
+    // A bank whose pipeline never runs: every event is committed, none reaches the projector or the
+    // saga, so the transfer has no status row and nothing lists it as pending.
+    let (deps, _pipeline) = corebank_runner::embedded(crate::helpers::config(), false);
+    let send = |path: &str, key: &str, body: &str| {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(lambda_http::Body::Text(body.to_owned()))
+            .expect("request");
+        corebank_api::access::with_principal(req, &corebank_auth::Principal::local_operator(), key)
+    };
+    let transfer = transfer_json(Some("t-norow"), "acc-nr-src", "acc-nr-dst", "40", "USD");
+    for (path, key, body, status) in [
+        ("/accounts", "k-nr1", r#"{"accountId":"acc-nr-src","ownerId":"owner-1","currency":"USD"}"#, 201),
+        ("/accounts", "k-nr2", r#"{"accountId":"acc-nr-dst","ownerId":"owner-1","currency":"USD"}"#, 201),
+        (
+            "/accounts/acc-nr-src/deposits",
+            "k-nr3",
+            r#"{"amount":100,"currency":"USD","transactionId":"tx-nr-1"}"#,
+            201,
+        ),
+        ("/transfers", "k-nr4", transfer.as_str(), 202),
+    ] {
+        let answer = corebank_api::dispatch(&deps, send(path, key, body)).await;
+        assert_eq!(answer.status(), status, "{path}");
+    }
+    let status_row = || async { deps.app.stores.transfers.get("t-norow").await.expect("read") };
+    assert_eq!(status_row().await, None);
+    let reconciler = deps.app.reconciler.clone();
+
+    // Younger than the bound: it may still be on its way, so it is left alone.
+    let report = reconciler.pass(&ReconcileSettings::default()).await.expect("pass");
+    assert_eq!(
+        (report.examined, report.transfers_checked, report.transfer_rows_missing),
+        (0, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(status_row().await, None);
+
+    // Past the bound: the row is projected, the saga drives the transfer to its end, and the row
+    // follows it there.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = ReconcileSettings { pending_after: Duration::from_millis(1), batch_max: 10 };
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!(
+        (report.transfer_rows_missing, report.transfer_rows_repaired, report.transfer_rows_failed),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let row = status_row().await.expect("the row was written");
+    assert_eq!(row.status, TransferPhase::Completed, "{row:?}");
+
+    // The accounts' read side, whose last events the saga has just written, once those are past the
+    // bound too.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert_eq!((report.streams_checked, report.streams_repaired), (2, 2), "{report:?}");
+    let source = deps.app.stores.read_model.summary("acc-nr-src").await.expect("read").expect("projected");
+    let destination =
+        deps.app.stores.read_model.summary("acc-nr-dst").await.expect("read").expect("projected");
+    assert_eq!((source.balance_minor, destination.balance_minor), (6_000, 4_000));
+
+    let report = reconciler.pass(&now).await.expect("pass");
+    assert!(!report.found_work(), "nothing left to repair: {report:?}");
+}

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use corebank_domain::EventEnvelope;
-use corebank_messaging::EventPublisher;
+use corebank_messaging::{EventPublisher, PublishError};
 use corebank_store::StoreError;
 use corebank_store::dynamodb::aws_sdk_dynamodb::types::AttributeValue;
 use corebank_store::dynamodb::envelope_from_stream_image;
@@ -50,6 +50,42 @@ pub fn envelope_from_record(record: &EventRecord) -> Result<Option<EventEnvelope
     let image: HashMap<String, AttributeValue> =
         record.change.new_image.iter().map(|(name, value)| (name.clone(), value.clone().into())).collect();
     envelope_from_stream_image(&image).map(Some).map_err(RecordError::NotAnEvent)
+}
+
+/// Publishes `batch` as the outbox publishes a stream batch: sorted so that each stream's events go in
+/// version order (other streams' order is free), in one [`EventPublisher::publish`] call. Answers each
+/// event, with the tag it came with, beside its outcome, in the order published. An event the publisher
+/// gave no outcome for (a broken contract) counts as a transient failure, so it is tried again rather
+/// than taken as published.
+///
+/// The republish tool ([`crate::republish`]) publishes what it reads from the events table through
+/// this function too, so both send the same messages to the same topics with the same keys.
+pub async fn publish_in_stream_order<T>(
+    publisher: &dyn EventPublisher,
+    mut batch: Vec<(T, EventEnvelope)>,
+) -> Vec<(T, EventEnvelope, Result<(), PublishError>)> {
+    batch.sort_by(|(_, a), (_, b)| (a.stream_id.as_str(), a.version).cmp(&(b.stream_id.as_str(), b.version)));
+    let envelopes: Vec<EventEnvelope> = batch.iter().map(|(_, envelope)| envelope.clone()).collect();
+    let outcomes = if envelopes.is_empty() { Vec::new() } else { publisher.publish(&envelopes).await };
+    if outcomes.len() != envelopes.len() {
+        tracing::error!(
+            expected = envelopes.len(),
+            got = outcomes.len(),
+            "publisher broke its contract (one outcome per event); unanswered events count as failed"
+        );
+    }
+    let mut outcomes = outcomes.into_iter();
+    batch
+        .into_iter()
+        .map(|(tag, envelope)| {
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Err(PublishError::Transient {
+                    reason: "the publisher gave no outcome for this event".to_owned(),
+                })
+            });
+            (tag, envelope, outcome)
+        })
+        .collect()
 }
 
 /// Publishes the events of one DynamoDB Streams batch and reports the records that were not
@@ -80,30 +116,18 @@ pub async fn handle_stream_event(event: Event, publisher: &dyn EventPublisher) -
             }
         }
     }
-    // One stream's events must reach the publisher in version order; other streams' order is free.
-    batch.sort_by(|(_, a), (_, b)| (a.stream_id.as_str(), a.version).cmp(&(b.stream_id.as_str(), b.version)));
-    let envelopes: Vec<EventEnvelope> = batch.iter().map(|(_, envelope)| envelope.clone()).collect();
-    let outcomes = if envelopes.is_empty() { Vec::new() } else { publisher.publish(&envelopes).await };
-    if outcomes.len() != envelopes.len() {
-        tracing::error!(
-            expected = envelopes.len(),
-            got = outcomes.len(),
-            "publisher broke its contract (one outcome per event); unanswered events count as failed"
-        );
-    }
     let mut published = 0_usize;
-    for (position, (index, envelope)) in batch.iter().enumerate() {
-        match outcomes.get(position) {
-            Some(Ok(())) => published += 1,
-            Some(Err(err)) => {
+    for (index, envelope, outcome) in publish_in_stream_order(publisher, batch).await {
+        match outcome {
+            Ok(()) => published += 1,
+            Err(err) => {
                 if err.is_retryable() {
                     tracing::warn!(error = %err, stream_id = %envelope.stream_id, version = envelope.version, "event not published; it will be retried");
                 } else {
                     tracing::error!(error = %err, stream_id = %envelope.stream_id, version = envelope.version, "event refused by the bus; it will be retried until the mapping gives up");
                 }
-                failed.push(*index);
+                failed.push(index);
             }
-            None => failed.push(*index),
         }
     }
     failed.sort_unstable();
