@@ -84,3 +84,15 @@ impl Drop for Function {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_that_exits_fails_its_invocation_at_once() {
+        let mut function = Function::spawn(Path::new("/bin/true"), "exits", []).await.unwrap();
+        let outcome = function.invoke("{}", Duration::from_secs(60)).await;
+        assert!(matches!(outcome, Err(InvokeError::Exited(_))), "{outcome:?}");
+    }
+}

@@ -257,3 +257,121 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use hyper::client::conn::http1 as client;
+
+    use super::*;
+
+    const SHORT: Duration = Duration::from_secs(5);
+
+    /// One request to the API, as the function's runtime client sends it.
+    async fn call(
+        api: &RuntimeApi,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let stream = tokio::net::TcpStream::connect(api.address()).await.unwrap();
+        let (mut sender, connection) = client::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let mut request =
+            Request::builder().method(method).uri(format!("{PREFIX}{path}")).header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+        headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_invocation_is_served_with_the_runtime_headers_and_completed_by_its_response() {
+        let api = RuntimeApi::start("deposit").await.unwrap();
+        let invocation = api.invoke(r#"{"x":1}"#, SHORT);
+        let function = async {
+            let (status, headers, payload) = call(&api, Method::GET, "/invocation/next", &[], "").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(payload, r#"{"x":1}"#);
+            let id = header(&headers, "lambda-runtime-aws-request-id").to_owned();
+            let deadline: u128 = header(&headers, "lambda-runtime-deadline-ms").parse().unwrap();
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+            assert!(deadline > now && deadline <= now + SHORT.as_millis(), "deadline {deadline}, now {now}");
+            assert_eq!(
+                header(&headers, "lambda-runtime-invoked-function-arn"),
+                "arn:aws:lambda:us-east-1:123456789012:function:deposit"
+            );
+            assert!(header(&headers, "lambda-runtime-trace-id").starts_with("Root=1-"));
+            let (status, _, _) =
+                call(&api, Method::POST, &format!("/invocation/{id}/response"), &[], "42").await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+            let (status, _, _) =
+                call(&api, Method::POST, &format!("/invocation/{id}/response"), &[], "43").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "an invocation is answered once");
+        };
+        let (outcome, ()) = tokio::join!(invocation, function);
+        assert_eq!(outcome.unwrap(), Outcome::Response(Bytes::from_static(b"42")));
+    }
+
+    #[tokio::test]
+    async fn an_error_post_completes_the_invocation_as_an_error() {
+        let api = RuntimeApi::start("projector").await.unwrap();
+        let invocation = api.invoke("{}", SHORT);
+        let function = async {
+            let (_, headers, _) = call(&api, Method::GET, "/invocation/next", &[], "").await;
+            let id = header(&headers, "lambda-runtime-aws-request-id").to_owned();
+            let error_type = [("lambda-runtime-function-error-type", "unhandled")];
+            let body = r#"{"errorType":"BatchError","errorMessage":"1 event not applied"}"#;
+            let (status, _, _) =
+                call(&api, Method::POST, &format!("/invocation/{id}/error"), &error_type, body).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        };
+        let (outcome, ()) = tokio::join!(invocation, function);
+        let Ok(Outcome::Error(error)) = outcome else { panic!("expected an error outcome: {outcome:?}") };
+        assert_eq!(error.error_type.as_deref(), Some("unhandled"));
+        assert!(error.body.contains("1 event not applied"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_init_error_fails_the_open_and_every_later_invocation_at_once() {
+        let api = RuntimeApi::start("deposit").await.unwrap();
+        let invocation = api.invoke("{}", Duration::from_secs(60));
+        let function = async {
+            let error_type = [("lambda-runtime-function-error-type", "Runtime.InitError")];
+            let body = r#"{"errorType":"ConfigError","errorMessage":"STORE_KIND"}"#;
+            let (status, _, _) = call(&api, Method::POST, "/init/error", &error_type, body).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        };
+        let (outcome, ()) = tokio::join!(invocation, function);
+        assert!(
+            matches!(outcome, Err(InvokeError::InitFailed(ref e)) if e.body.contains("STORE_KIND")),
+            "{outcome:?}"
+        );
+        let later = api.invoke("{}", Duration::from_secs(60)).await;
+        assert!(matches!(later, Err(InvokeError::InitFailed(_))), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn an_invocation_nobody_answers_times_out() {
+        let api = RuntimeApi::start("outbox-publisher").await.unwrap();
+        let outcome = api.invoke("{}", Duration::from_millis(100)).await;
+        assert!(matches!(outcome, Err(InvokeError::TimedOut(_))), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_route_is_not_found() {
+        let api = RuntimeApi::start("deposit").await.unwrap();
+        let (status, _, _) = call(&api, Method::GET, "/invocation/abc", &[], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
