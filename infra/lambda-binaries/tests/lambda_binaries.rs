@@ -243,7 +243,20 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ("RUST_LOG", "info"),
     ];
-    let store = [("STORE_KIND", "dynamodb"), ("TABLE_PREFIX", prefix.as_str())];
+    // Globals.Function: the store kind, the stack's prefix and every table by name.
+    let store = [
+        ("STORE_KIND", "dynamodb"),
+        ("TABLE_PREFIX", prefix.as_str()),
+        ("EVENTS_TABLE", tables.events.as_str()),
+        ("IDEMPOTENCY_TABLE", tables.idempotency.as_str()),
+        ("TRANSACTIONS_TABLE", tables.transactions.as_str()),
+        ("SNAPSHOTS_TABLE", tables.snapshots.as_str()),
+        ("ACCOUNT_SUMMARY_TABLE", tables.account_summary.as_str()),
+        ("ACCOUNT_STATEMENT_TABLE", tables.account_statement.as_str()),
+        ("PROJECTION_CHECKPOINTS_TABLE", tables.projection_checkpoints.as_str()),
+        ("REBUILD_JOBS_TABLE", tables.rebuild_jobs.as_str()),
+        ("TRANSFER_STATUS_TABLE", tables.transfer_status.as_str()),
+    ];
     let messaging = [
         ("KAFKA_BOOTSTRAP", bootstrap.as_str()),
         ("KAFKA_ACCOUNT_EVENTS_TOPIC", account_topic.as_str()),
@@ -284,22 +297,36 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
         messages.iter().map(|m| String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()).collect();
     assert_eq!(keys, [STREAM_ID, STREAM_ID], "the account's events are keyed by its stream");
 
-    // 3. MSK -> projector -> account_summary.
+    // 3. MSK -> projector -> account_summary. A payload that is no MSK event is the runtime's error,
+    // reported through `.../error`; the process then takes the next invocation.
     let mut projector = start(&bin, "projector", &[&aws[..], &store[..]].concat()).await;
-    let response = answer(&mut projector, msk_event(&messages, &bootstrap).to_string()).await;
+    match projector.invoke("[1, 2, 3]", PATIENCE).await {
+        Ok(Outcome::Error(error)) => assert!(!error.body.is_empty(), "an empty error document"),
+        other => panic!("projector took a non-event: {other:?}\n{}", projector.log()),
+    }
+    let batch = msk_event(&messages, &bootstrap).to_string();
+    let response = answer(&mut projector, batch.clone()).await;
     assert_eq!(response, Value::Null, "projector answered {response}");
+    assert_eq!(balance_minor(&dynamo, &tables.account_summary).await, "15075");
+    // MSK delivers at least once: the same batch again changes nothing.
+    let response = answer(&mut projector, batch).await;
+    assert_eq!(response, Value::Null, "projector answered {response}");
+    assert_eq!(balance_minor(&dynamo, &tables.account_summary).await, "15075");
+}
+
+/// The account's `balance_minor` in the summary table.
+async fn balance_minor(dynamo: &DynamoClient, table: &str) -> String {
     let summary = dynamo
         .get_item()
-        .table_name(&tables.account_summary)
+        .table_name(table)
         .key("account_id", AttributeValue::S(ACCOUNT_ID.to_owned()))
         .consistent_read(true)
         .send()
         .await
         .expect("GetItem account_summary");
     let summary = summary.item().unwrap_or_else(|| panic!("no summary row for {ACCOUNT_ID}"));
-    assert_eq!(
-        summary.get("balance_minor"),
-        Some(&AttributeValue::N("15075".to_owned())),
-        "row: {summary:?}"
-    );
+    match summary.get("balance_minor") {
+        Some(AttributeValue::N(minor)) => minor.clone(),
+        other => panic!("balance_minor is {other:?} in {summary:?}"),
+    }
 }
