@@ -283,6 +283,14 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
         .expect("GetItem events");
     let stored = stored.item().unwrap_or_else(|| panic!("no event 2 of {STREAM_ID} in {}", tables.events));
     assert_eq!(stored.get("event_type"), Some(&AttributeValue::S("MoneyDeposited".to_owned())));
+    // The caller is the authorizer's principal from the request context, never the body's actor.
+    let Some(AttributeValue::S(metadata)) = stored.get("metadata") else {
+        panic!("no metadata in {stored:?}")
+    };
+    let metadata: Value = serde_json::from_str(metadata).expect("metadata is JSON");
+    assert_eq!(metadata["actor"], "operator-7", "{metadata}");
+    assert_eq!(metadata["requestedActor"], "teller-3", "{metadata}");
+    assert_eq!(metadata["commandId"], "idem-deposit-0001", "{metadata}");
 
     // 2. The events table's stream -> outbox-publisher -> Kafka.
     let (stream_arn, records) = stream_records(&dynamo, &streams, &tables.events).await;
