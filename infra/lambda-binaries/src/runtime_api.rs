@@ -170,7 +170,11 @@ fn trace_id(now: Duration, request_id: &str) -> String {
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: wait for some to close instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
