@@ -130,8 +130,25 @@ const V2: &str = "
 CREATE INDEX transfer_status_pending ON transfer_status (updated_at) WHERE status = 'PENDING';
 ";
 
+/// Version 3: records the MSK consumers parked, keyed by consumer, stream key and position, with the
+/// listing order (oldest parked first) indexed.
+const V3: &str = "
+CREATE TABLE parked_records (
+    consumer   TEXT NOT NULL,
+    stream_key TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    parked_at  INTEGER NOT NULL,
+    PRIMARY KEY (consumer, stream_key, position)
+) WITHOUT ROWID, STRICT;
+
+CREATE INDEX parked_records_oldest_first ON parked_records (parked_at, consumer, stream_key, position);
+";
+
 /// The schema steps in order: step `i` takes the file from version `i` to `i + 1`.
-const STEPS: &[&str] = &[V1, V2];
+const STEPS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
