@@ -155,6 +155,7 @@ pub async fn start_kafka(
         &kafka.topics,
         kafka.group_id.clone(),
         app.projector.clone(),
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
         health.clone(),
         shutdown.clone(),
     )
@@ -164,6 +165,7 @@ pub async fn start_kafka(
         kafka.topics.transfer_events.clone(),
         super::saga::group_id_from_env(),
         app.saga.clone(),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
         shutdown.clone(),
     );
     Ok(Started {
