@@ -278,7 +278,10 @@ pub async fn get_transfer(deps: &Deps, req: Request) -> Response<Body> {
     .await
 }
 
-/// `GET /health`: 200 when the store answers and the pipeline is not failing, else 503.
+/// `GET /health`: 200 when the store answers, the pipeline is not failing and no record is parked,
+/// else 503 (`degraded`). Parked records (count and the age of the oldest) show under
+/// `checks.parked`: a parked stream waits for an operator, so health stays degraded until it is
+/// retried.
 pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
         let store = deps.app.stores.events.list_streams(StreamKind::Account.prefix(), None, 1).await;
@@ -310,7 +313,27 @@ pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
                 }),
             );
         }
-        let ok = store_ok && pipeline_ok;
+        let parked = deps.app.parked.stats().await;
+        let parked_ok = matches!(&parked, Ok(stats) if stats.count == 0);
+        checks.insert(
+            "parked".into(),
+            match &parked {
+                Ok(stats) => {
+                    let oldest_age_secs =
+                        stats.oldest_parked_at.map(|at| (deps.app.clock.now() - at).num_seconds().max(0));
+                    serde_json::json!({
+                        "status": if parked_ok { "ok" } else { "parked" },
+                        "count": stats.count,
+                        "oldestAgeSecs": oldest_age_secs,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "health: the parked records cannot be counted");
+                    serde_json::json!({"status": "failing"})
+                }
+            },
+        );
+        let ok = store_ok && pipeline_ok && parked_ok;
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "service": deps.app.config.service_name,

@@ -149,9 +149,46 @@ async fn health_reports_ok_with_service_and_checks() {
     assert_eq!(checks["eventStore"]["status"], "ok");
     assert_eq!(checks["pipeline"]["status"], "ok");
     assert!(checks["pipeline"]["lag"].is_u64(), "{}", resp.text);
+    assert_eq!(checks["parked"]["status"], "ok");
+    assert_eq!(checks["parked"]["count"], 0);
+    assert!(checks["parked"]["oldestAgeSecs"].is_null(), "{}", resp.text);
     // Health is public: no error text from a store or the pipeline, ever.
     assert!(checks["pipeline"].get("lastError").is_none(), "{}", resp.text);
     assert!(checks["eventStore"].get("error").is_none(), "{}", resp.text);
     // Health is GET only.
     app.send(Method::POST, "/api/health", &[], Vec::new()).await.error(405, "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn health_is_degraded_while_records_are_parked_and_names_their_count_and_oldest_age() {
+    let app = spawn_app().await;
+    let now = app.deps.app.clock.now();
+    for (stream, position, secs_ago) in [("account-a", 2, 90), ("account-a", 3, 30), ("transfer-t", 1, 10)] {
+        app.deps
+            .app
+            .stores
+            .parked
+            .park(corebank_store::ParkedRecord {
+                consumer: corebank_store::ParkedConsumer::Projector,
+                stream_key: stream.to_owned(),
+                position,
+                kind: corebank_store::ParkedKind::Envelope,
+                payload: "{}".to_owned(),
+                error: "corrupt data".to_owned(),
+                parked_at: now - chrono::Duration::seconds(secs_ago),
+            })
+            .await
+            .unwrap();
+    }
+
+    let resp = app.get("/api/health").await;
+
+    assert_eq!(resp.code(), 503, "{}", resp.text);
+    assert_eq!(resp.body["status"], "degraded");
+    let parked = &resp.body["checks"]["parked"];
+    assert_eq!(parked["status"], "parked", "{}", resp.text);
+    assert_eq!(parked["count"], 3);
+    let age = parked["oldestAgeSecs"].as_i64().expect("an age in seconds");
+    assert!((90..100).contains(&age), "{}", resp.text);
+    assert!(parked.get("error").is_none(), "no record text in public health: {}", resp.text);
 }
