@@ -5,13 +5,14 @@ use corebank_app::fingerprint::RequestFingerprint;
 use corebank_auth::policy::Operation as Access;
 use corebank_auth::{Authentication, Principal, Scope};
 use corebank_domain::{AccountCommand, AccountId, StreamKind, TransferId};
+use corebank_store::ParkedConsumer;
 use http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
+use crate::decode::{decode_json, idempotency_key, path_param, query_param, query_u64};
 use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, TransferRequest};
 use crate::error::error_response;
 use crate::render::{balance_body, history_body, summary_body, time, transfer_body};
@@ -452,6 +453,65 @@ pub async fn admin_rebuild_status(deps: &Deps, req: Request) -> Response<Body> {
         let job = deps.app.rebuilder.job(&id).await?;
         let body = serde_json::to_string(&job).unwrap_or_default();
         Ok(json_response(StatusCode::OK, body, ""))
+    })
+    .await
+}
+
+/// The most parked records one `GET /admin/parked` page holds, and its default.
+pub const PARKED_LIST_LIMIT_MAX: u64 = corebank_store::PARKED_PAGE_MAX as u64;
+
+/// The page size of `GET /admin/parked` when none is asked for.
+pub const PARKED_LIST_LIMIT_DEFAULT: u64 = 100;
+
+/// The longest stream key a retry accepts: a stream id, or `topic-partition@offset`.
+pub const STREAM_KEY_CHARS_MAX: usize = 300;
+
+fn consumer(raw: &str) -> Result<ParkedConsumer, ApiError> {
+    ParkedConsumer::parse(raw)
+        .ok_or_else(|| ApiError::Validation(format!("consumer must be projector or saga, not {raw:?}")))
+}
+
+/// A stream key as the consumers park them: letters, digits and `-_.@`, at most
+/// [`STREAM_KEY_CHARS_MAX`] characters.
+fn stream_key(raw: &str) -> Result<String, ApiError> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+    if raw.is_empty() || raw.len() > STREAM_KEY_CHARS_MAX || !raw.chars().all(fits) {
+        return Err(ApiError::Validation(format!(
+            "stream must be 1 to {STREAM_KEY_CHARS_MAX} letters, digits or -_.@"
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
+/// `GET /admin/parked?consumer&limit&offset`: parked records, oldest first, with their envelope (or
+/// undecodable value) and error.
+pub async fn admin_list_parked(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let consumer = query_param(&req, "consumer").map(|c| consumer(&c)).transpose()?;
+        let limit = query_u64(&req, "limit", 1, PARKED_LIST_LIMIT_MAX)?.unwrap_or(PARKED_LIST_LIMIT_DEFAULT);
+        let offset = query_u64(&req, "offset", 0, u64::from(u32::MAX))?.unwrap_or(0);
+        let (limit, offset) = (limit as usize, offset as usize);
+        let records = deps.app.parked.list(consumer, offset, limit).await?;
+        let body = serde_json::json!({"records": records, "offset": offset, "limit": limit});
+        Ok(json_response(StatusCode::OK, body.to_string(), ""))
+    })
+    .await
+}
+
+/// `POST /admin/parked/{consumer}/streams/{stream}/retry`: hands the stream's parked records, in
+/// order, to the consumer's handler, removing each one handled and stopping at the first that still
+/// fails. 200 with what was applied, what failed and how many remain; 404 when nothing is parked
+/// under the stream; 503 when a record fails for a transient reason (retry later).
+pub async fn admin_retry_parked(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let consumer = consumer(&path_param(&req, "consumer").unwrap_or_default())?;
+        let stream = stream_key(&path_param(&req, "stream").unwrap_or_default())?;
+        let outcome = deps.app.parked.retry(consumer, &stream).await?;
+        let body = serde_json::to_value(&outcome)
+            .map_err(|e| ApiError::App(corebank_app::AppError::Corrupt(e.to_string())))?;
+        Ok(json_response(StatusCode::OK, body.to_string(), ""))
     })
     .await
 }
