@@ -292,3 +292,84 @@ impl ParkedRecords {
         Ok(outcome)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use corebank_domain::EventMetadata;
+
+    use super::*;
+
+    fn record(kind: ParkedKind, payload: String) -> ParkedRecord {
+        ParkedRecord {
+            consumer: ParkedConsumer::Projector,
+            stream_key: "t-0@7".to_owned(),
+            position: 7,
+            kind,
+            payload,
+            error: "e".to_owned(),
+            parked_at: Utc::now(),
+        }
+    }
+
+    fn envelope() -> EventEnvelope {
+        EventEnvelope {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: "account-a".to_owned(),
+            version: 2,
+            event_type: "MoneyDeposited".to_owned(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({"amountMinor": "100"}),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    #[test]
+    fn a_parked_envelope_reads_back_and_an_undecodable_value_decodes_only_once_it_is_an_envelope() {
+        let event = envelope();
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(parked_envelope(&record(ParkedKind::Envelope, json.clone())).unwrap(), event);
+        assert_eq!(parked_envelope(&record(ParkedKind::Undecodable, BASE64.encode(&json))).unwrap(), event);
+
+        let junk = parked_envelope(&record(ParkedKind::Undecodable, BASE64.encode(b"{\"not\":1}")));
+        assert!(junk.unwrap_err().contains("not an event envelope"));
+        let not_base64 = parked_envelope(&record(ParkedKind::Undecodable, "%%%".to_owned()));
+        assert!(not_base64.unwrap_err().contains("not base64"));
+        let broken = parked_envelope(&record(ParkedKind::Envelope, "{".to_owned()));
+        assert!(broken.unwrap_err().contains("does not decode"));
+    }
+
+    #[test]
+    fn long_values_and_errors_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abcdef", 4), "abcd");
+        assert_eq!(cut("aé", 2), "a", "é is two bytes and is not split");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_tried_the_allowed_times_and_a_transient_one_once() {
+        let store: Arc<dyn ParkedRecordStore> =
+            Arc::new(corebank_store::memory::MemoryParkedRecordStore::default());
+        let parking = Parking::new(store, ParkedConsumer::Saga, Arc::new(crate::SystemClock))
+            .with_attempts(Backoff::from_millis(1, 1), 3);
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let permanent = parking
+            .handle(|| async {
+                tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err::<(), _>(AppError::Corrupt("no".to_owned()))
+            })
+            .await;
+        assert!(matches!(permanent, Err(AppError::Corrupt(_))));
+        assert_eq!(tries.swap(0, std::sync::atomic::Ordering::SeqCst), 3);
+
+        let transient = parking
+            .handle(|| async {
+                tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err::<(), _>(AppError::Store(StoreError::Unavailable("down".to_owned())))
+            })
+            .await;
+        assert!(transient.unwrap_err().is_transient());
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1, "left to the redelivery");
+    }
+}
