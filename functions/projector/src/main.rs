@@ -1,9 +1,10 @@
 //! Lambda function on two MSK event source mappings, the account and the transfer events topics:
-//! applies each batch to the account read tables and `transfer_status`, and fails the invocation (so
-//! the whole batch is redelivered) when any event was not applied. Wiring only; the handler is `corebank_delivery::handlers::projection::handle_kafka_event`.
+//! applies each batch to the account read tables and `transfer_status`, parks what fails permanently,
+//! and fails the invocation (so the whole batch is redelivered) when an event was not applied for a
+//! transient reason. Wiring only; the handler is `corebank_delivery::handlers::projection::handle_kafka_event`.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use corebank_delivery::handlers::projection::handle_kafka_event;
+use corebank_delivery::handlers::projection::{CONSUMER, handle_kafka_event};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
@@ -11,9 +12,10 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = corebank_wiring::app_from_env().await?;
     let projector = &*app.projector;
+    let parking = &app.parking(CONSUMER);
     run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let applied = handle_kafka_event(&event.payload, projector).await?;
-        lambda_runtime::tracing::info!(applied, "batch projected");
+        let report = handle_kafka_event(&event.payload, projector, parking).await?;
+        lambda_runtime::tracing::info!(applied = report.handled, parked = report.parked, "batch projected");
         Ok::<(), Error>(())
     }))
     .await

@@ -52,6 +52,10 @@ pub fn embedded(config: AppConfig, wait_for_projection: bool) -> (Deps, Arc<Embe
     let (stores, feed) = corebank_store::memory::stores();
     let app = App::new(config, stores, corebank_api::renderer(), Arc::new(SystemClock));
     let pipeline = EmbeddedPipeline::with_saga(feed, app.projector.clone(), app.saga.clone());
+    pipeline.park_with(
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
+    );
     let mut deps = Deps::new(app);
     deps.pipeline = Some(pipeline.clone());
     if wait_for_projection {

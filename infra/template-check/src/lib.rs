@@ -392,7 +392,9 @@ pub fn config_variables(config: &Config) -> Result<BTreeSet<String>, String> {
 /// Access levels a function may declare on a table, and the DynamoDB actions each grants. The levels
 /// are cumulative in what they allow, so a grant is easy to read: `read` for queries, `append` for
 /// stores whose items are only ever added (events, transactions, snapshots, rebuild jobs), `write` for
-/// items that are also deleted (idempotency claims, read tables), `stream` for the table stream.
+/// items that are also deleted (idempotency claims, read tables), `stream` for the table stream,
+/// `scan` and `scan-write` for tables a function walks whole (and, for the latter, also writes and
+/// deletes in: `rebuild_jobs`, which holds the records the MSK consumers park).
 pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
     ("read", &["dynamodb:GetItem", "dynamodb:Query"]),
     ("append", &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"]),
@@ -416,6 +418,18 @@ pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
             "dynamodb:Query",
             "dynamodb:PutItem",
             "dynamodb:ConditionCheckItem",
+            "dynamodb:Scan",
+        ],
+    ),
+    (
+        "scan-write",
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:BatchWriteItem",
             "dynamodb:Scan",
         ],
     ),

@@ -584,6 +584,23 @@ fn every_function_has_an_errors_alarm_and_the_pipeline_mappings_are_bounded_and_
             let group = &p["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"];
             assert!(group.as_str().is_some_and(|g| !g.is_empty()), "{id}: ConsumerGroupId");
             assert!(alarm_on("OffsetLag", &function), "{id}: no OffsetLag alarm on {function}");
+            // The handler parks permanent failures itself; what reaches Lambda's retries is transient,
+            // retried a bounded number of times and then kept in the failure topic, whole batch at a
+            // time (bisecting a batch that failed on an outage only multiplies the invocations).
+            assert!(
+                p["ProvisionedPollerConfig"].is_object(),
+                "{id}: Kafka retry controls need provisioned mode"
+            );
+            let retries = p["MaximumRetryAttempts"].as_i64().unwrap_or(-1);
+            assert!((0..=10_000).contains(&retries), "{id}: MaximumRetryAttempts must be bounded");
+            assert_eq!(p["BisectBatchOnFunctionError"], false, "{id}");
+            let destination = p["DestinationConfig"]["OnFailure"]["Destination"].as_str().unwrap_or_default();
+            let topic = destination
+                .strip_prefix("kafka://")
+                .unwrap_or_else(|| panic!("{id}: a Kafka on-failure topic"));
+            let written =
+                msk_grants(&function, &res[&function]).remove("kafka-cluster:WriteData").unwrap_or_default();
+            assert!(written.contains(topic), "{id}: {function} may not write the failure topic {topic}");
         } else {
             streams += 1;
             assert_eq!(

@@ -99,7 +99,7 @@ fn classify_app(error: &AppError) -> (StatusCode, &'static str, String) {
             (S::CONFLICT, "CONCURRENCY_CONFLICT")
         }
         AppError::VersionNotReached { .. } => (S::CONFLICT, "VERSION_NOT_REACHED"),
-        AppError::RebuildNotFound => (S::NOT_FOUND, "NOT_FOUND"),
+        AppError::RebuildNotFound | AppError::ParkedStreamNotFound => (S::NOT_FOUND, "NOT_FOUND"),
         AppError::Store(StoreError::Unavailable(_)) => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
         AppError::Store(_) | AppError::Corrupt(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     };

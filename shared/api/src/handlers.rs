@@ -5,13 +5,14 @@ use corebank_app::fingerprint::RequestFingerprint;
 use corebank_auth::policy::Operation as Access;
 use corebank_auth::{Authentication, Principal, Scope};
 use corebank_domain::{AccountCommand, AccountId, StreamKind, TransferId};
+use corebank_store::ParkedConsumer;
 use http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::decode::{decode_json, idempotency_key, path_param, query_u64};
+use crate::decode::{decode_json, idempotency_key, path_param, query_param, query_u64};
 use crate::dto::{CreateAccountRequest, Direction, MoneyRequest, StatusRequest, TransferRequest};
 use crate::error::error_response;
 use crate::render::{balance_body, history_body, summary_body, time, transfer_body};
@@ -278,7 +279,10 @@ pub async fn get_transfer(deps: &Deps, req: Request) -> Response<Body> {
     .await
 }
 
-/// `GET /health`: 200 when the store answers and the pipeline is not failing, else 503.
+/// `GET /health`: 200 when the store answers, the pipeline is not failing and no record is parked,
+/// else 503 (`degraded`). Parked records (count and the age of the oldest) show under
+/// `checks.parked`: a parked stream waits for an operator, so health stays degraded until it is
+/// retried.
 pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
     respond(&req, async {
         let store = deps.app.stores.events.list_streams(StreamKind::Account.prefix(), None, 1).await;
@@ -310,7 +314,27 @@ pub async fn health(deps: &Deps, req: Request) -> Response<Body> {
                 }),
             );
         }
-        let ok = store_ok && pipeline_ok;
+        let parked = deps.app.parked.stats().await;
+        let parked_ok = matches!(&parked, Ok(stats) if stats.count == 0);
+        checks.insert(
+            "parked".into(),
+            match &parked {
+                Ok(stats) => {
+                    let oldest_age_secs =
+                        stats.oldest_parked_at.map(|at| (deps.app.clock.now() - at).num_seconds().max(0));
+                    serde_json::json!({
+                        "status": if parked_ok { "ok" } else { "parked" },
+                        "count": stats.count,
+                        "oldestAgeSecs": oldest_age_secs,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "health: the parked records cannot be counted");
+                    serde_json::json!({"status": "failing"})
+                }
+            },
+        );
+        let ok = store_ok && pipeline_ok && parked_ok;
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "service": deps.app.config.service_name,
@@ -429,6 +453,65 @@ pub async fn admin_rebuild_status(deps: &Deps, req: Request) -> Response<Body> {
         let job = deps.app.rebuilder.job(&id).await?;
         let body = serde_json::to_string(&job).unwrap_or_default();
         Ok(json_response(StatusCode::OK, body, ""))
+    })
+    .await
+}
+
+/// The most parked records one `GET /admin/parked` page holds, and its default.
+pub const PARKED_LIST_LIMIT_MAX: u64 = corebank_store::PARKED_PAGE_MAX as u64;
+
+/// The page size of `GET /admin/parked` when none is asked for.
+pub const PARKED_LIST_LIMIT_DEFAULT: u64 = 100;
+
+/// The longest stream key a retry accepts: a stream id, or `topic-partition@offset`.
+pub const STREAM_KEY_CHARS_MAX: usize = 300;
+
+fn consumer(raw: &str) -> Result<ParkedConsumer, ApiError> {
+    ParkedConsumer::parse(raw)
+        .ok_or_else(|| ApiError::Validation(format!("consumer must be projector or saga, not {raw:?}")))
+}
+
+/// A stream key as the consumers park them: letters, digits and `-_.@`, at most
+/// [`STREAM_KEY_CHARS_MAX`] characters.
+fn stream_key(raw: &str) -> Result<String, ApiError> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+    if raw.is_empty() || raw.len() > STREAM_KEY_CHARS_MAX || !raw.chars().all(fits) {
+        return Err(ApiError::Validation(format!(
+            "stream must be 1 to {STREAM_KEY_CHARS_MAX} letters, digits or -_.@"
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
+/// `GET /admin/parked?consumer&limit&offset`: parked records, oldest first, with their envelope (or
+/// undecodable value) and error.
+pub async fn admin_list_parked(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let consumer = query_param(&req, "consumer").map(|c| consumer(&c)).transpose()?;
+        let limit = query_u64(&req, "limit", 1, PARKED_LIST_LIMIT_MAX)?.unwrap_or(PARKED_LIST_LIMIT_DEFAULT);
+        let offset = query_u64(&req, "offset", 0, u64::from(u32::MAX))?.unwrap_or(0);
+        let (limit, offset) = (limit as usize, offset as usize);
+        let records = deps.app.parked.list(consumer, offset, limit).await?;
+        let body = serde_json::json!({"records": records, "offset": offset, "limit": limit});
+        Ok(json_response(StatusCode::OK, body.to_string(), ""))
+    })
+    .await
+}
+
+/// `POST /admin/parked/{consumer}/streams/{stream}/retry`: hands the stream's parked records, in
+/// order, to the consumer's handler, removing each one handled and stopping at the first that still
+/// fails. 200 with what was applied, what failed and how many remain; 404 when nothing is parked
+/// under the stream; 503 when a record fails for a transient reason (retry later).
+pub async fn admin_retry_parked(deps: &Deps, req: Request) -> Response<Body> {
+    respond(&req, async {
+        authorize(deps, &req)?;
+        let consumer = consumer(&path_param(&req, "consumer").unwrap_or_default())?;
+        let stream = stream_key(&path_param(&req, "stream").unwrap_or_default())?;
+        let outcome = deps.app.parked.retry(consumer, &stream).await?;
+        let body = serde_json::to_value(&outcome)
+            .map_err(|e| ApiError::App(corebank_app::AppError::Corrupt(e.to_string())))?;
+        Ok(json_response(StatusCode::OK, body.to_string(), ""))
     })
     .await
 }

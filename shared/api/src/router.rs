@@ -43,6 +43,10 @@ pub enum Route {
     AdminRebuildAll,
     /// `GET /admin/projections/rebuilds/{id}`
     AdminRebuildStatus,
+    /// `GET /admin/parked`
+    AdminListParked,
+    /// `POST /admin/parked/{consumer}/streams/{stream}/retry`
+    AdminRetryParked,
 }
 
 impl Route {
@@ -53,7 +57,14 @@ impl Route {
 
     /// Whether the route is an admin route (`ledger:admin`, or the admin token).
     pub fn is_admin(self) -> bool {
-        matches!(self, Route::AdminRebuildAccount | Route::AdminRebuildAll | Route::AdminRebuildStatus)
+        matches!(
+            self,
+            Route::AdminRebuildAccount
+                | Route::AdminRebuildAll
+                | Route::AdminRebuildStatus
+                | Route::AdminListParked
+                | Route::AdminRetryParked
+        )
     }
 }
 
@@ -73,6 +84,8 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("POST", "/admin/projections/accounts/rebuild-all", Route::AdminRebuildAll),
     ("POST", "/admin/projections/accounts/{id}/rebuild", Route::AdminRebuildAccount),
     ("GET", "/admin/projections/rebuilds/{id}", Route::AdminRebuildStatus),
+    ("GET", "/admin/parked", Route::AdminListParked),
+    ("POST", "/admin/parked/{consumer}/streams/{stream}/retry", Route::AdminRetryParked),
 ];
 
 /// The outcome of matching a path.
@@ -143,6 +156,8 @@ pub async fn call(route: Route, deps: &Deps, req: Request) -> Response<Body> {
         Route::AdminRebuildAccount => handlers::admin_rebuild_account(deps, req).await,
         Route::AdminRebuildAll => handlers::admin_rebuild_all(deps, req).await,
         Route::AdminRebuildStatus => handlers::admin_rebuild_status(deps, req).await,
+        Route::AdminListParked => handlers::admin_list_parked(deps, req).await,
+        Route::AdminRetryParked => handlers::admin_retry_parked(deps, req).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`rebuild::Rebuilder`]: rebuilds read tables from the event store, one stream or all.
 //! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
 //! - [`reconcile::Reconciler`]: re-drives transfers left `PENDING` beyond a bound.
+//! - [`parked`]: what the MSK consumers park instead of stalling a partition, and its retry.
 //! - [`read_side`]: what the API asks of event delivery (lag, errors, waiting for the projection);
 //!   delivery itself is `corebank-delivery`.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fingerprint;
+pub mod parked;
 pub mod projection;
 pub mod projector;
 pub mod queries;
@@ -76,6 +78,8 @@ pub struct App {
     pub rebuilder: Arc<rebuild::Rebuilder>,
     /// Re-drives transfers left pending.
     pub reconciler: Arc<reconcile::Reconciler>,
+    /// Lists, counts and retries parked records.
+    pub parked: Arc<parked::ParkedRecords>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -87,6 +91,11 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
+    /// How `consumer` parks records in this app's store, by its clock.
+    pub fn parking(&self, consumer: corebank_store::ParkedConsumer) -> parked::Parking {
+        parked::Parking::new(self.stores.parked.clone(), consumer, self.clock.clone())
+    }
+
     /// Wires the use cases over a set of stores.
     pub fn new(
         config: AppConfig,
@@ -106,7 +115,10 @@ impl App {
         let commands = Arc::new(command::CommandService::new(account_engine, renderer.clone()));
         let transfers = Arc::new(transfers::TransferService::new(transfer_engine, renderer));
         let saga = Arc::new(saga::TransferSaga::new(commands.clone(), transfers.clone()));
+        let parked =
+            Arc::new(parked::ParkedRecords::new(stores.parked.clone(), projector.clone(), saga.clone()));
         Self {
+            parked,
             reconciler: Arc::new(reconcile::Reconciler::new(
                 stores.transfers.clone(),
                 saga.clone(),

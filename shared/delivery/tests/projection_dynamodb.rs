@@ -15,19 +15,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use base64::Engine as _;
 use common::{account_history, account_id, append_each, fresh_tables, kafka_batch, sdk};
+use corebank_app::SystemClock;
+use corebank_app::parked::Parking;
 use corebank_app::projector::Projector;
 use corebank_delivery::handlers::batch::BatchError;
-use corebank_delivery::handlers::projection::handle_kafka_event;
+use corebank_delivery::handlers::projection::{CONSUMER, handle_kafka_event};
 use corebank_store::dynamodb::{Client, stores};
 use corebank_store::{
-    AccountSummary, ProjectionChange, ProjectionReplacement, ReadModelStore, StatementEntry, StoreError,
-    Stores,
+    AccountSummary, ParkedKind, ProjectionChange, ProjectionReplacement, ReadModelStore, StatementEntry,
+    StoreError, Stores,
 };
 
 async fn setup() -> Stores {
     let client = Client::new(&sdk().await);
     let tables = fresh_tables(&client).await;
     stores(client, tables)
+}
+
+fn parking(stores: &Stores) -> Parking {
+    Parking::new(stores.parked.clone(), CONSUMER, Arc::new(SystemClock))
 }
 
 fn projector(stores: &Stores) -> Projector {
@@ -51,11 +57,15 @@ async fn a_batch_delivered_twice_applies_every_event_once() {
     let batch = kafka_batch(&events, 0, 40);
     let projector = projector(&stores);
 
-    assert_eq!(handle_kafka_event(&batch, &projector).await.unwrap(), 4);
+    assert_eq!(handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled, 4);
     let first = summary(&stores, &id).await;
     assert_eq!((first.balance_minor, first.version), (1_255, 4));
 
-    assert_eq!(handle_kafka_event(&batch, &projector).await.unwrap(), 0, "a redelivery applies nothing");
+    assert_eq!(
+        handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled,
+        0,
+        "a redelivery applies nothing"
+    );
     assert_eq!(summary(&stores, &id).await, first, "balances unchanged by the second delivery");
     assert_eq!(statement_versions(&stores, &id).await, vec![1, 2, 3, 4]);
     assert_eq!(stores.read_model.checkpoint(&format!("account-{id}")).await.unwrap(), 4);
@@ -71,15 +81,15 @@ async fn an_event_delivered_before_the_ones_it_follows_is_repaired_from_the_even
 
     // v4 arrives first: v1..v3 are read from the event store and applied before it.
     let late = kafka_batch(&events[3..4], 0, 10);
-    assert_eq!(handle_kafka_event(&late, &projector).await.unwrap(), 4);
+    assert_eq!(handle_kafka_event(&late, &projector, &parking(&stores)).await.unwrap().handled, 4);
     assert_eq!(summary(&stores, &id).await.balance_minor, 600);
     assert_eq!(statement_versions(&stores, &id).await, vec![1, 2, 3, 4]);
 
     // The earlier events then arrive: duplicates, skipped. The last one moves the account on.
     let early = kafka_batch(&events[..3], 0, 7);
-    assert_eq!(handle_kafka_event(&early, &projector).await.unwrap(), 0);
+    assert_eq!(handle_kafka_event(&early, &projector, &parking(&stores)).await.unwrap().handled, 0);
     let rest = kafka_batch(&events[4..], 0, 11);
-    assert_eq!(handle_kafka_event(&rest, &projector).await.unwrap(), 1);
+    assert_eq!(handle_kafka_event(&rest, &projector, &parking(&stores)).await.unwrap().handled, 1);
     let summary = summary(&stores, &id).await;
     assert_eq!((summary.balance_minor, summary.version), (1_000, 5));
 }
@@ -136,12 +146,12 @@ async fn a_projector_killed_mid_batch_ends_correct_once_the_whole_batch_is_redel
         stores.events.clone(),
         Arc::new(DiesAfter { inner: stores.read_model.clone(), allowed: 3, applied: AtomicUsize::new(0) }),
     );
-    let err = handle_kafka_event(&batch, &dying).await.unwrap_err();
+    let err = handle_kafka_event(&batch, &dying, &parking(&stores)).await.unwrap_err();
     assert!(matches!(&err, BatchError::Handle { version: 4, offset: 103, partition: 2, .. }), "{err}");
     assert_eq!(summary(&stores, &id).await.version, 3, "what was applied before the kill stays");
 
     // The mapping redelivers the whole batch to a fresh instance.
-    assert_eq!(handle_kafka_event(&batch, &projector(&stores)).await.unwrap(), 4);
+    assert_eq!(handle_kafka_event(&batch, &projector(&stores), &parking(&stores)).await.unwrap().handled, 4);
     let summary = summary(&stores, &id).await;
     assert_eq!((summary.balance_minor, summary.version), (210, 7));
     assert_eq!(statement_versions(&stores, &id).await, (1..=7).collect::<Vec<_>>());
@@ -163,22 +173,38 @@ async fn several_partitions_in_one_batch_are_each_applied_in_offset_order() {
         records.reverse();
     }
 
-    assert_eq!(handle_kafka_event(&batch, &projector(&stores)).await.unwrap(), 7);
+    assert_eq!(handle_kafka_event(&batch, &projector(&stores), &parking(&stores)).await.unwrap().handled, 7);
     assert_eq!(summary(&stores, &a).await.balance_minor, 11);
     assert_eq!(summary(&stores, &b).await.balance_minor, 24);
 }
 
 #[tokio::test]
-async fn an_undecodable_record_fails_the_batch_and_names_its_offset() {
+async fn an_undecodable_record_is_parked_under_its_offset_and_the_partition_moves_on() {
     let stores = setup().await;
     let id = account_id();
-    let events = account_history(&id, &[1]);
+    let events = account_history(&id, &[1, 2]);
     append_each(&stores.events, &events).await;
     let mut batch = kafka_batch(&events, 0, 50);
     let records = batch.records.values_mut().next().unwrap();
-    records[1].value = Some(base64::engine::general_purpose::STANDARD.encode(b"{\"not\":\"an envelope\"}"));
+    records.sort_by_key(|r| r.offset);
+    let junk = base64::engine::general_purpose::STANDARD.encode(b"{\"not\":\"an envelope\"}");
+    records[1].value = Some(junk.clone());
+    let topic = records[1].topic.clone().unwrap();
 
-    let err = handle_kafka_event(&batch, &projector(&stores)).await.unwrap_err();
-    assert!(matches!(err, BatchError::Decode { offset: 51, .. }), "{err}");
-    assert_eq!(summary(&stores, &id).await.version, 1, "records before it were applied");
+    let report = handle_kafka_event(&batch, &projector(&stores), &parking(&stores)).await.unwrap();
+
+    assert_eq!(report.parked, 1);
+    assert_eq!(
+        summary(&stores, &id).await.version,
+        3,
+        "the record after it was applied, and the one that did not decode repaired from the event store"
+    );
+    let parked = stores.parked.list(None, 0, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].stream_key, format!("{topic}-0@51"));
+    assert_eq!(
+        (parked[0].position, parked[0].kind, parked[0].payload.as_str()),
+        (51, ParkedKind::Undecodable, junk.as_str())
+    );
+    assert!(parked[0].error.contains("not an event envelope"), "{}", parked[0].error);
 }

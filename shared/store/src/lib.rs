@@ -1,7 +1,8 @@
 //! Persistence ports of the core bank and their adapters.
 //!
 //! The ports are narrow traits named for what they do ([`EventStore`], [`IdempotencyStore`],
-//! [`SnapshotStore`], [`ReadModelStore`], [`TransferStatusStore`], [`RebuildJobStore`]). Every adapter
+//! [`SnapshotStore`], [`ReadModelStore`], [`TransferStatusStore`], [`RebuildJobStore`],
+//! [`ParkedRecordStore`]). Every adapter
 //! passes the same contract suite (`tests/contract`), so the application cannot tell them apart except
 //! by speed.
 //!
@@ -41,7 +42,9 @@ pub struct Stores {
     pub read_model: Arc<dyn ReadModelStore>,
     /// The transfer status read table.
     pub transfers: Arc<dyn TransferStatusStore>,
-    /// Progress of rebuild-all jobs.
+    /// Records the MSK consumers parked.
+    pub parked: Arc<dyn ParkedRecordStore>,
+    /// Progress of rebuild-all jobs. Kept the last field: tests wrap it to clean up after the others.
     pub rebuilds: Arc<dyn RebuildJobStore>,
 }
 

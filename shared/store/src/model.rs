@@ -477,3 +477,135 @@ impl TransferStatus {
         rows
     }
 }
+
+/// The most parked records one listing answers, and the page size a retry walks a stream by.
+pub const PARKED_PAGE_MAX: usize = 1000;
+
+/// A consumer of the event topics that parks what it cannot handle: each keeps its own parked streams,
+/// so a record the saga parks still reaches the read side and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParkedConsumer {
+    /// The projection (consumer group `corebank-projector-accounts`).
+    Projector,
+    /// The transfer saga (consumer group `corebank-transfer-saga`).
+    Saga,
+}
+
+impl ParkedConsumer {
+    /// Both consumers.
+    pub const ALL: [ParkedConsumer; 2] = [Self::Projector, Self::Saga];
+
+    /// The stored (and serialised) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Projector => "projector",
+            Self::Saga => "saga",
+        }
+    }
+
+    /// The consumer a name stands for, `None` for any other name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "projector" => Some(Self::Projector),
+            "saga" => Some(Self::Saga),
+            _ => None,
+        }
+    }
+
+    /// The consumer a stored name stands for; an unknown name is corrupt data.
+    pub fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
+        Self::parse(text)
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("unknown parked consumer {text:?}")))
+    }
+}
+
+/// What a parked record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ParkedKind {
+    /// An event envelope that decoded but was not handled: the payload is the envelope's JSON.
+    Envelope,
+    /// A record that did not decode: the payload is its value as delivered (base64 text, empty when
+    /// the record had no value), and the stream key is `topic-partition@offset`.
+    Undecodable,
+}
+
+impl ParkedKind {
+    /// The stored (and serialised) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Envelope => "ENVELOPE",
+            Self::Undecodable => "UNDECODABLE",
+        }
+    }
+
+    /// The kind a stored name stands for; an unknown name is corrupt data.
+    pub fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
+        match text {
+            "ENVELOPE" => Ok(Self::Envelope),
+            "UNDECODABLE" => Ok(Self::Undecodable),
+            other => Err(crate::StoreError::Corrupt(format!("unknown parked record kind {other:?}"))),
+        }
+    }
+}
+
+/// A record a consumer set aside instead of stalling its partition on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedRecord {
+    /// Whose record.
+    pub consumer: ParkedConsumer,
+    /// The event's stream id, or `topic-partition@offset` for a record that did not decode.
+    pub stream_key: String,
+    /// The event's version, or the record's offset for a record that did not decode: a stream's
+    /// parked records are retried in this order.
+    pub position: u64,
+    /// What `payload` is.
+    pub kind: ParkedKind,
+    /// The envelope's JSON, or the undecodable value as delivered.
+    pub payload: String,
+    /// Why it was parked: the failure, or the record parked ahead of it.
+    pub error: String,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+impl ParkedRecord {
+    /// The stream key of a record that does not decode.
+    pub fn undecodable_key(topic: &str, partition: i64, offset: i64) -> String {
+        format!("{topic}-{partition}@{offset}")
+    }
+
+    /// `rows` in the order [`ParkedRecordStore::list`](crate::ParkedRecordStore::list) answers (oldest
+    /// parked first, then consumer, stream key and position), `offset` skipped, at most `limit`: for
+    /// adapters that sort in memory.
+    pub fn oldest_first(mut rows: Vec<ParkedRecord>, offset: usize, limit: usize) -> Vec<ParkedRecord> {
+        rows.sort_by(|a, b| a.list_order().cmp(&b.list_order()));
+        rows.into_iter().skip(offset).take(limit).collect()
+    }
+
+    fn list_order(&self) -> (DateTime<Utc>, ParkedConsumer, &str, u64) {
+        (self.parked_at, self.consumer, &self.stream_key, self.position)
+    }
+}
+
+/// How many records are parked and since when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedStats {
+    /// Parked records of every consumer.
+    pub count: u64,
+    /// When the oldest of them was parked; `None` when none is.
+    pub oldest_parked_at: Option<DateTime<Utc>>,
+}
+
+impl ParkedStats {
+    /// The stats of `rows`, for adapters that count in memory.
+    pub fn of<'a>(rows: impl IntoIterator<Item = &'a ParkedRecord>) -> Self {
+        rows.into_iter().fold(Self::default(), |stats, row| Self {
+            count: stats.count + 1,
+            oldest_parked_at: Some(stats.oldest_parked_at.map_or(row.parked_at, |t| t.min(row.parked_at))),
+        })
+    }
+}

@@ -5,8 +5,8 @@ use corebank_domain::EventEnvelope;
 
 use crate::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion,
-    IdempotencyKey, ProjectionChange, ProjectionReplacement, RebuildJob, Snapshot, StatementEntry,
-    StoreError, TransactionRecord, TransferStatus,
+    IdempotencyKey, ParkedConsumer, ParkedRecord, ParkedStats, ProjectionChange, ProjectionReplacement,
+    RebuildJob, Snapshot, StatementEntry, StoreError, TransactionRecord, TransferStatus,
 };
 
 /// Event streams with optimistic concurrency and atomic guard records.
@@ -117,6 +117,46 @@ pub trait RebuildJobStore: Send + Sync {
 
     /// A job by id.
     async fn get(&self, rebuild_id: &str) -> Result<Option<RebuildJob>, StoreError>;
+}
+
+/// Records the MSK consumers set aside instead of stalling a partition on them (see
+/// `corebank_delivery::handlers::batch`). A record is named by `(consumer, stream_key, position)`.
+#[async_trait]
+pub trait ParkedRecordStore: Send + Sync {
+    /// Parks `record` unless a record is parked under its name already; the first one stays (a
+    /// redelivered batch parks the same records again).
+    async fn park(&self, record: ParkedRecord) -> Result<(), StoreError>;
+
+    /// The stream keys `consumer` has records parked under, in ascending order. Asked once per batch.
+    async fn parked_streams(&self, consumer: ParkedConsumer) -> Result<Vec<String>, StoreError>;
+
+    /// Parked records of `consumer` (of every consumer when `None`), oldest parked first (then by
+    /// consumer, stream key and position), skipping `offset`, at most `limit`.
+    async fn list(
+        &self,
+        consumer: Option<ParkedConsumer>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<ParkedRecord>, StoreError>;
+
+    /// The first `limit` records parked under one stream key of `consumer`, in position order.
+    async fn stream(
+        &self,
+        consumer: ParkedConsumer,
+        stream_key: &str,
+        limit: usize,
+    ) -> Result<Vec<ParkedRecord>, StoreError>;
+
+    /// Removes one parked record (after it was handled); `false` when none was parked under that name.
+    async fn remove(
+        &self,
+        consumer: ParkedConsumer,
+        stream_key: &str,
+        position: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// How many records are parked, over every consumer, and since when.
+    async fn stats(&self) -> Result<ParkedStats, StoreError>;
 }
 
 /// The whole store in commit order: what the embedded pipeline tails. Positions start at 1.

@@ -28,8 +28,9 @@ const EVENT_STORE_TABLES: [&str; 7] = [
 const READ_MODEL_TABLES: [&str; 5] =
     ["account_statement", "account_summary", "projection_checkpoints", "rebuild_jobs", "transfer_status"];
 
-/// Tables of migrations after the read model's (0006: the embedded pipeline's saved cursors).
-const LATER_TABLES: [&str; 1] = ["feed_cursors"];
+/// Tables of migrations after the read model's (0006: the embedded pipeline's saved cursors; 0008: the
+/// records the MSK consumers parked).
+const LATER_TABLES: [&str; 2] = ["feed_cursors", "parked_records"];
 
 fn all_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|m| m.version).collect()

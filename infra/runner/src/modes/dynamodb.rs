@@ -175,6 +175,7 @@ pub async fn start_with(
         settings.topics.transfer_events.clone(),
         super::saga::group_id_from_env(),
         app.saga.clone(),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
         shutdown.clone(),
     );
     let projection = super::kafka_projection_task(
@@ -182,6 +183,7 @@ pub async fn start_with(
         &settings.topics,
         settings.group_id.clone(),
         app.projector.clone(),
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
         health.clone(),
         shutdown.clone(),
     )

@@ -18,6 +18,7 @@ use corebank_api::Deps;
 use corebank_app::AppConfig;
 use std::sync::Arc;
 
+use corebank_app::parked::Parking;
 use corebank_app::projector::Projector;
 use corebank_delivery::emulators::kafka_consumer::{ConsumerConfig, KafkaBatchConsumer};
 use corebank_delivery::handlers::projection::handle_kafka_event;
@@ -134,6 +135,7 @@ pub(crate) fn kafka_projection_task(
     topics: &Topics,
     group_id: String,
     projector: Arc<Projector>,
+    parking: Parking,
     watch: Arc<dyn ProjectionWatch>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Task, KafkaSetupError> {
@@ -141,11 +143,11 @@ pub(crate) fn kafka_projection_task(
     let consumer = KafkaBatchConsumer::new(&kafka, config.clone())?;
     Ok(Box::pin(async move {
         let handler = |event: KafkaEvent| {
-            let (projector, watch) = (projector.clone(), watch.clone());
+            let (projector, parking, watch) = (projector.clone(), parking.clone(), watch.clone());
             async move {
-                match handle_kafka_event(&event, &projector).await {
-                    Ok(applied) => {
-                        tracing::debug!(applied, "batch projected");
+                match handle_kafka_event(&event, &projector, &parking).await {
+                    Ok(report) => {
+                        tracing::debug!(applied = report.handled, parked = report.parked, "batch projected");
                         watch.set_projection_error(None);
                         watch.projected(&event);
                         Ok(())

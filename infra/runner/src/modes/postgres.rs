@@ -101,6 +101,10 @@ pub async fn start_embedded(
     let feed: Arc<dyn EventFeed> = pg.stores.events.clone();
     let pipeline =
         EmbeddedPipeline::with_saga_concurrent_projection(feed, app.projector.clone(), app.saga.clone());
+    pipeline.park_with(
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
+    );
     let mut deps = Deps::new(app);
     deps.pipeline = Some(pipeline.clone());
     if wait_for_projection {
@@ -155,6 +159,7 @@ pub async fn start_kafka(
         &kafka.topics,
         kafka.group_id.clone(),
         app.projector.clone(),
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
         health.clone(),
         shutdown.clone(),
     )
@@ -164,6 +169,7 @@ pub async fn start_kafka(
         kafka.topics.transfer_events.clone(),
         super::saga::group_id_from_env(),
         app.saga.clone(),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
         shutdown.clone(),
     );
     Ok(Started {

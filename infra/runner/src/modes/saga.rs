@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use corebank_app::parked::Parking;
 use corebank_app::saga::TransferSaga;
 use corebank_delivery::emulators::kafka_consumer::ConsumerConfig;
 use corebank_delivery::handlers::saga::handle_kafka_event;
@@ -27,14 +28,15 @@ pub fn kafka_saga_task(
     topic: String,
     group_id: String,
     saga: Arc<TransferSaga>,
+    parking: Parking,
     shutdown: watch::Receiver<bool>,
 ) -> Task {
     Box::pin(async move {
         let handler = |event: KafkaEvent| {
-            let saga = saga.clone();
+            let (saga, parking) = (saga.clone(), parking.clone());
             async move {
-                let steps = handle_kafka_event(&event, &saga).await?;
-                tracing::debug!(steps, "saga batch handled");
+                let report = handle_kafka_event(&event, &saga, &parking).await?;
+                tracing::debug!(steps = report.handled, parked = report.parked, "saga batch handled");
                 Ok::<(), corebank_delivery::handlers::batch::BatchError>(())
             }
         };

@@ -40,6 +40,10 @@ pub fn start(
         app.projector.clone(),
         app.saga.clone(),
     );
+    pipeline.park_with(
+        app.parking(corebank_delivery::handlers::projection::CONSUMER),
+        app.parking(corebank_delivery::handlers::saga::CONSUMER),
+    );
     let mut deps = Deps::new(app);
     deps.pipeline = Some(pipeline.clone());
     if wait_for_projection {

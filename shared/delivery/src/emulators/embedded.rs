@@ -8,7 +8,11 @@
 //! per lane; the memory feed keeps none, so its lanes start at the beginning) and saves it every
 //! 250 ms and at shutdown.
 //! Neither lane skips an event: a failed handling is retried with backoff until it succeeds, and a
-//! lane's position only moves past a batch once its handler has taken every event of it.
+//! lane's position only moves past a batch once its handler has taken (or parked) every event of it.
+//! Given [`Parking`] ([`EmbeddedPipeline::park_with`]), a lane parks as the MSK handlers do (see
+//! [`crate::handlers::batch`]): an event that fails for a reason that will not pass is tried
+//! [`PARK_ATTEMPTS_MAX`](corebank_app::parked::PARK_ATTEMPTS_MAX) times, then parked with the later
+//! events of its stream behind it, and the lane moves on; a transient failure is retried as before.
 //!
 //! The projector takes events one at a time in feed order (or stream by stream, see
 //! [`EmbeddedPipeline::with_saga_concurrent_projection`]). The saga only needs one transfer's events
@@ -16,12 +20,14 @@
 //! at most [`STREAMS_IN_FLIGHT_MAX`] keys at once. Over a remote store, one transfer at a time would cap
 //! the lane at one transfer's round trips. Failed handlings pause by [`LANE_BACKOFF`].
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use corebank_app::AppError;
+use corebank_app::parked::Parking;
 use corebank_app::projector::Projector;
 use corebank_app::read_side::{PipelineHealth, ProjectionBarrier};
 use corebank_app::saga::{TransferSaga, transfer_of};
@@ -92,6 +98,8 @@ struct Lane {
     by_stream: bool,
     position: watch::Sender<u64>,
     last_error: Mutex<Option<String>>,
+    /// Where the lane parks what its handler refuses for good; without it, it retries for ever.
+    parking: OnceLock<Parking>,
 }
 
 fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
@@ -106,6 +114,7 @@ impl Lane {
             by_stream: false,
             position: watch::Sender::new(0),
             last_error: Mutex::new(None),
+            parking: OnceLock::new(),
         }
     }
 
@@ -129,21 +138,65 @@ enum Batch {
     Retry,
 }
 
-/// Hands one event over until it is taken; `false` when shutdown came first.
+/// Hands one event over until it is taken or parked; `false` when shutdown came first. `parked` holds
+/// the streams the lane has parked (as of the batch's start, plus those this group parked since).
 async fn deliver(
-    name: &'static str,
-    handler: &dyn EventHandler,
-    errors: &Mutex<Option<String>>,
+    lane: &Lane,
     envelope: &EventEnvelope,
+    parked: &mut HashSet<String>,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let parking = lane.parking.get();
+    if let Some(parking) = parking
+        && parked.contains(&envelope.stream_id)
+    {
+        let reason = format!("parked behind an earlier parked record of {}", envelope.stream_id);
+        return park(lane, parking, envelope, &reason, stopped).await;
+    }
+    let mut failures = 0;
+    loop {
+        let outcome = match parking {
+            Some(parking) => parking.handle(|| lane.handler.handle_event(envelope)).await,
+            None => lane.handler.handle_event(envelope).await,
+        };
+        match outcome {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(error = %e, lane = lane.name, stream_id = %envelope.stream_id, version = envelope.version, "event handling failed");
+                lane.set_error(Some(format!("{}: {e}", lane.name)));
+                if let Some(parking) = parking
+                    && !e.is_transient()
+                {
+                    parked.insert(envelope.stream_id.clone());
+                    return park(lane, parking, envelope, &e.to_string(), stopped).await;
+                }
+                failures += 1;
+                if !pause(stopped, failures).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Parks `envelope`, retrying while the store fails; `false` when shutdown came first.
+async fn park(
+    lane: &Lane,
+    parking: &Parking,
+    envelope: &EventEnvelope,
+    reason: &str,
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut failures = 0;
     loop {
-        match handler.handle_event(envelope).await {
-            Ok(()) => return true,
+        match parking.park_envelope(envelope, reason).await {
+            Ok(()) => {
+                tracing::error!(lane = lane.name, stream_id = %envelope.stream_id, version = envelope.version, error = reason, "event parked");
+                return true;
+            }
             Err(e) => {
-                tracing::error!(error = %e, lane = name, stream_id = %envelope.stream_id, version = envelope.version, "event handling failed; retrying");
-                set_error(errors, Some(format!("{name}: {e}")));
+                tracing::error!(error = %e, lane = lane.name, stream_id = %envelope.stream_id, "parking failed; retrying");
+                lane.set_error(Some(format!("{}: {e}", lane.name)));
                 failures += 1;
                 if !pause(stopped, failures).await {
                     return false;
@@ -200,6 +253,16 @@ impl EmbeddedPipeline {
         let mut projection = Lane::new("projection", projector);
         projection.by_stream = true;
         Arc::new(Self { feed, projection, saga: Some(Lane::new("saga", saga)) })
+    }
+
+    /// Lets the lanes park what their handlers refuse for good, as the MSK consumers do: `projection`
+    /// for the projection lane, `saga` for the saga's (if the pipeline runs one). Set once; later calls
+    /// change nothing.
+    pub fn park_with(&self, projection: Parking, saga: Parking) {
+        let _ = self.projection.parking.set(projection);
+        if let Some(lane) = &self.saga {
+            let _ = lane.parking.set(saga);
+        }
     }
 
     /// The last position projected.
@@ -330,6 +393,18 @@ impl EmbeddedPipeline {
         batch: Vec<(u64, EventEnvelope)>,
         stopped: &watch::Receiver<bool>,
     ) -> Batch {
+        let parked_before = match lane.parking.get() {
+            Some(parking) => match parking.parked_streams().await {
+                Ok(streams) => streams,
+                Err(e) => {
+                    tracing::error!(error = %e, lane = lane.name, "the parked streams could not be read");
+                    lane.set_error(Some(format!("{}: {e}", lane.name)));
+                    return Batch::Retry;
+                }
+            },
+            None => HashSet::new(),
+        };
+        let parked_before = &parked_before;
         let events: Vec<EventEnvelope> = batch.into_iter().map(|(_, envelope)| envelope).collect();
         let keyed = lane.by_stream || events.first().is_some_and(|e| lane.handler.order_key(e).is_some());
         let groups = if keyed {
@@ -340,10 +415,9 @@ impl EmbeddedPipeline {
         let outcomes = bounded(groups, STREAMS_IN_FLIGHT_MAX, |events: Vec<EventEnvelope>| {
             let mut stopped = stopped.clone();
             let run = async move {
+                let mut parked = parked_before.clone();
                 for envelope in &events {
-                    if !deliver(lane.name, lane.handler.as_ref(), &lane.last_error, envelope, &mut stopped)
-                        .await
-                    {
+                    if !deliver(lane, envelope, &mut parked, &mut stopped).await {
                         return false;
                     }
                 }
@@ -389,5 +463,104 @@ impl ProjectionBarrier for EmbeddedPipeline {
         let reached = projected.wait_for(|p| *p >= target);
         // Bounded: a stalled projector must not stall commands; reads then fall back to the store.
         let _ = tokio::time::timeout(SETTLE_TIMEOUT, reached).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use corebank_app::SystemClock;
+    use corebank_backoff::Backoff;
+    use corebank_store::{AppendRequest, ParkedConsumer, Stores};
+
+    use super::*;
+    use crate::test_support::envelope;
+
+    /// Takes every event but those of one stream, which it refuses as corrupt; counts every try.
+    #[derive(Default)]
+    struct Refuser {
+        tries: Mutex<BTreeMap<(String, u64), u32>>,
+        taken: Mutex<Vec<(String, u64)>>,
+    }
+
+    #[async_trait]
+    impl EventHandler for Refuser {
+        async fn handle_event(&self, envelope: &EventEnvelope) -> Result<(), AppError> {
+            let name = (envelope.stream_id.clone(), envelope.version);
+            *self.tries.lock().unwrap().entry(name.clone()).or_default() += 1;
+            if envelope.stream_id == "account-x" {
+                return Err(AppError::Corrupt("refused".to_owned()));
+            }
+            self.taken.lock().unwrap().push(name);
+            Ok(())
+        }
+    }
+
+    async fn append(stores: &Stores, stream: &str, versions: std::ops::RangeInclusive<u64>) {
+        let events: Vec<EventEnvelope> = versions.clone().map(|v| envelope(stream, v)).collect();
+        let request = AppendRequest {
+            stream_id: stream.to_owned(),
+            expected_version: versions.start() - 1,
+            events,
+            idempotency: None,
+            transaction: None,
+        };
+        stores.events.append(request).await.unwrap();
+    }
+
+    async fn projected(pipeline: &EmbeddedPipeline, position: u64) {
+        let mut at = pipeline.projection.position.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), at.wait_for(|p| *p >= position))
+            .await
+            .expect("the lane moves on")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lane_parks_a_stream_its_handler_refuses_for_good_and_moves_on() {
+        let (stores, feed) = corebank_store::memory::stores();
+        append(&stores, "account-a", 1..=2).await;
+        append(&stores, "account-x", 1..=3).await;
+        append(&stores, "account-a", 3..=3).await;
+        let handler = Arc::new(Refuser::default());
+        let pipeline = Arc::new(EmbeddedPipeline {
+            feed,
+            projection: Lane::new("projection", handler.clone()),
+            saga: None,
+        });
+        let parking = |consumer| {
+            Parking::new(stores.parked.clone(), consumer, Arc::new(SystemClock))
+                .with_attempts(Backoff::from_millis(1, 1), 3)
+        };
+        pipeline.park_with(parking(ParkedConsumer::Projector), parking(ParkedConsumer::Saga));
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pipeline.clone().run(async move {
+            let mut stop_rx = stop_rx;
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+
+        projected(&pipeline, 6).await;
+        let taken = handler.taken.lock().unwrap().clone();
+        assert_eq!(taken, [1, 2, 3].map(|v| ("account-a".to_owned(), v)).to_vec());
+        assert_eq!(
+            handler.tries.lock().unwrap()[&("account-x".to_owned(), 1)],
+            3,
+            "three tries, then parked"
+        );
+        assert!(!handler.tries.lock().unwrap().contains_key(&("account-x".to_owned(), 2)), "the rest waits");
+        let parked = stores.parked.stream(ParkedConsumer::Projector, "account-x", 10).await.unwrap();
+        assert_eq!(parked.iter().map(|r| r.position).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(parked[0].error, "corrupt data: refused");
+
+        // A later batch parks the stream's new event behind, untried.
+        append(&stores, "account-x", 4..=4).await;
+        projected(&pipeline, 7).await;
+        assert_eq!(stores.parked.stats().await.unwrap().count, 4);
+        assert!(!handler.tries.lock().unwrap().contains_key(&("account-x".to_owned(), 4)));
+        assert_eq!(pipeline.last_error(), None, "a parked stream is not a failing lane");
+
+        stop.send(true).unwrap();
+        running.await.unwrap();
     }
 }

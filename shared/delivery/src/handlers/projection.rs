@@ -2,8 +2,9 @@
 //!
 //! The MSK event source mapping commits a batch's offsets only when the function succeeds and
 //! otherwise delivers the whole batch again. [`handle_kafka_event`] fits that contract: it applies each
-//! stream's records in offset order through [`Projector::handle`], stops a stream at its first failure,
-//! and returns an error so the batch comes back. Redelivery is harmless because the projector skips
+//! stream's records in offset order through [`Projector::handle`], stops a stream at its first transient
+//! failure and returns an error so the batch comes back; a record that fails permanently is parked with
+//! the rest of its stream instead, so the partition moves on (see [`crate::handlers::batch`]). Redelivery is harmless because the projector skips
 //! every event at or below its stream's checkpoint (so a batch applied halfway, or twice, ends in the
 //! same state as one applied once) and repairs a gap from the event store when an event arrives before
 //! the ones it follows.
@@ -15,19 +16,30 @@
 //! side at one store round trip per event.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use corebank_app::parked::Parking;
 use corebank_app::projector::{Applied, Projector};
+use corebank_store::ParkedConsumer;
 
 use crate::fanout::STREAMS_IN_FLIGHT_MAX;
-use crate::handlers::batch::{BatchError, for_each_stream};
+use crate::handlers::batch::{BatchError, BatchReport, for_each_stream};
+
+/// The name the projection parks records under (for both of its mappings: the account and the
+/// transfer topic, whose stream keys never meet).
+pub const CONSUMER: ParkedConsumer = ParkedConsumer::Projector;
 
 /// Applies one MSK batch to the account read tables (and `transfer_status`, when the projector keeps
-/// it) and returns how many events were applied (including events repaired from the event store,
-/// excluding duplicates and events of streams it keeps no table for).
+/// it), parking by `parking` (the projector's), and returns how many events were applied (`handled`:
+/// including events repaired from the event store, excluding duplicates and events of streams it keeps
+/// no table for) and how many records were parked.
 ///
 /// On `Err`, the caller must fail the invocation so that the whole batch is delivered again.
 #[tracing::instrument(name = "project_batch", skip_all, fields(partitions = event.records.len()))]
-pub async fn handle_kafka_event(event: &KafkaEvent, projector: &Projector) -> Result<usize, BatchError> {
-    for_each_stream(event, STREAMS_IN_FLIGHT_MAX, |envelope| async move {
+pub async fn handle_kafka_event(
+    event: &KafkaEvent,
+    projector: &Projector,
+    parking: &Parking,
+) -> Result<BatchReport, BatchError> {
+    for_each_stream(event, STREAMS_IN_FLIGHT_MAX, parking, |envelope| async move {
         match projector.handle(&envelope).await? {
             Applied::Applied { events } => Ok(events),
             Applied::Duplicate | Applied::Ignored => Ok(0),
@@ -195,6 +207,10 @@ mod tests {
         }
     }
 
+    fn parking(stores: &Stores) -> Parking {
+        Parking::new(stores.parked.clone(), CONSUMER, Arc::new(corebank_app::SystemClock))
+    }
+
     async fn versions_and_balance(stores: &Stores, id: &str) -> (Vec<u64>, i64, u64) {
         let statement = stores.read_model.statement(id, 0, 100).await.unwrap();
         let summary = stores.read_model.summary(id).await.unwrap().unwrap();
@@ -210,7 +226,10 @@ mod tests {
         let slow = Slow::new(stores.read_model.clone(), &[]);
         let projector = Projector::new(stores.events.clone(), slow.clone());
 
-        let applied = handle_kafka_event(&one_partition(&histories), &projector).await.unwrap();
+        let applied = handle_kafka_event(&one_partition(&histories), &projector, &parking(&stores))
+            .await
+            .unwrap()
+            .handled;
 
         assert_eq!(applied, 10);
         assert_eq!(slow.most.load(Ordering::SeqCst), 3, "the partition's three streams were applied at once");
@@ -229,7 +248,7 @@ mod tests {
         let projector = Projector::new(stores.events.clone(), slow.clone());
         let batch = one_partition(&histories);
 
-        let err = handle_kafka_event(&batch, &projector).await.unwrap_err();
+        let err = handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap_err();
         assert!(
             matches!(&err, BatchError::Handle { stream_id, version: 3, offset: 5, .. } if stream_id == "account-acc-b"),
             "{err}"
@@ -242,10 +261,10 @@ mod tests {
         );
 
         // The whole batch comes again: `b` goes on from its checkpoint, everything else is a duplicate.
-        assert_eq!(handle_kafka_event(&batch, &projector).await.unwrap(), 2);
+        assert_eq!(handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled, 2);
         assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
         assert_eq!(
-            handle_kafka_event(&batch, &projector).await.unwrap(),
+            handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled,
             0,
             "a third delivery applies nothing"
         );

@@ -17,7 +17,7 @@
 //! | `account_summary` | `account_id` (S) | the summary row |
 //! | `account_statement` | `account_id` (S), `stream_version` (N) | statement rows |
 //! | `projection_checkpoints` | `stream_id` (S) | `checkpoint` (N) |
-//! | `rebuild_jobs` | `rebuild_id` (S) | rebuild-all progress |
+//! | `rebuild_jobs` | `rebuild_id` (S) | rebuild-all progress; parked records under `parked#..` keys |
 //! | `transfer_status` | `transfer_id` (S) | the transfer status row; its `version` is its checkpoint |
 //!
 //! Why one table per record kind rather than a single-table design: the table stream then carries events
@@ -75,6 +75,7 @@
 
 mod codec;
 mod events;
+mod parked;
 mod read_model;
 mod records;
 mod tables;
@@ -90,6 +91,7 @@ use corebank_backoff::Backoff;
 
 pub use self::codec::envelope_from_stream_image;
 pub use self::events::DynamoEventStore;
+pub use self::parked::DynamoParkedRecordStore;
 pub use self::read_model::DynamoReadModelStore;
 pub use self::records::{DynamoRebuildJobStore, DynamoSnapshotStore};
 pub use self::tables::create_tables;
@@ -169,6 +171,7 @@ pub fn stores(client: Client, tables: DynamoTables) -> Stores {
         snapshots: Arc::new(DynamoSnapshotStore::new(client.clone(), Arc::clone(&tables))),
         read_model: Arc::new(DynamoReadModelStore::new(client.clone(), Arc::clone(&tables))),
         transfers: Arc::new(DynamoTransferStatusStore::new(client.clone(), Arc::clone(&tables))),
+        parked: Arc::new(DynamoParkedRecordStore::new(client.clone(), Arc::clone(&tables))),
         rebuilds: Arc::new(DynamoRebuildJobStore::new(client, tables)),
     }
 }

@@ -19,9 +19,9 @@ use self::sharded::ShardedMap;
 use crate::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, EventFeed, EventStore, IdempotencyClaim,
     IdempotencyCompletion, IdempotencyKey, IdempotencyRecord, IdempotencyState, IdempotencyStore,
-    ProjectionChange, ProjectionReplacement, ReadModelStore, RebuildJob, RebuildJobStore, Snapshot,
-    SnapshotStore, StatementEntry, StoreError, Stores, TransactionRecord, TransferStatus,
-    TransferStatusStore,
+    ParkedConsumer, ParkedRecord, ParkedRecordStore, ParkedStats, ProjectionChange, ProjectionReplacement,
+    ReadModelStore, RebuildJob, RebuildJobStore, Snapshot, SnapshotStore, StatementEntry, StoreError, Stores,
+    TransactionRecord, TransferStatus, TransferStatusStore,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,6 +39,7 @@ pub fn stores() -> (Stores, Arc<MemoryEventStore>) {
         snapshots: Arc::new(MemorySnapshotStore::default()),
         read_model: Arc::new(MemoryReadModelStore::default()),
         transfers: Arc::new(MemoryTransferStatusStore::default()),
+        parked: Arc::new(MemoryParkedRecordStore::default()),
         rebuilds: Arc::new(MemoryRebuildJobStore::default()),
     };
     (stores, events)
@@ -402,5 +403,68 @@ impl RebuildJobStore for MemoryRebuildJobStore {
 
     async fn get(&self, rebuild_id: &str) -> Result<Option<RebuildJob>, StoreError> {
         Ok(lock(&self.inner).get(rebuild_id).cloned())
+    }
+}
+
+/// Parked records in a map ordered by name.
+#[derive(Debug, Default)]
+pub struct MemoryParkedRecordStore {
+    inner: Mutex<BTreeMap<(ParkedConsumer, String, u64), ParkedRecord>>,
+}
+
+#[async_trait]
+impl ParkedRecordStore for MemoryParkedRecordStore {
+    async fn park(&self, record: ParkedRecord) -> Result<(), StoreError> {
+        let key = (record.consumer, record.stream_key.clone(), record.position);
+        lock(&self.inner).entry(key).or_insert(record);
+        Ok(())
+    }
+
+    async fn parked_streams(&self, consumer: ParkedConsumer) -> Result<Vec<String>, StoreError> {
+        let mut streams: Vec<String> = lock(&self.inner)
+            .keys()
+            .filter(|(c, _, _)| *c == consumer)
+            .map(|(_, stream, _)| stream.clone())
+            .collect();
+        streams.dedup();
+        Ok(streams)
+    }
+
+    async fn list(
+        &self,
+        consumer: Option<ParkedConsumer>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<ParkedRecord>, StoreError> {
+        let rows: Vec<ParkedRecord> = lock(&self.inner)
+            .values()
+            .filter(|r| consumer.is_none_or(|c| r.consumer == c))
+            .cloned()
+            .collect();
+        Ok(ParkedRecord::oldest_first(rows, offset, limit))
+    }
+
+    async fn stream(
+        &self,
+        consumer: ParkedConsumer,
+        stream_key: &str,
+        limit: usize,
+    ) -> Result<Vec<ParkedRecord>, StoreError> {
+        let from = (consumer, stream_key.to_owned(), 0);
+        let to = (consumer, stream_key.to_owned(), u64::MAX);
+        Ok(lock(&self.inner).range(from..=to).take(limit).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn remove(
+        &self,
+        consumer: ParkedConsumer,
+        stream_key: &str,
+        position: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(lock(&self.inner).remove(&(consumer, stream_key.to_owned(), position)).is_some())
+    }
+
+    async fn stats(&self) -> Result<ParkedStats, StoreError> {
+        Ok(ParkedStats::of(lock(&self.inner).values()))
     }
 }

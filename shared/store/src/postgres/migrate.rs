@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_pending_transfers",
         sql: include_str!("../../../../infra/migrations/postgres/0007_pending_transfers.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_parked_records",
+        sql: include_str!("../../../../infra/migrations/postgres/0008_parked_records.sql"),
+    },
 ];
 
 /// Why migrating stopped.

@@ -53,6 +53,7 @@ mod connect;
 mod events;
 mod migrate;
 mod outbox;
+mod parked;
 mod read;
 mod tls;
 mod transfers;
@@ -71,6 +72,7 @@ pub use migrate::{
     MIGRATIONS, Migration, MigrationError, MigrationReport, migrate, migrate_to, migrate_with,
 };
 pub use outbox::{FailureReport, MAX_CLAIM_BATCH, OutboxClaim, OutboxRow, OutboxStats, PgOutbox, RetryLater};
+pub use parked::PgParkedRecordStore;
 pub use read::{PgReadModelStore, PgRebuildJobStore, PgSnapshotStore};
 pub use transfers::PgTransferStatusStore;
 
@@ -89,6 +91,8 @@ pub struct PgStores {
     pub read_model: Arc<PgReadModelStore>,
     /// The transfer status table.
     pub transfers: Arc<PgTransferStatusStore>,
+    /// Records the MSK consumers parked.
+    pub parked: Arc<PgParkedRecordStore>,
     /// Rebuild-all jobs.
     pub rebuilds: Arc<PgRebuildJobStore>,
 }
@@ -101,6 +105,7 @@ impl PgStores {
             snapshots: Arc::new(PgSnapshotStore::new(pool.clone())),
             read_model: Arc::new(PgReadModelStore::new(pool.clone())),
             transfers: Arc::new(PgTransferStatusStore::new(pool.clone())),
+            parked: Arc::new(PgParkedRecordStore::new(pool.clone())),
             rebuilds: Arc::new(PgRebuildJobStore::new(pool)),
         }
     }
@@ -113,6 +118,7 @@ impl PgStores {
             snapshots: self.snapshots.clone(),
             read_model: self.read_model.clone(),
             transfers: self.transfers.clone(),
+            parked: self.parked.clone(),
             rebuilds: self.rebuilds.clone(),
         }
     }

@@ -65,6 +65,7 @@
 mod claims;
 mod events;
 mod heads;
+mod parked;
 mod pool;
 mod read;
 mod schema;
@@ -79,6 +80,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
 pub use events::SqliteEventStore;
+pub use parked::SqliteParkedRecordStore;
 pub use read::{SqliteReadModelStore, SqliteRebuildJobStore, SqliteSnapshotStore, SqliteTransferStatusStore};
 pub use schema::SCHEMA_VERSION;
 
@@ -161,6 +163,8 @@ pub struct SqliteStores {
     pub read_model: Arc<SqliteReadModelStore>,
     /// The transfer status table.
     pub transfers: Arc<SqliteTransferStatusStore>,
+    /// Records the MSK consumers parked.
+    pub parked: Arc<SqliteParkedRecordStore>,
     /// Rebuild-all jobs.
     pub rebuilds: Arc<SqliteRebuildJobStore>,
     db: Arc<Db>,
@@ -246,6 +250,7 @@ pub fn open(settings: SqliteSettings) -> Result<SqliteStores, StoreError> {
         snapshots: Arc::new(SqliteSnapshotStore::new(db.clone())),
         read_model: Arc::new(SqliteReadModelStore::new(db.clone())),
         transfers: Arc::new(SqliteTransferStatusStore::new(db.clone())),
+        parked: Arc::new(SqliteParkedRecordStore::new(db.clone())),
         rebuilds: Arc::new(SqliteRebuildJobStore::new(db.clone())),
         db,
     })
@@ -260,6 +265,7 @@ impl SqliteStores {
             snapshots: self.snapshots.clone(),
             read_model: self.read_model.clone(),
             transfers: self.transfers.clone(),
+            parked: self.parked.clone(),
             rebuilds: self.rebuilds.clone(),
         }
     }

@@ -136,8 +136,25 @@ const V3: &str = "
 CREATE INDEX idempotency_records_in_progress ON idempotency_records (scope, key) WHERE state = 'in_progress';
 ";
 
+/// Version 4: records the MSK consumers parked, keyed by consumer, stream key and position, with the
+/// listing order (oldest parked first) indexed.
+const V4: &str = "
+CREATE TABLE parked_records (
+    consumer   TEXT NOT NULL,
+    stream_key TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    parked_at  INTEGER NOT NULL,
+    PRIMARY KEY (consumer, stream_key, position)
+) WITHOUT ROWID, STRICT;
+
+CREATE INDEX parked_records_oldest_first ON parked_records (parked_at, consumer, stream_key, position);
+";
+
 /// The schema steps in order: step `i` takes the file from version `i` to `i + 1`.
-const STEPS: &[&str] = &[V1, V2, V3];
+const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;

@@ -27,9 +27,10 @@ use corebank_domain::transfer::Leg;
 use corebank_domain::{AccountStatus, Currency, EventEnvelope, EventMetadata};
 use corebank_store::{
     AccountSummary, AppendOutcome, AppendRequest, ClaimOutcome, IdempotencyClaim, IdempotencyCompletion,
-    IdempotencyKey, IdempotencyRecord, IdempotencyState, LegStatus, MAX_EVENTS_PER_APPEND, ProjectionChange,
-    ProjectionReplacement, RebuildJob, RebuildStatus, Snapshot, StatementEntry, StoreError, StoredResponse,
-    Stores, TransactionIntent, TransactionRecord, TransferLegStatus, TransferPhase, TransferStatus,
+    IdempotencyKey, IdempotencyRecord, IdempotencyState, LegStatus, MAX_EVENTS_PER_APPEND, ParkedConsumer,
+    ParkedKind, ParkedRecord, ParkedStats, ProjectionChange, ProjectionReplacement, RebuildJob,
+    RebuildStatus, Snapshot, StatementEntry, StoreError, StoredResponse, Stores, TransactionIntent,
+    TransactionRecord, TransferLegStatus, TransferPhase, TransferStatus,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -91,6 +92,12 @@ macro_rules! contract_suite {
             replace_overwrites_a_transfer_status_whatever_its_version,
             concurrent_transfer_status_applies_from_one_version_let_exactly_one_win,
             pending_transfers_are_listed_oldest_first_until_they_settle,
+            nothing_is_parked_in_a_fresh_store,
+            parked_records_list_oldest_first_per_consumer_or_all_and_page_by_offset,
+            a_record_parks_once_under_its_name_and_the_first_one_stays,
+            parked_streams_name_each_stream_of_one_consumer_once_in_order,
+            a_parked_stream_reads_in_position_order_and_removal_takes_one_record,
+            parked_stats_count_every_consumer_and_date_the_oldest,
         );
     };
     (@tests $factory:expr; $($name:ident),+ $(,)?) => {
@@ -1657,4 +1664,168 @@ pub(crate) async fn concurrent_transfer_status_applies_from_one_version_let_exac
     }
     assert_eq!(winners.len(), 1, "exactly one writer wins");
     assert_eq!(s.transfers.get(&id).await.unwrap().as_ref(), winners.first());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parked records
+// ---------------------------------------------------------------------------------------------------------
+
+/// A parked envelope of `stream_key` at `position`, parked `secs` after a base time in 2001.
+fn parked(consumer: ParkedConsumer, stream_key: &str, position: u64, secs: i64) -> ParkedRecord {
+    let base = DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    ParkedRecord {
+        consumer,
+        stream_key: stream_key.to_owned(),
+        position,
+        kind: ParkedKind::Envelope,
+        payload: serde_json::to_string(&envelope(stream_key, position)).unwrap(),
+        error: format!("{stream_key} v{position} refused"),
+        parked_at: base + Duration::seconds(secs),
+    }
+}
+
+fn names(records: &[ParkedRecord]) -> Vec<(ParkedConsumer, String, u64)> {
+    records.iter().map(|r| (r.consumer, r.stream_key.clone(), r.position)).collect()
+}
+
+pub(crate) async fn nothing_is_parked_in_a_fresh_store(s: Stores) {
+    assert_eq!(s.parked.stats().await.unwrap(), ParkedStats { count: 0, oldest_parked_at: None });
+    assert!(s.parked.list(None, 0, 10).await.unwrap().is_empty());
+    for consumer in ParkedConsumer::ALL {
+        assert!(s.parked.parked_streams(consumer).await.unwrap().is_empty());
+    }
+    assert!(s.parked.stream(ParkedConsumer::Projector, "account-x", 10).await.unwrap().is_empty());
+    assert!(!s.parked.remove(ParkedConsumer::Projector, "account-x", 1).await.unwrap());
+}
+
+pub(crate) async fn parked_records_list_oldest_first_per_consumer_or_all_and_page_by_offset(s: Stores) {
+    use ParkedConsumer::{Projector, Saga};
+    let a = new_stream();
+    let t = new_id("transfer");
+    let bad = ParkedRecord {
+        kind: ParkedKind::Undecodable,
+        payload: "bm90IGpzb24=".to_owned(),
+        ..parked(Projector, &ParkedRecord::undecodable_key("test.account-events", 2, 41), 41, 15)
+    };
+    let rows = [
+        parked(Projector, &a, 3, 20),
+        parked(Saga, &t, 2, 10),
+        bad.clone(),
+        parked(Projector, &a, 4, 20),
+        parked(Saga, &t, 5, 30),
+    ];
+    for row in rows.clone() {
+        s.parked.park(row).await.unwrap();
+    }
+
+    let all = s.parked.list(None, 0, 10).await.unwrap();
+    assert_eq!(
+        names(&all),
+        names(&[rows[1].clone(), bad.clone(), rows[0].clone(), rows[3].clone(), rows[4].clone()]),
+        "oldest parked first, then by consumer, stream and position"
+    );
+    assert_eq!(all[1], bad, "every field reads back, the undecodable payload as stored");
+    assert_eq!(all[2], rows[0]);
+    assert_eq!(s.parked.list(None, 1, 2).await.unwrap(), all[1..3].to_vec(), "paged by offset and limit");
+    assert!(s.parked.list(None, 5, 10).await.unwrap().is_empty());
+    assert_eq!(
+        names(&s.parked.list(Some(Saga), 0, 10).await.unwrap()),
+        names(&[rows[1].clone(), rows[4].clone()])
+    );
+    assert_eq!(
+        names(&s.parked.list(Some(Projector), 0, 10).await.unwrap()),
+        names(&[bad, rows[0].clone(), rows[3].clone()])
+    );
+}
+
+pub(crate) async fn a_record_parks_once_under_its_name_and_the_first_one_stays(s: Stores) {
+    let a = new_stream();
+    let first = parked(ParkedConsumer::Projector, &a, 2, 10);
+    s.parked.park(first.clone()).await.unwrap();
+    let again =
+        ParkedRecord { error: "parked behind v1".to_owned(), ..parked(ParkedConsumer::Projector, &a, 2, 50) };
+    s.parked.park(again).await.unwrap();
+    // The same stream and position of the other consumer is another record.
+    let saga = parked(ParkedConsumer::Saga, &a, 2, 60);
+    s.parked.park(saga.clone()).await.unwrap();
+
+    assert_eq!(s.parked.list(None, 0, 10).await.unwrap(), vec![first, saga]);
+}
+
+pub(crate) async fn parked_streams_name_each_stream_of_one_consumer_once_in_order(s: Stores) {
+    let (a, b, c) = (new_id("account-a"), new_id("account-b"), new_id("transfer"));
+    for row in [
+        parked(ParkedConsumer::Projector, &b, 1, 1),
+        parked(ParkedConsumer::Projector, &a, 2, 2),
+        parked(ParkedConsumer::Projector, &b, 2, 3),
+        parked(ParkedConsumer::Saga, &c, 1, 4),
+    ] {
+        s.parked.park(row).await.unwrap();
+    }
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(s.parked.parked_streams(ParkedConsumer::Projector).await.unwrap(), expected);
+    assert_eq!(s.parked.parked_streams(ParkedConsumer::Saga).await.unwrap(), vec![c]);
+}
+
+pub(crate) async fn a_parked_stream_reads_in_position_order_and_removal_takes_one_record(s: Stores) {
+    use ParkedConsumer::{Projector, Saga};
+    let a = new_stream();
+    // A stream whose id extends `a`'s is another stream.
+    let longer = format!("{a}0");
+    let head = parked(Projector, &a, 9, 5);
+    for row in [
+        parked(Projector, &a, 10, 1),
+        head.clone(),
+        parked(Projector, &a, 11, 2),
+        parked(Projector, &longer, 1, 1),
+        parked(Saga, &a, 3, 1),
+    ] {
+        s.parked.park(row).await.unwrap();
+    }
+    let positions = |rows: Vec<ParkedRecord>| rows.into_iter().map(|r| r.position).collect::<Vec<_>>();
+
+    assert_eq!(positions(s.parked.stream(Projector, &a, 10).await.unwrap()), vec![9, 10, 11]);
+    assert_eq!(positions(s.parked.stream(Projector, &a, 2).await.unwrap()), vec![9, 10], "bounded");
+    assert_eq!(s.parked.stream(Projector, &a, 1).await.unwrap(), vec![head], "whole records");
+
+    assert!(s.parked.remove(Projector, &a, 9).await.unwrap());
+    assert!(!s.parked.remove(Projector, &a, 9).await.unwrap(), "removed once");
+    assert!(!s.parked.remove(Projector, &a, 3).await.unwrap(), "the saga's record is not the projector's");
+    assert_eq!(positions(s.parked.stream(Projector, &a, 10).await.unwrap()), vec![10, 11]);
+    assert_eq!(positions(s.parked.stream(Saga, &a, 10).await.unwrap()), vec![3]);
+    assert_eq!(positions(s.parked.stream(Projector, &longer, 10).await.unwrap()), vec![1]);
+
+    assert!(s.parked.remove(Projector, &a, 10).await.unwrap());
+    assert!(s.parked.remove(Projector, &a, 11).await.unwrap());
+    assert!(s.parked.stream(Projector, &a, 10).await.unwrap().is_empty());
+    assert!(
+        !s.parked.parked_streams(Projector).await.unwrap().contains(&a),
+        "an emptied stream is not parked"
+    );
+}
+
+pub(crate) async fn parked_stats_count_every_consumer_and_date_the_oldest(s: Stores) {
+    let (a, t) = (new_stream(), new_id("transfer"));
+    let oldest = parked(ParkedConsumer::Saga, &t, 1, 7);
+    for row in [
+        parked(ParkedConsumer::Projector, &a, 1, 9),
+        oldest.clone(),
+        parked(ParkedConsumer::Projector, &a, 2, 30),
+    ] {
+        s.parked.park(row).await.unwrap();
+    }
+    assert_eq!(
+        s.parked.stats().await.unwrap(),
+        ParkedStats { count: 3, oldest_parked_at: Some(oldest.parked_at) }
+    );
+
+    s.parked.remove(ParkedConsumer::Saga, &t, 1).await.unwrap();
+    assert_eq!(
+        s.parked.stats().await.unwrap(),
+        ParkedStats {
+            count: 2,
+            oldest_parked_at: Some(parked(ParkedConsumer::Projector, &a, 1, 9).parked_at)
+        }
+    );
 }
