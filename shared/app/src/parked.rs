@@ -93,6 +93,12 @@ impl Parking {
         Ok(self.store.parked_streams(self.consumer).await?.into_iter().collect())
     }
 
+    /// Whether `stream_key` still has a record parked: asked before parking a record behind a stream
+    /// the batch found parked, since a retry may have emptied it meanwhile.
+    pub async fn still_parked(&self, stream_key: &str) -> Result<bool, StoreError> {
+        Ok(!self.store.stream(self.consumer, stream_key, 1).await?.is_empty())
+    }
+
     /// Runs `attempt` until it succeeds, fails transiently (returned at once: the batch is delivered
     /// again), or has failed permanently as many times as allowed (the last error is returned: park).
     pub async fn handle<T, F, Fut>(&self, mut attempt: F) -> Result<T, AppError>

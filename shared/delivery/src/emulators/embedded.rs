@@ -150,8 +150,13 @@ async fn deliver(
     if let Some(parking) = parking
         && parked.contains(&envelope.stream_id)
     {
-        let reason = format!("parked behind an earlier parked record of {}", envelope.stream_id);
-        return park(lane, parking, envelope, &reason, stopped).await;
+        // Asked again, since a retry may have emptied the stream after the batch began; when the
+        // answer cannot be read, the stream stays parked.
+        if parking.still_parked(&envelope.stream_id).await.unwrap_or(true) {
+            let reason = format!("parked behind an earlier parked record of {}", envelope.stream_id);
+            return park(lane, parking, envelope, &reason, stopped).await;
+        }
+        parked.remove(&envelope.stream_id);
     }
     let mut failures = 0;
     loop {

@@ -283,12 +283,21 @@ where
     Fut: Future<Output = Result<usize, AppError>>,
 {
     let mut report = BatchReport::default();
-    // Why this stream's next record waits, once the stream is parked.
-    let mut behind: Option<String> = run
-        .events
-        .first()
-        .filter(|(_, first)| parked_before.contains(&first.stream_id))
-        .map(|(_, first)| format!("parked behind an earlier parked record of {}", first.stream_id));
+    // Why this stream's next record waits, once the stream is parked. A stream the batch found parked
+    // is asked again: a retry that emptied it since lets its records through.
+    let mut behind: Option<String> = None;
+    if let Some((record, first)) = run.events.first()
+        && parked_before.contains(&first.stream_id)
+        && parking.still_parked(&first.stream_id).await.map_err(|source| BatchError::Park {
+            topic: topic_of(record, run.key),
+            partition: record.partition,
+            offset: record.offset,
+            stream_key: first.stream_id.clone(),
+            source,
+        })?
+    {
+        behind = Some(format!("parked behind an earlier parked record of {}", first.stream_id));
+    }
     for (record, envelope) in run.events {
         let park_error = |source| BatchError::Park {
             topic: topic_of(record, run.key),
@@ -553,6 +562,66 @@ mod tests {
         assert!(rows[1].error.starts_with("parked behind account-a v2"), "{}", rows[1].error);
         let envelope: EventEnvelope = serde_json::from_str(&rows[2].payload).unwrap();
         assert_eq!((envelope.stream_id.as_str(), envelope.version), ("account-a", 4), "the envelope is kept");
+    }
+
+    /// A store that names streams as parked which a retry has emptied since.
+    struct StaleList {
+        inner: Arc<dyn ParkedRecordStore>,
+        listed: Vec<String>,
+    }
+
+    #[async_trait::async_trait]
+    impl ParkedRecordStore for StaleList {
+        async fn park(&self, record: corebank_store::ParkedRecord) -> Result<(), corebank_store::StoreError> {
+            self.inner.park(record).await
+        }
+        async fn parked_streams(&self, _: ParkedConsumer) -> Result<Vec<String>, corebank_store::StoreError> {
+            Ok(self.listed.clone())
+        }
+        async fn list(
+            &self,
+            consumer: Option<ParkedConsumer>,
+            offset: usize,
+            limit: usize,
+        ) -> Result<Vec<corebank_store::ParkedRecord>, corebank_store::StoreError> {
+            self.inner.list(consumer, offset, limit).await
+        }
+        async fn stream(
+            &self,
+            consumer: ParkedConsumer,
+            stream_key: &str,
+            limit: usize,
+        ) -> Result<Vec<corebank_store::ParkedRecord>, corebank_store::StoreError> {
+            self.inner.stream(consumer, stream_key, limit).await
+        }
+        async fn remove(
+            &self,
+            consumer: ParkedConsumer,
+            stream_key: &str,
+            position: u64,
+        ) -> Result<bool, corebank_store::StoreError> {
+            self.inner.remove(consumer, stream_key, position).await
+        }
+        async fn stats(&self) -> Result<corebank_store::ParkedStats, corebank_store::StoreError> {
+            self.inner.stats().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_a_retry_emptied_after_the_batch_began_is_handled_not_parked() {
+        let event = batch(&[(0, &[("a", 5), ("a", 6)])]);
+        let probe = Probe::default();
+        let inner: Arc<dyn ParkedRecordStore> = Arc::new(MemoryParkedRecordStore::default());
+        let store: Arc<dyn ParkedRecordStore> =
+            Arc::new(StaleList { inner: inner.clone(), listed: vec!["account-a".to_owned()] });
+        let parking = Parking::new(store, ParkedConsumer::Projector, Arc::new(SystemClock))
+            .with_attempts(Backoff::from_millis(1, 1), 3);
+
+        let report = for_each_stream(&event, 8, &parking, |e| probe.handle(e, Fail::Never)).await.unwrap();
+
+        assert_eq!(report, BatchReport { handled: 2, parked: 0 });
+        assert_eq!(probe.tries("a", 5) + probe.tries("a", 6), 2);
+        assert_eq!(inner.stats().await.unwrap().count, 0);
     }
 
     #[tokio::test]
