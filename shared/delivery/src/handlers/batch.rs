@@ -283,21 +283,12 @@ where
     Fut: Future<Output = Result<usize, AppError>>,
 {
     let mut report = BatchReport::default();
-    // Why this stream's next record waits, once the stream is parked. A stream the batch found parked
-    // is asked again: a retry that emptied it since lets its records through.
-    let mut behind: Option<String> = None;
-    if let Some((record, first)) = run.events.first()
-        && parked_before.contains(&first.stream_id)
-        && parking.still_parked(&first.stream_id).await.map_err(|source| BatchError::Park {
-            topic: topic_of(record, run.key),
-            partition: record.partition,
-            offset: record.offset,
-            stream_key: first.stream_id.clone(),
-            source,
-        })?
-    {
-        behind = Some(format!("parked behind an earlier parked record of {}", first.stream_id));
-    }
+    // Why this stream's next record waits, once the stream is parked.
+    let mut behind: Option<String> = run
+        .events
+        .first()
+        .filter(|(_, first)| parked_before.contains(&first.stream_id))
+        .map(|(_, first)| format!("parked behind an earlier parked record of {}", first.stream_id));
     for (record, envelope) in run.events {
         let park_error = |source| BatchError::Park {
             topic: topic_of(record, run.key),
@@ -306,6 +297,12 @@ where
             stream_key: envelope.stream_id.clone(),
             source,
         };
+        // The stream is asked again right before each record parks behind it: a retry may have
+        // emptied it since the batch began (then the record is handled), and asking at the last
+        // moment leaves only the instant between the question and the write for a retry to finish in.
+        if behind.is_some() && !parking.still_parked(&envelope.stream_id).await.map_err(park_error)? {
+            behind = None;
+        }
         if let Some(reason) = &behind {
             parking.park_envelope(&envelope, reason).await.map_err(park_error)?;
             report.parked += 1;
