@@ -393,8 +393,9 @@ pub fn config_variables(config: &Config) -> Result<BTreeSet<String>, String> {
 /// are cumulative in what they allow, so a grant is easy to read: `read` for queries, `append` for
 /// stores whose items are only ever added (events, transactions, snapshots, rebuild jobs), `write` for
 /// items that are also deleted (idempotency claims, read tables), `stream` for the table stream,
-/// `scan` and `scan-write` for tables a function walks whole (and, for the latter, also writes and
-/// deletes in: `rebuild_jobs`, which holds the records the MSK consumers park).
+/// `scan`, `scan-append` and `scan-write` for tables a function walks whole (and, for the latter two,
+/// also writes in: `rebuild_jobs`, which holds the records the MSK consumers park, and
+/// `transfer_status`, whose rows the reconciler repairs).
 pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
     ("read", &["dynamodb:GetItem", "dynamodb:Query"]),
     ("append", &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"]),
@@ -408,6 +409,11 @@ pub const ACCESS_LEVELS: &[(&str, &[&str])] = &[
             "dynamodb:ConditionCheckItem",
             "dynamodb:BatchWriteItem",
         ],
+    ),
+    (
+        "scan",
+        // A read level for tables a function walks whole (health's count of parked records).
+        &["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
     ),
     (
         "scan-append",
