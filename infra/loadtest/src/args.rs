@@ -144,6 +144,9 @@ struct Cli {
     /// Also write the report as JSON
     #[arg(long, value_name = "PATH", help_heading = OUTPUT, value_parser = path)]
     json: Option<PathBuf>,
+    /// Also write the ids of the run's accounts and transfers as JSON (for checks after the audit)
+    #[arg(long, value_name = "PATH", help_heading = OUTPUT, value_parser = path)]
+    ids: Option<PathBuf>,
     /// Also draw latency (p50/p99) and throughput per second as SVG
     #[arg(long, value_name = "PATH.svg", help_heading = OUTPUT, value_parser = path)]
     plot: Option<PathBuf>,
@@ -201,6 +204,8 @@ pub(crate) struct Config {
     pub(crate) ca_file: Option<PathBuf>,
     #[serde(skip)]
     pub(crate) json: Option<PathBuf>,
+    #[serde(skip)]
+    pub(crate) ids: Option<PathBuf>,
     #[serde(skip)]
     pub(crate) plot: Option<PathBuf>,
     pub(crate) seed: Option<u64>,
@@ -293,6 +298,7 @@ impl Default for Config {
             currency: "USD".to_owned(),
             ca_file: None,
             json: None,
+            ids: None,
             plot: None,
             seed: None,
             audit_timeout_secs: 30,
@@ -390,6 +396,7 @@ fn into_config(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Config,
         currency: cli.currency,
         ca_file: cli.ca_file,
         json: cli.json,
+        ids: cli.ids,
         plot: cli.plot,
         seed: cli.seed,
         audit_timeout_secs: cli.audit_timeout,
@@ -588,6 +595,7 @@ mod tests {
         assert_eq!(c.currency, "USD");
         assert_eq!(c.ca_file, None);
         assert_eq!(c.json, None);
+        assert_eq!(c.ids, None);
         assert_eq!(c.plot, None);
         assert_eq!(c.seed, None);
         assert_eq!(c.audit_timeout_secs, 30);
@@ -604,6 +612,8 @@ mod tests {
             "--json",
             "out.json",
             "--plot=lat.svg",
+            "--ids",
+            "ids.json",
             "--seed",
             "42",
             "--transfer-weight=3",
@@ -616,6 +626,7 @@ mod tests {
         assert!((c.hot_account_ratio - 0.05).abs() < f64::EPSILON);
         assert_eq!(c.json, Some(PathBuf::from("out.json")));
         assert_eq!(c.plot, Some(PathBuf::from("lat.svg")));
+        assert_eq!(c.ids, Some(PathBuf::from("ids.json")));
         assert_eq!(c.seed, Some(42));
         assert_eq!(c.weights.transfer, 3);
         assert_eq!(c.currency, "JPY");

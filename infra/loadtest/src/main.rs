@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod error;
 mod http;
+mod ids;
 mod money;
 mod plot;
 mod report;
@@ -73,6 +74,13 @@ async fn run_async(config: &Config) -> Result<bool, Error> {
         config.duration_secs,
     );
     let load = scenario::run_load(&ctx, config).await?;
+    if let Some(path) = &config.ids {
+        let transfers = ctx.transfers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids = ids::Ids::of(&ctx.run_id, &ctx.pool.snapshot(), &transfers);
+        drop(transfers);
+        ids.write(path)?;
+        eprintln!("corebank-loadtest: ids written to {}", path.display());
+    }
     eprintln!("corebank-loadtest: auditing (up to {} s after the load)...", config.audit_timeout_secs);
     let audit = audit::run(&ctx, config, load.end).await?;
     let report = report::build(config, &ctx.run_id, &setup, &load, audit);
