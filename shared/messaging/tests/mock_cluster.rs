@@ -82,3 +82,24 @@ async fn an_unreachable_broker_makes_every_event_a_retryable_timeout() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_producer_fenced_by_the_broker_is_replaced_and_the_events_it_failed_go_out_on_the_next_try() {
+    let cluster = MockCluster::new(1).unwrap();
+    let publisher = publisher_for(&cluster, 10_000);
+    let warm_up = publisher.publish(&[envelope("account-a", 1)]).await;
+    assert!(warm_up[0].is_ok(), "{warm_up:?}");
+
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
+    let fenced = publisher.publish(&[envelope("account-a", 2)]).await;
+    match &fenced[0] {
+        Err(err) => assert!(err.is_retryable(), "a fenced producer's failure is retryable: {err:?}"),
+        Ok(()) => panic!("the fenced produce request cannot have been acknowledged"),
+    }
+    assert!(publisher.needs_new_producer(), "a fenced producer is marked for renewal");
+
+    // The next publish builds a new producer: the same event, then later ones, go out.
+    let retried = publisher.publish(&[envelope("account-a", 2), envelope("account-a", 3)]).await;
+    assert!(retried.iter().all(Result::is_ok), "{retried:?}");
+    assert!(!publisher.needs_new_producer());
+}
