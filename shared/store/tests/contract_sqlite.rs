@@ -1,7 +1,7 @@
 //! The adapter contract suite against the SQLite adapters, on a fresh database file per test.
 //!
 //! Each file lies in the system's temporary directory under a random name, and is removed with its
-//! WAL and shared-memory files when the test drops its stores (a test that crashes the process
+//! WAL, shared-memory and lock files when the test drops its stores (a test that crashes the process
 //! leaves them there).
 
 mod contract;
@@ -52,7 +52,7 @@ impl RebuildJobStore for RemovesFiles {
 impl Drop for RemovesFiles {
     fn drop(&mut self) {
         self.inner.take();
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-lock"] {
             let mut path = self.path.clone().into_os_string();
             path.push(suffix);
             let _ = std::fs::remove_file(path);
