@@ -3,7 +3,8 @@
 //!
 //! Run: `SERVICES="dynamodb kafka" infra/scripts/with-services.sh cargo test -p corebank-delivery
 //! --features dynamodb --test republish_dynamodb`. Without `AWS_ENDPOINT_URL` or `KAFKA_BOOTSTRAP`
-//! these tests fail; they never skip. Each test has its own tables, topics and consumer groups.
+//! these tests fail with a message saying what is missing. Each test has its own tables, topics and
+//! consumer groups.
 
 #![cfg(test)]
 
