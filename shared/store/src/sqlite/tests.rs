@@ -88,6 +88,9 @@ async fn block_writer(stores: &SqliteStores) -> (std::sync::mpsc::Sender<()>, to
 async fn until_queued(stores: &SqliteStores, n: usize) {
     for _ in 0..5000 {
         if stores.db.writer.queued() >= n {
+            // The count moves when a sender takes its place in the queue, a moment before its job is
+            // in it: give the last ones that moment.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
