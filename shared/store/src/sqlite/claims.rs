@@ -20,16 +20,13 @@
 //! reason.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::MutexGuard;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::shards::Shards;
 use crate::{IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencyState};
-
-/// Shards, so claims of different keys rarely meet on one lock.
-const SHARDS: usize = 64;
 
 /// One request's hold on a key.
 #[derive(Debug, Clone)]
@@ -54,24 +51,14 @@ pub(crate) enum Taken {
 type Shard = HashMap<(String, String), Hold>;
 
 /// The holds of this process, by key.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Claims {
-    picker: RandomState,
-    shards: Box<[Mutex<Shard>]>,
-}
-
-impl Default for Claims {
-    fn default() -> Self {
-        Self { picker: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
-    }
+    shards: Shards<Shard>,
 }
 
 impl Claims {
     fn shard(&self, scope: &str, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.picker.hash_one((scope, key)) as usize) % SHARDS;
-        // The holds stay consistent whatever a panicking holder of the lock was doing: every change
-        // is one insert or one remove.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards.lock(&(scope, key))
     }
 
     /// Takes the key for `claim` unless another request holds it under rules that keep it.

@@ -13,33 +13,21 @@
 //! shard is emptied, and a stream it no longer knows is read from the file again.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Shards, so appends of different streams rarely meet on one lock.
-const SHARDS: usize = 64;
+use super::shards::Shards;
 
 /// Streams one shard remembers before it starts again empty (about 2 million streams in all).
 const PER_SHARD_MAX: usize = if cfg!(test) { 64 } else { 32 * 1024 };
 
 /// Each stream's version as last committed by this process.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct StreamHeads {
-    picker: RandomState,
-    shards: Box<[Mutex<HashMap<String, u64>>]>,
-}
-
-impl Default for StreamHeads {
-    fn default() -> Self {
-        Self { picker: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
-    }
+    shards: Shards<HashMap<String, u64>>,
 }
 
 impl StreamHeads {
-    fn shard(&self, stream_id: &str) -> MutexGuard<'_, HashMap<String, u64>> {
-        let index = (self.picker.hash_one(stream_id) as usize) % SHARDS;
-        // A map left by a panicking holder still holds committed versions only.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    fn shard(&self, stream_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.shards.lock(stream_id)
     }
 
     /// A commit left `stream_id` at `version` (or later: versions only grow).
@@ -72,6 +60,7 @@ impl StreamHeads {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shards::SHARDS;
     use super::*;
 
     #[test]
@@ -105,7 +94,7 @@ mod tests {
         for i in 0..total {
             heads.committed(&format!("account-{i}"), 1);
         }
-        let kept: usize = heads.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum();
+        let kept: usize = heads.shards.each().map(|m| m.len()).sum();
         assert!(kept <= SHARDS * PER_SHARD_MAX, "kept {kept}");
         assert!(kept > 0);
     }

@@ -69,6 +69,7 @@ mod parked;
 mod pool;
 mod read;
 mod schema;
+mod shards;
 #[cfg(test)]
 mod tests;
 
