@@ -12,6 +12,7 @@
 //! - [`queries::Queries`]: reads, with `minVersion` read-your-writes.
 //! - [`reconcile::Reconciler`]: re-drives transfers left `PENDING` beyond a bound.
 //! - [`parked`]: what the MSK consumers park instead of stalling a partition, and its retry.
+//! - [`telemetry`]: the metrics the code records, by name.
 //! - [`read_side`]: what the API asks of event delivery (lag, errors, waiting for the projection);
 //!   delivery itself is `corebank-delivery`.
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod read_side;
 pub mod rebuild;
 pub mod reconcile;
 pub mod saga;
+pub mod telemetry;
 pub mod transfer_projection;
 pub mod transfers;
 

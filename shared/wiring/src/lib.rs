@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod rds_secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod telemetry;
 
 /// Which adapters back the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +149,9 @@ pub async fn http_deps() -> Result<Deps, WiringError> {
     Ok(Deps::new(app_from_env().await?))
 }
 
-/// The `main` of an HTTP Lambda function: tracing, dependencies from the environment once per cold
-/// start, then the runtime loop calling `$handler(&deps, request)` for every invocation.
+/// The `main` of an HTTP Lambda function: logs and metrics ([`telemetry`]), dependencies from the environment once per cold
+/// start, then the runtime loop calling `$handler(&deps, request)` for every invocation and writing
+/// the metrics it recorded.
 ///
 /// ```text
 /// corebank_wiring::http_function!(corebank_api::handlers::deposit);
@@ -160,10 +162,11 @@ macro_rules! http_function {
         #[tokio::main]
         async fn main() -> Result<(), lambda_http::Error> {
             lambda_http::tracing::init_default_subscriber();
+            $crate::telemetry::init();
             let deps = $crate::http_deps().await?;
             let deps = &deps;
             lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
-                Ok::<_, std::convert::Infallible>($handler(deps, req).await)
+                Ok::<_, std::convert::Infallible>($crate::telemetry::flushed($handler(deps, req)).await)
             }))
             .await
         }
