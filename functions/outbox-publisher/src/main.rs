@@ -11,12 +11,15 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    corebank_emf::init();
     // MSK: brokers looked up from MSK_CLUSTER_ARN once, here, unless KAFKA_BOOTSTRAP names them.
     let kafka = KafkaConfig::from_env_resolved().await?;
     let publisher = KafkaPublisher::new(&kafka, topics_from_env())?;
     let publisher = &publisher;
-    run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(handle_stream_event(event.payload, publisher).await)
+    run(service_fn(move |event: LambdaEvent<Event>| {
+        corebank_emf::flushed(
+            async move { Ok::<_, Error>(handle_stream_event(event.payload, publisher).await) },
+        )
     }))
     .await
 }

@@ -15,6 +15,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    corebank_wiring::telemetry::init();
     // The database secret is read over the same OpenSSL HTTP client as the MSK API call below, so the
     // function carries no second HTTPS stack (docs/performance.md, "Size").
     let settings = PgSettings::from_env(false)?.with_aws_http_client(openssl_http_client(TrustRoots::System));
@@ -25,9 +26,11 @@ async fn main() -> Result<(), Error> {
     let relay = Relay::new(pg.outbox(), Arc::new(publisher), RelayConfig::from_env()?);
     let margin = Duration::from_millis(kafka.message_timeout_ms) + Duration::from_secs(2);
     let relay = &relay;
-    run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let report = relay.drain(deadline_before(event.context.deadline(), margin)).await?;
-        Ok::<_, Error>(serde_json::to_value(report)?)
+    run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        corebank_wiring::telemetry::flushed(async move {
+            let report = relay.drain(deadline_before(event.context.deadline(), margin)).await?;
+            Ok::<_, Error>(serde_json::to_value(report)?)
+        })
     }))
     .await
 }

@@ -10,13 +10,20 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    corebank_wiring::telemetry::init();
     let app = corebank_wiring::app_from_env().await?;
     let projector = &*app.projector;
     let parking = &app.parking(CONSUMER);
-    run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let report = handle_kafka_event(&event.payload, projector, parking).await?;
-        lambda_runtime::tracing::info!(applied = report.handled, parked = report.parked, "batch projected");
-        Ok::<(), Error>(())
+    run(service_fn(move |event: LambdaEvent<KafkaEvent>| {
+        corebank_wiring::telemetry::flushed(async move {
+            let report = handle_kafka_event(&event.payload, projector, parking).await?;
+            lambda_runtime::tracing::info!(
+                applied = report.handled,
+                parked = report.parked,
+                "batch projected"
+            );
+            Ok::<(), Error>(())
+        })
     }))
     .await
 }

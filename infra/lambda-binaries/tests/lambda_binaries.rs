@@ -242,6 +242,7 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
         ("AWS_ACCESS_KEY_ID", key_id.as_str()),
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ("RUST_LOG", "info"),
+        ("METRICS_NAMESPACE", "CoreBank/lambda-binaries-test"),
     ];
     // Globals.Function: the store kind, the stack's prefix and every table by name.
     let store = [
@@ -291,6 +292,14 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
     assert_eq!(metadata["actor"], "operator-7", "{metadata}");
     assert_eq!(metadata["requestedActor"], "teller-3", "{metadata}");
     assert_eq!(metadata["commandId"], "idem-deposit-0001", "{metadata}");
+    // The trace the runtime gave the invocation (its Root), never a header of the caller's.
+    let trace_id = metadata["traceId"].as_str().unwrap_or_else(|| panic!("no traceId in {metadata}"));
+    assert!(trace_id.starts_with("1-") && trace_id.len() == 35, "{metadata}");
+    // The function's figures, as CloudWatch reads them from its output.
+    let emf = emf_metrics(&deposit.log());
+    assert_eq!(emf.get("cold_starts").map(|(_, v)| *v), Some(1.0), "{emf:?}");
+    let (dimensions, accepted) = emf.get("commands_accepted").unwrap_or_else(|| panic!("{emf:?}"));
+    assert_eq!((dimensions.as_str(), *accepted), ("operation=deposit", 1.0), "{emf:?}");
 
     // 2. The events table's stream -> outbox-publisher -> Kafka.
     let (stream_arn, records) = stream_records(&dynamo, &streams, &tables.events).await;
@@ -316,10 +325,43 @@ async fn a_deposit_travels_through_the_deployed_binaries_from_api_gateway_to_the
     let response = answer(&mut projector, batch.clone()).await;
     assert_eq!(response, Value::Null, "projector answered {response}");
     assert_eq!(balance_minor(&dynamo, &tables.account_summary).await, "15075");
+    let emf = emf_metrics(&projector.log());
+    let lag = emf.get("projection_lag_ms").map(|(_, v)| *v).unwrap_or_else(|| panic!("{emf:?}"));
+    assert!((0.0..600_000.0).contains(&lag), "projection lag {lag} ms");
     // MSK delivers at least once: the same batch again changes nothing.
     let response = answer(&mut projector, batch).await;
     assert_eq!(response, Value::Null, "projector answered {response}");
     assert_eq!(balance_minor(&dynamo, &tables.account_summary).await, "15075");
+}
+
+/// The metrics of every embedded-metric-format document in a function's output, in the namespace
+/// the test gives: name to (its dimensions as `name=value` joined by `,`, its last value; a list
+/// of values counts by its first).
+fn emf_metrics(log: &str) -> std::collections::BTreeMap<String, (String, f64)> {
+    let mut found = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else { continue };
+        let Some(directives) = doc["_aws"]["CloudWatchMetrics"].as_array() else { continue };
+        for directive in directives {
+            assert_eq!(directive["Namespace"], "CoreBank/lambda-binaries-test", "{line}");
+            let names: Vec<&str> = directive["Dimensions"][0]
+                .as_array()
+                .map(|d| d.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let dimensions =
+                names.iter().map(|n| format!("{n}={}", doc[n].as_str().unwrap_or("?"))).collect::<Vec<_>>();
+            for metric in directive["Metrics"].as_array().into_iter().flatten() {
+                let name = metric["Name"].as_str().unwrap_or_default();
+                let value = match &doc[name] {
+                    Value::Array(values) => values.first().and_then(Value::as_f64),
+                    other => other.as_f64(),
+                };
+                let value = value.unwrap_or_else(|| panic!("{name} has no number in {line}"));
+                found.insert(name.to_owned(), (dimensions.join(","), value));
+            }
+        }
+    }
+    found
 }
 
 /// The account's `balance_minor` in the summary table.

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub mod auth;
 pub mod cli;
+pub mod metrics;
 pub mod modes;
 pub mod reconcile;
 
@@ -71,6 +72,12 @@ fn not_found() -> lambda_http::Response<Body> {
 /// Serves one HTTP request: strips `/api`, builds the Lambda-shaped request, authenticates it
 /// (`gate`), dispatches.
 pub async fn handle(deps: &Deps, gate: &Gate, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    if req.uri().path() == metrics::PATH
+        && req.method() == http::Method::GET
+        && let Some(text) = metrics::render()
+    {
+        return metrics_response(text);
+    }
     let response = match to_lambda(req).await {
         Ok(req) => {
             let path = req.uri().path().to_owned();
@@ -89,6 +96,19 @@ pub async fn handle(deps: &Deps, gate: &Gate, req: hyper::Request<Incoming>) -> 
         _ => Bytes::new(),
     };
     hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+fn metrics_response(text: String) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    if let Ok(id) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert("x-request-id", id);
+    }
+    response
 }
 
 async fn to_lambda(

@@ -8,6 +8,7 @@
 //! `RECONCILE_PENDING_AFTER_SECS` and `RECONCILE_BATCH_MAX`), `WAIT_FOR_PROJECTION` (default `true`: a command answers
 //! once the read side has it, where the pipeline is in process), plus the settings of
 //! `AppConfig::from_env` and of the chosen store and pipeline. `RUST_LOG` sets the log filter.
+//! `GET /metrics` (outside `/api`) answers the bank's figures in Prometheus' text format.
 
 use corebank_app::config::env_parse;
 use corebank_runner::modes::{self, PipelineKind, StoreKind};
@@ -24,6 +25,7 @@ async fn main() -> Result<(), RunnerError> {
         )
         .with_writer(std::io::stderr)
         .init();
+    corebank_runner::metrics::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
         return corebank_runner::cli::run(&args).await;
@@ -39,7 +41,7 @@ async fn main() -> Result<(), RunnerError> {
     let reconcile = corebank_app::reconcile::ReconcileSettings::from_env()?;
     let started = modes::start(store, pipeline, config, wait, stop_rx.clone()).await?;
     let reconciler = corebank_runner::reconcile::task(
-        started.deps.app.reconciler.clone(),
+        started.deps.app.clone(),
         reconcile,
         std::time::Duration::from_secs(reconcile_every),
         stop_rx,

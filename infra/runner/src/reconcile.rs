@@ -1,18 +1,18 @@
 //! The runner's reconciler task: a pass of `corebank_app::reconcile::Reconciler` every
 //! `RECONCILE_INTERVAL_SECS` (default 60; `0` turns it off), as the `reconciler` function runs on a
-//! schedule in AWS.
+//! schedule in AWS, recording the same figures (`App::reconcile`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use corebank_app::reconcile::{ReconcileSettings, Reconciler};
+use corebank_app::App;
+use corebank_app::reconcile::ReconcileSettings;
 use tokio::sync::watch;
 
 use crate::modes::{Task, stopped};
 
 /// The task, or `None` when `every` is zero.
 pub fn task(
-    reconciler: Arc<Reconciler>,
+    app: App,
     settings: ReconcileSettings,
     every: Duration,
     shutdown: watch::Receiver<bool>,
@@ -29,7 +29,7 @@ pub fn task(
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                _ = ticks.tick() => match reconciler.pass(&settings).await {
+                _ = ticks.tick() => match app.reconcile(&settings).await {
                     Ok(report) if report.found_work() => tracing::info!(?report, "reconciler pass"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconciler pass failed; the next one retries"),

@@ -45,9 +45,67 @@ pub fn request_id(req: &Request) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
+/// The X-Ray trace id of the invocation (`1-…-…`), taken from the trace header the Lambda runtime
+/// gives the invocation (never from a header the caller sends): `None` outside Lambda.
+fn trace_id(req: &Request) -> Option<String> {
+    let header = req.lambda_context_ref()?.xray_trace_id.as_deref()?;
+    root_trace_id(header).map(str::to_owned)
+}
+
+/// The `Root` of an X-Ray trace header (`Root=1-…;Parent=…;Sampled=…`), or the header itself when
+/// it is a bare trace id; `None` when it is neither.
+pub fn root_trace_id(header: &str) -> Option<&str> {
+    let root = header.split(';').find_map(|part| part.trim().strip_prefix("Root=")).unwrap_or(header).trim();
+    let usable = root.starts_with("1-")
+        && root.len() <= 64
+        && root.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    usable.then_some(root)
+}
+
 async fn respond(req: &Request, f: impl std::future::Future<Output = Handled>) -> Response<Body> {
+    answer(req, f.await)
+}
+
+/// [`respond`] for a command route, counting the outcome under the command's operation.
+async fn respond_command(
+    req: &Request,
+    operation: Operation,
+    f: impl std::future::Future<Output = Handled>,
+) -> Response<Body> {
+    let handled = f.await;
+    record_command(operation, &handled);
+    answer(req, handled)
+}
+
+/// Counts a command's outcome: accepted (2xx), or rejected with its error code, whether the error
+/// was decided now or replayed from a stored response.
+fn record_command(operation: Operation, handled: &Handled) {
+    use corebank_app::telemetry::{COMMANDS_ACCEPTED, COMMANDS_REJECTED};
+    let operation = operation.as_str();
+    let code = match handled {
+        Ok(response) if response.status().is_success() => {
+            metrics::counter!(COMMANDS_ACCEPTED, "operation" => operation).increment(1);
+            return;
+        }
+        Ok(response) => stored_code(response.body()).unwrap_or_else(|| "UNKNOWN".to_owned()),
+        Err(e) => crate::error::classify(e).1.to_owned(),
+    };
+    metrics::counter!(COMMANDS_REJECTED, "operation" => operation, "code" => code).increment(1);
+}
+
+/// The `code` of a stored error response.
+fn stored_code(body: &Body) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Coded {
+        code: String,
+    }
+    let Body::Text(text) = body else { return None };
+    serde_json::from_str::<Coded>(text).ok().map(|c| c.code)
+}
+
+fn answer(req: &Request, handled: Handled) -> Response<Body> {
     let rid = request_id(req);
-    match f.await {
+    match handled {
         Ok(mut response) => {
             if let Ok(v) = http::HeaderValue::from_str(&rid) {
                 response.headers_mut().insert("x-request-id", v);
@@ -99,6 +157,7 @@ fn client_context(
         principal: principal.id.to_string(),
         requested_actor,
         key_scope: KeyScope::Principal,
+        trace_id: trace_id(req),
     }
 }
 
@@ -130,8 +189,9 @@ async fn run_command(
 
 /// `POST /accounts`.
 pub async fn create_account(deps: &Deps, req: Request) -> Response<Body> {
-    respond(
+    respond_command(
         &req,
+        Operation::CreateAccount,
         run_command(deps, &req, |req| {
             let (dto, body) = decode_json::<CreateAccountRequest>(req)?;
             let access = AccessCheck::NewAccount(dto.owner_id.clone());
@@ -173,22 +233,32 @@ fn status_command(req: &Request, freeze: bool) -> Result<Prepared, ApiError> {
 
 /// `POST /accounts/{id}/deposits`.
 pub async fn deposit(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, |r| money_command(r, Direction::Deposit))).await
+    respond_command(
+        &req,
+        Operation::Deposit,
+        run_command(deps, &req, |r| money_command(r, Direction::Deposit)),
+    )
+    .await
 }
 
 /// `POST /accounts/{id}/withdrawals`.
 pub async fn withdraw(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, |r| money_command(r, Direction::Withdraw))).await
+    respond_command(
+        &req,
+        Operation::Withdraw,
+        run_command(deps, &req, |r| money_command(r, Direction::Withdraw)),
+    )
+    .await
 }
 
 /// `POST /accounts/{id}/freeze`.
 pub async fn freeze(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, |r| status_command(r, true))).await
+    respond_command(&req, Operation::Freeze, run_command(deps, &req, |r| status_command(r, true))).await
 }
 
 /// `POST /accounts/{id}/unfreeze`.
 pub async fn unfreeze(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, run_command(deps, &req, |r| status_command(r, false))).await
+    respond_command(&req, Operation::Unfreeze, run_command(deps, &req, |r| status_command(r, false))).await
 }
 
 /// The account of a read route, once the principal may read it.
@@ -235,7 +305,7 @@ pub async fn get_history(deps: &Deps, req: Request) -> Response<Body> {
 
 /// `POST /transfers`: 202 with `{transferId, status}` and a `Location`, the saga does the rest.
 pub async fn start_transfer(deps: &Deps, req: Request) -> Response<Body> {
-    respond(&req, async {
+    respond_command(&req, Operation::StartTransfer, async {
         let principal = access::principal(&req)?;
         let key = idempotency_key(&req)?;
         let (dto, body) = decode_json::<TransferRequest>(&req)?;
@@ -514,4 +584,22 @@ pub async fn admin_retry_parked(deps: &Deps, req: Request) -> Response<Body> {
         Ok(json_response(StatusCode::OK, body.to_string(), ""))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_trace_id;
+
+    #[test]
+    fn the_trace_id_is_the_root_of_the_runtime_header() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        assert_eq!(root_trace_id(header), Some("1-5759e988-bd862e3fe1be46a994272793"));
+        assert_eq!(
+            root_trace_id("1-5759e988-bd862e3fe1be46a994272793"),
+            Some("1-5759e988-bd862e3fe1be46a994272793")
+        );
+        assert_eq!(root_trace_id("Parent=53995c3f42cd8ad8;Sampled=1"), None);
+        assert_eq!(root_trace_id("Root=<script>"), None);
+        assert_eq!(root_trace_id(""), None);
+    }
 }

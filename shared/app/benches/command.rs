@@ -41,6 +41,7 @@ fn ctx(n: u64, operation: Operation) -> CommandContext {
         principal: "bench-client".to_owned(),
         requested_actor: None,
         key_scope: KeyScope::Principal,
+        trace_id: None,
     }
 }
 

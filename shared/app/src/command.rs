@@ -106,6 +106,8 @@ pub struct CommandContext {
     pub requested_actor: Option<String>,
     /// Whose namespace the Idempotency-Key is in.
     pub key_scope: KeyScope,
+    /// The X-Ray trace id of the invocation, if it is traced: recorded in the events' metadata.
+    pub trace_id: Option<String>,
 }
 
 /// A command that was accepted and written.
@@ -157,6 +159,8 @@ pub struct Trace {
     pub correlation_id: String,
     /// The request or event that directly caused the command.
     pub causation_id: String,
+    /// The X-Ray trace id the flow started under, if it was traced.
+    pub trace_id: Option<String>,
 }
 
 /// The account command service.
@@ -186,7 +190,11 @@ impl CommandService {
         account_id: &AccountId,
         command: &AccountCommand,
     ) -> Result<StoredResponse, AppError> {
-        let trace = Trace { correlation_id: ctx.request_id.clone(), causation_id: ctx.request_id.clone() };
+        let trace = Trace {
+            correlation_id: ctx.request_id.clone(),
+            causation_id: ctx.request_id.clone(),
+            trace_id: ctx.trace_id.clone(),
+        };
         self.execute_traced(ctx, &trace, account_id, command).await
     }
 
@@ -220,6 +228,7 @@ impl CommandService {
             transaction_id: transaction_id_of(command).map(str::to_owned),
             actor: Some(ctx.principal.clone()),
             requested_actor: ctx.requested_actor.clone(),
+            trace_id: trace.trace_id.clone(),
         };
         let render = |decided: Decided<'_, AccountState>| match decided {
             Decided::Accepted { version, event_ids, .. } => self.renderer.accepted(&Accepted {

@@ -268,7 +268,10 @@ impl<A: Aggregate> Engine<A> {
                     return Err(AppError::IdempotencyKeyReused);
                 }
                 return match record.state {
-                    IdempotencyState::Completed(response) => Ok(response),
+                    IdempotencyState::Completed(response) => {
+                        metrics::counter!(crate::telemetry::IDEMPOTENT_REPLAYS).increment(1);
+                        Ok(response)
+                    }
                     IdempotencyState::InProgress { .. } => Err(AppError::IdempotencyInProgress),
                 };
             }
@@ -351,6 +354,7 @@ impl<A: Aggregate> Engine<A> {
     ) -> Result<Option<StoredResponse>, AppError> {
         let Some(record) = self.stores.events.transaction(tx.transaction_id).await? else { return Ok(None) };
         let response = if record.intent == tx.intent {
+            metrics::counter!(crate::telemetry::IDEMPOTENT_REPLAYS).increment(1);
             record.response
         } else {
             (run.command.render)(Decided::Rejected(&AppError::TransactionIdConflict))
@@ -589,7 +593,11 @@ impl<A: Aggregate> Engine<A> {
 
 /// Pauses before the next try, or gives up with `CONCURRENCY_CONFLICT` when none is left.
 async fn pause(attempts: &mut Attempts) -> Result<(), AppError> {
-    let delay = attempts.failed().ok_or(AppError::ConcurrencyConflict)?;
+    let Some(delay) = attempts.failed() else {
+        metrics::counter!(crate::telemetry::CONCURRENCY_CONFLICTS).increment(1);
+        return Err(AppError::ConcurrencyConflict);
+    };
+    metrics::counter!(crate::telemetry::CONCURRENCY_RETRIES).increment(1);
     tokio::time::sleep(delay).await;
     Ok(())
 }

@@ -93,6 +93,25 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
+    /// One reconciler pass, then the figures an operator alarms on: what the pass found and did,
+    /// and the records parked now (see [`telemetry::record_reconcile`]). Failing to count the parked
+    /// records is logged and leaves their figures as they were.
+    pub async fn reconcile(
+        &self,
+        settings: &reconcile::ReconcileSettings,
+    ) -> Result<reconcile::ReconcileReport, AppError> {
+        let report = self.reconciler.pass(settings).await?;
+        let parked = match self.parked.stats().await {
+            Ok(stats) => Some(stats),
+            Err(e) => {
+                tracing::warn!(error = %e, "parked records not counted");
+                None
+            }
+        };
+        telemetry::record_reconcile(&report, parked.as_ref(), self.clock.now());
+        Ok(report)
+    }
+
     /// How `consumer` parks records in this app's store, by its clock.
     pub fn parking(&self, consumer: corebank_store::ParkedConsumer) -> parked::Parking {
         parked::Parking::new(self.stores.parked.clone(), consumer, self.clock.clone())

@@ -123,17 +123,16 @@ impl Parking {
     pub async fn park_envelope(&self, envelope: &EventEnvelope, error: &str) -> Result<(), StoreError> {
         let payload = serde_json::to_string(envelope)
             .map_err(|e| StoreError::Invalid(format!("the envelope does not serialise: {e}")))?;
-        self.store
-            .park(ParkedRecord {
-                consumer: self.consumer,
-                stream_key: envelope.stream_id.clone(),
-                position: envelope.version,
-                kind: ParkedKind::Envelope,
-                payload,
-                error: cut(error, PARKED_ERROR_CHARS_MAX),
-                parked_at: self.clock.now(),
-            })
-            .await
+        self.park(ParkedRecord {
+            consumer: self.consumer,
+            stream_key: envelope.stream_id.clone(),
+            position: envelope.version,
+            kind: ParkedKind::Envelope,
+            payload,
+            error: cut(error, PARKED_ERROR_CHARS_MAX),
+            parked_at: self.clock.now(),
+        })
+        .await
     }
 
     /// Parks a record that does not decode; `value` is its value as delivered (base64), if it had one.
@@ -145,17 +144,24 @@ impl Parking {
         value: Option<&str>,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.store
-            .park(ParkedRecord {
-                consumer: self.consumer,
-                stream_key: ParkedRecord::undecodable_key(topic, partition, offset),
-                position: u64::try_from(offset).unwrap_or(0),
-                kind: ParkedKind::Undecodable,
-                payload: cut(value.unwrap_or_default(), UNDECODABLE_PAYLOAD_BYTES_MAX),
-                error: cut(error, PARKED_ERROR_CHARS_MAX),
-                parked_at: self.clock.now(),
-            })
-            .await
+        self.park(ParkedRecord {
+            consumer: self.consumer,
+            stream_key: ParkedRecord::undecodable_key(topic, partition, offset),
+            position: u64::try_from(offset).unwrap_or(0),
+            kind: ParkedKind::Undecodable,
+            payload: cut(value.unwrap_or_default(), UNDECODABLE_PAYLOAD_BYTES_MAX),
+            error: cut(error, PARKED_ERROR_CHARS_MAX),
+            parked_at: self.clock.now(),
+        })
+        .await
+    }
+
+    /// Stores a parked record and counts it under its consumer.
+    async fn park(&self, record: ParkedRecord) -> Result<(), StoreError> {
+        self.store.park(record).await?;
+        metrics::counter!(crate::telemetry::RECORDS_PARKED, "consumer" => self.consumer.as_str())
+            .increment(1);
+        Ok(())
     }
 }
 

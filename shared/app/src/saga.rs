@@ -39,7 +39,7 @@
 use std::sync::Arc;
 
 use corebank_domain::transfer::{
-    LEG_IDEMPOTENCY_KEY_PREFIX, LegCommand, LegOutcome, leg_command, next_step, record_leg,
+    LEG_IDEMPOTENCY_KEY_PREFIX, Leg, LegCommand, LegOutcome, leg_command, next_step, record_leg,
 };
 use corebank_domain::{AccountAggregate, DomainError, EventEnvelope, EventMetadata, StreamId, TransferId};
 
@@ -109,12 +109,28 @@ impl TransferSaga {
     #[tracing::instrument(level = "debug", name = "saga", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
     pub async fn handle(&self, envelope: &EventEnvelope) -> Result<SagaOutcome, AppError> {
         let Some(transfer_id) = transfer_of(envelope)? else { return Ok(SagaOutcome::Ignored) };
-        self.advance(&transfer_id, &envelope.event_id.to_string()).await
+        let cause = envelope.event_id.to_string();
+        self.advance_traced(&transfer_id, &cause, envelope.metadata.trace_id.as_deref()).await
     }
 
     /// Drives one transfer until it is done; `cause` is the id of the event that triggered the pass.
     pub async fn advance(&self, transfer_id: &TransferId, cause: &str) -> Result<SagaOutcome, AppError> {
-        let trace = Trace { correlation_id: transfer_id.stream_id(), causation_id: cause.to_owned() };
+        self.advance_traced(transfer_id, cause, None).await
+    }
+
+    /// [`TransferSaga::advance`], carrying the trace id of the event that triggered the pass into
+    /// the events of its steps.
+    async fn advance_traced(
+        &self,
+        transfer_id: &TransferId,
+        cause: &str,
+        trace_id: Option<&str>,
+    ) -> Result<SagaOutcome, AppError> {
+        let trace = Trace {
+            correlation_id: transfer_id.stream_id(),
+            causation_id: cause.to_owned(),
+            trace_id: trace_id.map(str::to_owned),
+        };
         let mut steps = 0;
         loop {
             let state = self.transfers.load(transfer_id).await?;
@@ -144,8 +160,12 @@ impl TransferSaga {
                 transaction_id: transaction_id_of(&leg.command).map(str::to_owned),
                 actor: Some(actor),
                 requested_actor: None,
+                trace_id: trace.trace_id.clone(),
             };
             match self.transfers.record(transfer_id, &command, &metadata).await? {
+                Ok(_) if leg.leg == Leg::Release => {
+                    metrics::counter!(crate::telemetry::SAGA_COMPENSATIONS).increment(1);
+                }
                 Ok(_) => {}
                 // Another pass recorded this step first (a concurrent duplicate delivery): reload.
                 Err(DomainError::TransferStepNotAllowed { .. }) => {}
@@ -167,6 +187,7 @@ impl TransferSaga {
             principal: actor.to_owned(),
             requested_actor: None,
             key_scope: KeyScope::Process,
+            trace_id: trace.trace_id.clone(),
         };
         let response = self.accounts.execute_traced(&ctx, trace, &leg.account_id, &leg.command).await?;
         Ok(match response.code {

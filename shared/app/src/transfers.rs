@@ -78,6 +78,7 @@ impl TransferService {
             transaction_id: None,
             actor: Some(ctx.principal.clone()),
             requested_actor: ctx.requested_actor.clone(),
+            trace_id: ctx.trace_id.clone(),
         };
         let render = |decided: Decided<'_, TransferState>| match decided {
             Decided::Accepted { state, version, .. } => self.renderer.transfer_accepted(&TransferAccepted {

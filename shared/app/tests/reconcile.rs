@@ -25,6 +25,7 @@ fn ctx(key: &str, operation: Operation) -> CommandContext {
         principal: "local-operator".to_owned(),
         requested_actor: None,
         key_scope: KeyScope::Principal,
+        trace_id: None,
     }
 }
 

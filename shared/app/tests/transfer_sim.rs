@@ -313,6 +313,7 @@ fn ctx(key: &str, operation: Operation) -> CommandContext {
         principal: "sim-client".to_owned(),
         requested_actor: None,
         key_scope: KeyScope::Principal,
+        trace_id: None,
     }
 }
 

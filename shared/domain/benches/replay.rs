@@ -89,6 +89,7 @@ fn envelopes(events: &[AccountEvent]) -> Vec<EventEnvelope> {
                 transaction_id: event.transaction_id().map(|t| t.as_str().to_owned()),
                 actor: None,
                 requested_actor: None,
+                trace_id: None,
             },
         })
         .collect()

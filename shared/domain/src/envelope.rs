@@ -31,6 +31,10 @@ pub struct EventMetadata {
     /// The `actor` a client named in the request body: recorded, never believed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_actor: Option<String>,
+    /// The X-Ray trace id of the invocation that wrote the event (given by the Lambda runtime, never
+    /// by the caller), so a request's trace can be followed through the events it caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One immutable, stored event. Its JSON form (camelCase) is the message value on the bus.

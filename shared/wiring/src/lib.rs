@@ -16,7 +16,7 @@ pub mod postgres;
 pub mod rds_secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-pub mod telemetry;
+pub use corebank_emf as telemetry;
 
 /// Which adapters back the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

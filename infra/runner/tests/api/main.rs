@@ -12,6 +12,7 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod malformed;
+mod metrics;
 mod money;
 mod reads;
 mod transactions;

@@ -32,6 +32,7 @@ use corebank_app::parked::Parking;
 use corebank_domain::EventEnvelope;
 use corebank_messaging::{CodecError, decode_value};
 use corebank_store::StoreError;
+use tracing::Instrument as _;
 
 use crate::fanout::{bounded, group_by_key};
 
@@ -308,9 +309,22 @@ where
             report.parked += 1;
             continue;
         }
-        match parking.handle(|| handle(envelope.clone())).await {
+        // Every line logged while the record is handled names it, its flow and the trace it began in.
+        let span = tracing::info_span!(
+            "record",
+            stream_id = %envelope.stream_id,
+            version = envelope.version,
+            correlation_id = envelope.metadata.correlation_id.as_deref().unwrap_or_default(),
+            trace_id = envelope.metadata.trace_id.as_deref().unwrap_or_default(),
+        );
+        match parking.handle(|| handle(envelope.clone())).instrument(span).await {
             Ok(n) => report.handled += n,
             Err(source) if source.is_transient() => {
+                metrics::counter!(
+                    corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES,
+                    "stage" => parking.consumer().as_str()
+                )
+                .increment(1);
                 return Err(BatchError::Handle {
                     topic: topic_of(record, run.key),
                     partition: record.partition,
@@ -327,6 +341,8 @@ where
                     stream_id = %envelope.stream_id,
                     version = envelope.version,
                     offset = record.offset,
+                    correlation_id = envelope.metadata.correlation_id.as_deref().unwrap_or_default(),
+                    trace_id = envelope.metadata.trace_id.as_deref().unwrap_or_default(),
                     error = %reason,
                     "record failed permanently: its stream is parked"
                 );

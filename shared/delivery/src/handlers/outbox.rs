@@ -122,7 +122,9 @@ pub async fn handle_stream_event(event: Event, publisher: &dyn EventPublisher) -
             Ok(()) => published += 1,
             Err(err) => {
                 if err.is_retryable() {
-                    tracing::warn!(error = %err, stream_id = %envelope.stream_id, version = envelope.version, "event not published; it will be retried");
+                    metrics::counter!(corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES, "stage" => "publisher")
+                        .increment(1);
+                    tracing::warn!(error = %err, stream_id = %envelope.stream_id, version = envelope.version, trace_id = envelope.metadata.trace_id.as_deref().unwrap_or_default(), "event not published; it will be retried");
                 } else {
                     tracing::error!(error = %err, stream_id = %envelope.stream_id, version = envelope.version, "event refused by the bus; it will be retried until the mapping gives up");
                 }

@@ -15,6 +15,8 @@
 //! offset order (see [`crate::handlers::batch`]). A partition applied one record at a time would cap the read
 //! side at one store round trip per event.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use aws_lambda_events::event::kafka::KafkaEvent;
 use corebank_app::parked::Parking;
 use corebank_app::projector::{Applied, Projector};
@@ -39,13 +41,24 @@ pub async fn handle_kafka_event(
     projector: &Projector,
     parking: &Parking,
 ) -> Result<BatchReport, BatchError> {
-    for_each_stream(event, STREAMS_IN_FLIGHT_MAX, parking, |envelope| async move {
+    // The oldest event applied, in milliseconds since the epoch: the batch's projection lag.
+    let oldest = &AtomicI64::new(i64::MAX);
+    let report = for_each_stream(event, STREAMS_IN_FLIGHT_MAX, parking, |envelope| async move {
         match projector.handle(&envelope).await? {
-            Applied::Applied { events } => Ok(events),
+            Applied::Applied { events } => {
+                oldest.fetch_min(envelope.occurred_at.timestamp_millis(), Ordering::Relaxed);
+                Ok(events)
+            }
             Applied::Duplicate | Applied::Ignored => Ok(0),
         }
     })
-    .await
+    .await?;
+    if let Some(at) = chrono::DateTime::from_timestamp_millis(oldest.load(Ordering::Relaxed))
+        && report.handled > 0
+    {
+        corebank_app::telemetry::record_projection_lag(at, chrono::Utc::now());
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -366,6 +366,9 @@ impl Relay {
     /// Reads the backlog and keeps it for [`Relay::metrics`] and health.
     pub async fn refresh_stats(&self) -> Result<OutboxStats, StoreError> {
         let stats = self.outbox.stats().await?;
+        metrics::gauge!(corebank_app::telemetry::OUTBOX_BACKLOG).set(stats.pending as f64);
+        let age = stats.oldest_pending_at.map_or(0, |at| (chrono::Utc::now() - at).num_seconds().max(0));
+        metrics::gauge!(corebank_app::telemetry::OUTBOX_OLDEST_AGE_SECONDS).set(age as f64);
         *lock(&self.stats) = Some(stats.clone());
         Ok(stats)
     }
@@ -380,6 +383,8 @@ impl Relay {
         }
         if !settlement.retry.is_empty() {
             // Transient failures are retried for as long as it takes (never dead-lettered).
+            metrics::counter!(corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES, "stage" => "relay")
+                .increment(settlement.retry.len() as u64);
             let failures = self.outbox.mark_failed(token, &settlement.retry, u32::MAX).await?;
             report.failed += failures.retrying + failures.dead_lettered;
             report.dead_lettered += failures.dead_lettered;

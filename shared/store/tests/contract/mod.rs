@@ -160,6 +160,7 @@ fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
             transaction_id: Some(format!("tx-{stream_id}-{version}")),
             actor: Some("contract-suite".to_owned()),
             requested_actor: Some("named-in-body".to_owned()),
+            trace_id: Some(format!("1-{version:08x}-{}", "0123456789abcdef01234567")),
         },
     }
 }
