@@ -228,7 +228,8 @@ pub struct Config {
 
 /// Every config a function may name. `store` is the wiring's `stores_from_env` (STORE_KIND and, per
 /// kind, the DynamoDB or Postgres variables); `dynamodb` and `postgres` are those parts alone, for a
-/// function bound to one kind.
+/// function bound to one kind; `telemetry` is `corebank_wiring::telemetry::init`, which every function
+/// calls.
 pub fn configs() -> Vec<Config> {
     let store: Vec<&'static str> = corebank_wiring::ENV_VARS
         .iter()
@@ -288,6 +289,14 @@ pub fn configs() -> Vec<Config> {
             sources: &["shared/messaging/src/config.rs"],
             declared: Some(corebank_messaging::KafkaConfig::ENV_VARS.to_vec()),
             not_variables: &["AWS_MSK_IAM", "OAUTHBEARER"],
+        },
+        Config {
+            // `AWS_LAMBDA_FUNCTION_NAME` is set by Lambda itself: like `AWS_REGION` of `postgres`, a
+            // function with this config is not expected to have it in the template (LAMBDA_RESERVED).
+            id: "telemetry",
+            sources: &["shared/wiring/src/telemetry.rs"],
+            declared: Some(corebank_wiring::telemetry::ENV_VARS.to_vec()),
+            not_variables: &[],
         },
         Config {
             id: "topics",
