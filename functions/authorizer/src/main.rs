@@ -11,6 +11,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    corebank_emf::init();
     let settings = Settings::from_env()?;
     let source: Arc<dyn KeySource> = Arc::new(UrlKeys::new(&settings.jwks_url)?);
     let verifier = Arc::new(Verifier::new(settings.verifier, source));
@@ -23,8 +24,8 @@ async fn main() -> Result<(), Error> {
         }
     });
     let verifier = &verifier;
-    run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| async move {
-        authorizer::authorize(verifier, &event.payload).await
+    run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
+        corebank_emf::flushed(async move { authorizer::authorize(verifier, &event.payload).await })
     }))
     .await
 }

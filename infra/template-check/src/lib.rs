@@ -294,7 +294,7 @@ pub fn configs() -> Vec<Config> {
             // `AWS_LAMBDA_FUNCTION_NAME` is set by Lambda itself: like `AWS_REGION` of `postgres`, a
             // function with this config is not expected to have it in the template (LAMBDA_RESERVED).
             id: "telemetry",
-            sources: &["shared/wiring/src/telemetry.rs"],
+            sources: &["shared/emf/src/lib.rs"],
             declared: Some(corebank_wiring::telemetry::ENV_VARS.to_vec()),
             not_variables: &[],
         },
