@@ -80,7 +80,7 @@ pub const OLDEST_PENDING_TRANSFER_AGE_SECONDS: &str = "oldest_pending_transfer_a
 pub const TRANSFERS_REDRIVEN: &str = "transfers_redriven";
 /// Read-side rows the reconciler found missing or behind their stream and repaired.
 pub const READ_SIDE_REPAIRS: &str = "read_side_repairs";
-/// Transfers the process manager compensated (hold released, or credit refunded).
+/// Transfers the process manager compensated (the credit failed, the source hold was released).
 pub const SAGA_COMPENSATIONS: &str = "saga_compensations";
 /// Lambda execution environments started, by function.
 pub const COLD_STARTS: &str = "cold_starts";
