@@ -3,7 +3,7 @@
 written at a git revision and as written in the working tree, on a fresh database with a synthetic
 backlog. Needs DATABASE_URL (run it under infra/scripts/with-services.sh) and a built runner
 (target/debug/corebank-runner, for the migrations). Prints Postgres's own execution time, best of 3,
-each inside a transaction that is rolled back.
+each inside a transaction that is rolled back, with JIT off as the bank's sessions have it.
 
     SERVICES=postgres infra/scripts/with-services.sh \\
         python3 infra/scripts/outbox-queries.py --query STATS --old HEAD~1 --streams 5 --per-stream 2000
@@ -60,7 +60,7 @@ def main() -> None:
         sql = sql.replace("$1", "256").replace("$2::bigint", "60000::bigint").replace("$3", "gen_random_uuid()")
         times = []
         for _ in range(3):
-            out = psql(db, f"BEGIN; EXPLAIN ANALYZE {sql}; ROLLBACK;")
+            out = psql(db, f"BEGIN; SET LOCAL jit = off; EXPLAIN ANALYZE {sql}; ROLLBACK;")
             times.append(float(re.search(r"Execution Time: ([0-9.]+) ms", out).group(1)))
         print(f"{args.query} at {label}: {s * per} unpublished rows in {s} streams"
               f"{' (heads leased)' if args.leased else ''}: best of 3 {min(times):.1f} ms")

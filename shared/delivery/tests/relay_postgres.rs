@@ -813,3 +813,64 @@ async fn the_backlog_health_reports_stays_fresh_while_a_publish_waits_on_a_broke
     let _ = stop.send(true);
     tokio::time::timeout(PATIENCE, running).await.expect("the relay stops").expect("no panic");
 }
+
+/// The claim hands out a prefix of each stream's pending rows, whatever holds a row back: a row another
+/// transaction has locked (a late settlement: the claim skips it) keeps its stream's later rows back,
+/// and so does a row backing off after a failure, while other streams go out. Once the row is free,
+/// its stream goes out whole and in order. The claim checks each row against the index of waiting rows
+/// and its stream's previous unpublished row, never against the whole backlog.
+#[tokio::test]
+async fn a_claim_keeps_each_stream_in_order_past_locked_and_backing_off_rows() {
+    let (config, pool) = fresh_database().await;
+    let stores = PgStores::new(pool.clone());
+    let names = streams(3);
+    append_interleaved(&stores, &names, 3).await;
+    let (locked, backing_off, free) = (&names[0], &names[1], &names[2]);
+    let outbox = PgOutbox::new(pool.clone());
+    let lease = Duration::from_secs(60);
+    let versions = |rows: &[corebank_store::postgres::OutboxRow], stream: &str| -> Vec<u64> {
+        rows.iter().filter(|r| r.envelope.stream_id == stream).map(|r| r.envelope.version).collect()
+    };
+
+    // The first row of `backing_off` failed and waits for its retry.
+    let first = outbox.claim(256, lease).await.unwrap();
+    let row =
+        first.rows.iter().find(|r| r.envelope.stream_id == *backing_off && r.envelope.version == 1).unwrap();
+    let retry = corebank_store::postgres::RetryLater {
+        position: row.position,
+        error: "broker away".to_owned(),
+        retry_after: Duration::from_secs(3600),
+    };
+    outbox.mark_failed(first.token, std::slice::from_ref(&retry), u32::MAX).await.unwrap();
+    let others: Vec<u64> = first.rows.iter().map(|r| r.position).filter(|p| *p != row.position).collect();
+    outbox.release(first.token, &others).await.unwrap();
+
+    // Another session holds the first row of `locked`.
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT 1 FROM outbox_events WHERE stream_id = $1 AND version = 1 FOR UPDATE",
+            &[&locked.as_str()],
+        )
+        .await
+        .unwrap();
+
+    let claim = outbox.claim(256, lease).await.unwrap();
+    assert_eq!(versions(&claim.rows, free), [1, 2, 3], "{:?}", claim.rows);
+    assert!(versions(&claim.rows, locked).is_empty(), "behind a locked row: {:?}", claim.rows);
+    assert!(versions(&claim.rows, backing_off).is_empty(), "behind a row backing off: {:?}", claim.rows);
+    outbox
+        .mark_published(claim.token, &claim.rows.iter().map(|r| r.position).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    // The lock goes; `locked` goes out whole and in order, `backing_off` still waits.
+    client.batch_execute("ROLLBACK").await.unwrap();
+    drop(client);
+    let _ = driver.await;
+    let claim = outbox.claim(256, lease).await.unwrap();
+    assert_eq!(versions(&claim.rows, locked), [1, 2, 3], "{:?}", claim.rows);
+    assert!(versions(&claim.rows, backing_off).is_empty(), "{:?}", claim.rows);
+}

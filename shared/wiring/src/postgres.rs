@@ -525,7 +525,8 @@ mod tests {
         assert_eq!(
             settings.config.get_options(),
             Some(
-                "-c lock_timeout=1000 -c statement_timeout=2500 -c idle_in_transaction_session_timeout=4000"
+                "-c lock_timeout=1000 -c statement_timeout=2500 -c idle_in_transaction_session_timeout=4000 \
+                 -c jit=off"
             )
         );
         assert_eq!(settings.request_wait_max(), Duration::from_millis(1500 + 2000 + 2500));

@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_parked_records",
         sql: include_str!("../../../../infra/migrations/postgres/0008_parked_records.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_outbox_waiting",
+        sql: include_str!("../../../../infra/migrations/postgres/0009_outbox_waiting.sql"),
+    },
 ];
 
 /// Why migrating stopped.

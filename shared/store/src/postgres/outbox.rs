@@ -40,27 +40,42 @@ use crate::StoreError;
 pub const MAX_CLAIM_BATCH: usize = 1_000;
 
 /// Pending rows in position order whose stream has no earlier row that waits (leased, backing off or
-/// dead-lettered), locked with SKIP LOCKED. `claimable` then drops every row that has an earlier
-/// unpublished row of its stream outside this batch (one skipped because another claim has it
-/// locked, or one beyond the limit), so the batch holds a prefix of each stream's pending rows.
+/// dead-lettered), locked with SKIP LOCKED. `claimable` then keeps, of each stream, the run of
+/// candidates that starts at the stream's first unpublished row and has no unpublished row of the
+/// stream between two of them (one skipped because another claim or a late settlement has it
+/// locked), so the batch holds a prefix of each stream's pending rows.
+///
+/// Each check is an index probe (written as scalar subqueries, so that the planner runs them per row
+/// rather than joining whole sets), so a claim costs about the same at any backlog: "is an earlier row
+/// of the stream waiting?" reads `outbox_events_stream_waiting`, which holds only rows that are or
+/// were leased, retried or dead-lettered (few: a row leaves it when it is published); "which
+/// unpublished row comes just before?" is the newest entry below the row in
+/// `outbox_events_stream_unpublished`.
 const CLAIM: &str = "WITH candidates AS MATERIALIZED ( \
          SELECT o.position, o.stream_id FROM outbox_events o \
          WHERE o.published_at IS NULL AND o.dead_lettered_at IS NULL \
            AND (o.claimed_until IS NULL OR o.claimed_until <= now()) \
            AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
-           AND NOT EXISTS ( \
-               SELECT 1 FROM outbox_events b \
-               WHERE b.stream_id = o.stream_id AND b.position < o.position AND b.published_at IS NULL \
-                 AND (b.dead_lettered_at IS NOT NULL OR b.claimed_until > now() OR b.next_attempt_at > now())) \
+           AND (SELECT b.position FROM outbox_events b \
+                WHERE b.stream_id = o.stream_id AND b.position < o.position AND b.published_at IS NULL \
+                  AND (b.dead_lettered_at IS NOT NULL OR b.claimed_until IS NOT NULL OR b.next_attempt_at IS NOT NULL) \
+                  AND (b.dead_lettered_at IS NOT NULL OR b.claimed_until > now() OR b.next_attempt_at > now()) \
+                LIMIT 1) IS NULL \
          ORDER BY o.position \
          LIMIT $1 \
          FOR UPDATE OF o SKIP LOCKED \
+     ), chained AS ( \
+         SELECT c.position, c.stream_id, \
+                (SELECT max(e.position) FROM outbox_events e \
+                 WHERE e.stream_id = c.stream_id AND e.position < c.position AND e.published_at IS NULL) \
+                    IS NOT DISTINCT FROM lag(c.position) OVER (PARTITION BY c.stream_id ORDER BY c.position) \
+                    AS follows \
+         FROM candidates c \
      ), claimable AS ( \
-         SELECT c.position FROM candidates c \
-         WHERE NOT EXISTS ( \
-             SELECT 1 FROM outbox_events e \
-             WHERE e.stream_id = c.stream_id AND e.position < c.position AND e.published_at IS NULL \
-               AND e.position NOT IN (SELECT position FROM candidates)) \
+         SELECT position FROM ( \
+             SELECT position, bool_and(follows) OVER (PARTITION BY stream_id ORDER BY position) AS unbroken \
+             FROM chained) runs \
+         WHERE unbroken \
      ), claimed AS ( \
          UPDATE outbox_events o \
          SET claimed_until = now() + $2::bigint * interval '1 millisecond', claim_token = $3 \
