@@ -204,6 +204,28 @@ at 100; pause_broker "$LONG_PAUSE"
 LAST_FAULT_END=$(date +%s)
 
 log "faults done; waiting for the load tool (load, then its audit)"
+# Postgres: once the load is over and the relay's backlog is empty, the events committed during the
+# load that the account read side has still not applied (what the reconciler will have to repair),
+# with when each was written and published: which fault, if any, lost them on the way.
+if [ "$MODE" = postgres ]; then
+  until grep -q "load done" "$OUT/load.err"; do sleep 0.5; done
+  LOAD_END=$(date +%s)
+  for _ in $(seq 1 600); do
+    [ "$(health | jq -r '.checks.pipeline.lag // 1')" = 0 ] && break
+    sleep 1
+  done
+  sleep 5
+  psql -qAtX -F $'\t' "$DATABASE_URL" >"$OUT/behind.tsv" 2>&1 <<SQL || true
+SELECT e.stream_id, e.version, e.position, e.occurred_at, o.published_at, COALESCE(c.version, 0) AS checkpoint
+FROM events e
+LEFT JOIN projection_checkpoints c ON c.stream_id = e.stream_id
+LEFT JOIN outbox_events o ON o.position = e.position
+WHERE e.stream_id LIKE 'account-%' AND e.version > COALESCE(c.version, 0)
+  AND e.occurred_at < to_timestamp($LOAD_END)
+ORDER BY e.position;
+SQL
+  log "events the read side had not applied $(( $(date +%s) - LOAD_END )) s after the load: $(wc -l <"$OUT/behind.tsv") (behind.tsv)"
+fi
 LOAD_RC=0; wait "$LOAD_PID" || LOAD_RC=$?; LOAD_PID=
 log "load tool exited $LOAD_RC"
 CHECK_RC=0

@@ -71,7 +71,10 @@ pub use events::PgEventStore;
 pub use migrate::{
     MIGRATIONS, Migration, MigrationError, MigrationReport, migrate, migrate_to, migrate_with,
 };
-pub use outbox::{FailureReport, MAX_CLAIM_BATCH, OutboxClaim, OutboxRow, OutboxStats, PgOutbox, RetryLater};
+pub use outbox::{
+    FailureReport, MAX_CLAIM_BATCH, OutboxClaim, OutboxRow, OutboxStats, PENDING_COUNT_MAX, PgOutbox,
+    RetryLater,
+};
 pub use parked::PgParkedRecordStore;
 pub use read::{PgReadModelStore, PgRebuildJobStore, PgSnapshotStore};
 pub use transfers::PgTransferStatusStore;

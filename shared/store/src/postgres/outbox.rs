@@ -122,35 +122,53 @@ const REQUEUE_DEAD: &str = "UPDATE outbox_events \
          claim_token = NULL \
      WHERE dead_lettered_at IS NOT NULL AND published_at IS NULL";
 
-/// Reads only unpublished rows (the partial indexes), so its cost follows the backlog, not the
-/// retained history. A row is blocked when a dead-lettered row of its stream comes before it: the
-/// first dead letter of each stream is found once and joined (a hash join), so the cost is linear
-/// in the backlog, not in the backlog times each stream's unpublished rows.
-const STATS: &str = "WITH unpublished AS ( \
-         SELECT stream_id, position, attempts, last_error, created_at, next_attempt_at, claimed_until, \
-                dead_lettered_at \
-         FROM outbox_events WHERE published_at IS NULL), \
-     first_dead AS ( \
-         SELECT stream_id, min(position) AS position FROM unpublished \
+/// The most unpublished rows [`PgOutbox::stats`] counts: a larger backlog reads as this many, so the
+/// statistics cost the same however far the relay is behind.
+pub const PENDING_COUNT_MAX: u64 = 100_000;
+
+/// The backlog's figures at a bounded cost. Everything but the count of unpublished rows reads the
+/// rows that are or were leased, retried or dead-lettered (`outbox_events_stream_waiting`, few); the
+/// rows blocked behind a dead letter are read only for streams that have one; the count stops at
+/// [`PENDING_COUNT_MAX`]; the oldest pending row is the first by position that no dead letter
+/// blocks.
+const STATS: &str = "WITH waiting AS MATERIALIZED ( \
+         SELECT stream_id, position, attempts, last_error, next_attempt_at, claimed_until, dead_lettered_at \
+         FROM outbox_events \
+         WHERE published_at IS NULL \
+           AND (dead_lettered_at IS NOT NULL OR claimed_until IS NOT NULL OR next_attempt_at IS NOT NULL)), \
+     first_dead AS MATERIALIZED ( \
+         SELECT stream_id, min(position) AS position FROM waiting \
          WHERE dead_lettered_at IS NOT NULL GROUP BY stream_id), \
-     pending_rows AS ( \
-         SELECT u.*, (d.position IS NOT NULL AND u.position > d.position) AS blocked \
-         FROM unpublished u LEFT JOIN first_dead d ON d.stream_id = u.stream_id) \
+     blocked AS ( \
+         SELECT count(*) AS n FROM first_dead d JOIN outbox_events o \
+           ON o.stream_id = d.stream_id AND o.position > d.position \
+          AND o.published_at IS NULL AND o.dead_lettered_at IS NULL), \
+     unpublished AS ( \
+         SELECT count(*) AS n FROM ( \
+             SELECT 1 FROM outbox_events WHERE published_at IS NULL AND dead_lettered_at IS NULL \
+             LIMIT 100000) u), \
+     oldest AS ( \
+         SELECT o.created_at FROM outbox_events o \
+         WHERE o.published_at IS NULL AND o.dead_lettered_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM first_dead d WHERE d.stream_id = o.stream_id AND d.position < o.position) \
+         ORDER BY o.position LIMIT 1), \
+     live AS ( \
+         SELECT w.* FROM waiting w \
+         WHERE w.dead_lettered_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM first_dead d WHERE d.stream_id = w.stream_id AND d.position < w.position)) \
      SELECT \
-         count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL) AS pending, \
-         count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL AND attempts > 0) AS retrying, \
-         count(*) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight, \
-         count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered, \
-         count(*) FILTER (WHERE blocked AND dead_lettered_at IS NULL) AS blocked, \
-         COALESCE(max(attempts), 0) AS max_attempts, \
-         min(created_at) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL) AS oldest_pending_at, \
-         min(next_attempt_at) FILTER (WHERE NOT blocked AND dead_lettered_at IS NULL \
-                                        AND next_attempt_at > now()) AS next_retry_at, \
-         (array_agg(last_error ORDER BY position) FILTER (WHERE dead_lettered_at IS NOT NULL))[1] \
+         GREATEST((SELECT n FROM unpublished) - (SELECT n FROM blocked), 0) AS pending, \
+         (SELECT count(*) FROM live WHERE attempts > 0) AS retrying, \
+         (SELECT count(*) FROM live WHERE claimed_until > now()) AS in_flight, \
+         (SELECT count(*) FROM waiting WHERE dead_lettered_at IS NOT NULL) AS dead_lettered, \
+         (SELECT n FROM blocked) AS blocked, \
+         (SELECT COALESCE(max(attempts), 0) FROM waiting) AS max_attempts, \
+         (SELECT created_at FROM oldest) AS oldest_pending_at, \
+         (SELECT min(next_attempt_at) FROM live WHERE next_attempt_at > now()) AS next_retry_at, \
+         (SELECT last_error FROM waiting WHERE dead_lettered_at IS NOT NULL ORDER BY position LIMIT 1) \
              AS first_dead_letter_error, \
-         (array_agg(stream_id ORDER BY position) FILTER (WHERE dead_lettered_at IS NOT NULL))[1] \
-             AS first_dead_letter_stream \
-     FROM pending_rows";
+         (SELECT stream_id FROM waiting WHERE dead_lettered_at IS NOT NULL ORDER BY position LIMIT 1) \
+             AS first_dead_letter_stream";
 
 /// One claimed outbox row: its event and how often publishing it has failed before.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,7 +219,7 @@ pub struct FailureReport {
 #[serde(rename_all = "camelCase")]
 pub struct OutboxStats {
     /// Unpublished rows a relay will publish (waiting, leased or backing off), not counting
-    /// dead-lettered rows and the rows blocked behind them.
+    /// dead-lettered rows and the rows blocked behind them; counted up to [`PENDING_COUNT_MAX`].
     pub pending: u64,
     /// Of `pending`, rows that have failed at least once.
     pub retrying: u64,
@@ -407,5 +425,15 @@ impl PgOutbox {
             first_dead_letter_stream: column(&row, "first_dead_letter_stream")?,
             first_dead_letter_error: column(&row, "first_dead_letter_error")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statistics_count_stops_at_the_documented_bound() {
+        assert!(STATS.contains(&format!("LIMIT {PENDING_COUNT_MAX})")), "{STATS}");
     }
 }
