@@ -61,11 +61,45 @@ impl Projector {
     /// Applies one delivered event, repairing any gap before it.
     #[tracing::instrument(level = "debug", name = "project", skip_all, fields(stream_id = %envelope.stream_id, version = envelope.version))]
     pub async fn handle(&self, envelope: &EventEnvelope) -> Result<Applied, AppError> {
+        self.handle_up_to(envelope, std::slice::from_ref(envelope)).await
+    }
+
+    /// Applies delivered events of one stream, in one write where it can: `run` must be one stream's
+    /// consecutive versions in order (what a partition delivers for a stream; anything else is applied
+    /// event by event). What the read side already has is skipped and a gap before the run is repaired
+    /// from the event store, as for [`Projector::handle`]; `events` counts what was applied. A failure
+    /// applies nothing of the run.
+    #[tracing::instrument(level = "debug", name = "project_run", skip_all, fields(events = run.len()))]
+    pub async fn handle_run(&self, run: &[EventEnvelope]) -> Result<Applied, AppError> {
+        let Some(last) = run.last() else { return Ok(Applied::Duplicate) };
+        let consecutive = run.windows(2).all(|pair| {
+            pair[1].stream_id == pair[0].stream_id && pair[1].version == pair[0].version.saturating_add(1)
+        });
+        if consecutive {
+            return self.handle_up_to(last, run).await;
+        }
+        let mut applied = 0;
+        for envelope in run {
+            if let Applied::Applied { events } = self.handle(envelope).await? {
+                applied += events;
+            }
+        }
+        Ok(if applied > 0 { Applied::Applied { events: applied } } else { Applied::Duplicate })
+    }
+
+    /// Applies the stream of `envelope` up to it: from `delivered` (consecutive versions of the
+    /// stream ending at `envelope`) when they start at or before the checkpoint's next version, else
+    /// from the event store.
+    async fn handle_up_to(
+        &self,
+        envelope: &EventEnvelope,
+        delivered: &[EventEnvelope],
+    ) -> Result<Applied, AppError> {
         let account_id = match envelope.stream() {
             Ok(StreamId::Account(account_id)) => account_id,
             Ok(StreamId::Transfer(transfer_id)) => {
                 let Some(transfers) = &self.transfers else { return Ok(Applied::Ignored) };
-                return self.handle_transfer(transfers.as_ref(), &transfer_id, envelope).await;
+                return self.handle_transfer(transfers.as_ref(), &transfer_id, envelope, delivered).await;
             }
             Err(_) => return Ok(Applied::Ignored),
         };
@@ -75,7 +109,7 @@ impl Projector {
             if envelope.version <= checkpoint {
                 return Ok(Applied::Duplicate);
             }
-            let run = self.run_to(envelope, checkpoint).await?;
+            let run = self.run_to(envelope, checkpoint, delivered).await?;
             match self.apply_run(&account_id, &envelope.stream_id, checkpoint, &run).await {
                 Ok(()) => return Ok(Applied::Applied { events: run.len() }),
                 Err(AppError::Store(StoreError::CheckpointMoved { .. }))
@@ -96,6 +130,7 @@ impl Projector {
         transfers: &dyn TransferStatusStore,
         transfer_id: &TransferId,
         envelope: &EventEnvelope,
+        delivered: &[EventEnvelope],
     ) -> Result<Applied, AppError> {
         let mut races = 0;
         loop {
@@ -104,7 +139,7 @@ impl Projector {
             if envelope.version <= checkpoint {
                 return Ok(Applied::Duplicate);
             }
-            let run = self.run_to(envelope, checkpoint).await?;
+            let run = self.run_to(envelope, checkpoint, delivered).await?;
             let Some(status) = project_transfer_all(current, &run)? else { return Ok(Applied::Ignored) };
             match transfers.apply(checkpoint, status).await {
                 Ok(()) => return Ok(Applied::Applied { events: run.len() }),
@@ -114,15 +149,17 @@ impl Projector {
         }
     }
 
-    /// The events from `checkpoint + 1` up to the delivered one: just it, or read from the store when
-    /// some before it were not applied yet.
+    /// The events from `checkpoint + 1` up to the delivered one: taken from `delivered` (consecutive
+    /// versions ending at it) when they reach back that far, or read from the store when some before
+    /// them were not applied yet.
     async fn run_to(
         &self,
         envelope: &EventEnvelope,
         checkpoint: u64,
+        delivered: &[EventEnvelope],
     ) -> Result<Vec<EventEnvelope>, AppError> {
-        if envelope.version == checkpoint + 1 {
-            return Ok(vec![envelope.clone()]);
+        if delivered.first().is_some_and(|first| first.version <= checkpoint.saturating_add(1)) {
+            return Ok(delivered.iter().filter(|e| e.version > checkpoint).cloned().collect());
         }
         tracing::info!(checkpoint, "gap before delivered event; repairing from the event store");
         let stored = self.events.load_stream(&envelope.stream_id, checkpoint).await?;

@@ -230,6 +230,29 @@ where
     F: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<usize, AppError>>,
 {
+    for_each_stream_in_runs(event, limit, parking, handle, None::<NoRuns>).await
+}
+
+/// The run handler of a consumer that takes records one at a time.
+type NoRuns = fn(Vec<EventEnvelope>) -> std::future::Ready<Result<usize, AppError>>;
+
+/// [`for_each_stream`], first offering each stream's records of the batch to `handle_run` at once
+/// (when the stream has more than one and none of it is parked). A run that fails transiently fails
+/// the batch; one that fails for good is taken record by record through `handle`, which finds the
+/// record to park. `handle_run` must apply all of the run or nothing of it.
+pub(crate) async fn for_each_stream_in_runs<F, Fut, G, GFut>(
+    event: &KafkaEvent,
+    limit: usize,
+    parking: &Parking,
+    handle: F,
+    handle_run: Option<G>,
+) -> Result<BatchReport, BatchError>
+where
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = Result<usize, AppError>>,
+    G: Fn(Vec<EventEnvelope>) -> GFut,
+    GFut: Future<Output = Result<usize, AppError>>,
+{
     let parked_before =
         parking.parked_streams().await.map_err(|source| BatchError::ParkedStreams { source })?;
     let (runs, undecodable) = stream_runs(event);
@@ -257,9 +280,10 @@ where
             }),
         }
     }
-    let (handle, parked_before) = (&handle, &parked_before);
+    let (handle, handle_run, parked_before) = (&handle, handle_run.as_ref(), &parked_before);
     let outcomes =
-        bounded(runs, limit, |run: StreamRun<'_>| walk_run(run, parking, parked_before, handle)).await;
+        bounded(runs, limit, |run: StreamRun<'_>| walk_run(run, parking, parked_before, handle, handle_run))
+            .await;
     for outcome in outcomes {
         match outcome {
             Ok(run) => report = report.add(run),
@@ -273,15 +297,18 @@ where
 }
 
 /// One stream's records in order: handled, or parked (see the module docs).
-async fn walk_run<F, Fut>(
+async fn walk_run<F, Fut, G, GFut>(
     run: StreamRun<'_>,
     parking: &Parking,
     parked_before: &HashSet<String>,
     handle: &F,
+    handle_run: Option<&G>,
 ) -> Result<BatchReport, BatchError>
 where
     F: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<usize, AppError>>,
+    G: Fn(Vec<EventEnvelope>) -> GFut,
+    GFut: Future<Output = Result<usize, AppError>>,
 {
     let mut report = BatchReport::default();
     // Why this stream's next record waits, once the stream is parked.
@@ -290,6 +317,49 @@ where
         .first()
         .filter(|(_, first)| parked_before.contains(&first.stream_id))
         .map(|(_, first)| format!("parked behind an earlier parked record of {}", first.stream_id));
+    if let Some(handle_run) = handle_run
+        && behind.is_none()
+        && let [(record, first), .., (_, last)] = run.events.as_slice()
+    {
+        let span = tracing::info_span!(
+            "records",
+            stream_id = %first.stream_id,
+            from_version = first.version,
+            to_version = last.version,
+            correlation_id = first.metadata.correlation_id.as_deref().unwrap_or_default(),
+            trace_id = first.metadata.trace_id.as_deref().unwrap_or_default(),
+        );
+        let envelopes: Vec<EventEnvelope> = run.events.iter().map(|(_, envelope)| envelope.clone()).collect();
+        match handle_run(envelopes).instrument(span).await {
+            Ok(n) => {
+                report.handled += n;
+                return Ok(report);
+            }
+            Err(source) if source.is_transient() => {
+                metrics::counter!(
+                    corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES,
+                    "stage" => parking.consumer().as_str()
+                )
+                .increment(1);
+                return Err(BatchError::Handle {
+                    topic: topic_of(record, run.key),
+                    partition: record.partition,
+                    offset: record.offset,
+                    stream_id: first.stream_id.clone(),
+                    version: first.version,
+                    source,
+                });
+            }
+            Err(source) => {
+                tracing::warn!(
+                    consumer = parking.consumer().as_str(),
+                    stream_id = %first.stream_id,
+                    error = %source,
+                    "a stream's records failed together; trying them one by one"
+                );
+            }
+        }
+    }
     for (record, envelope) in run.events {
         let park_error = |source| BatchError::Park {
             topic: topic_of(record, run.key),
