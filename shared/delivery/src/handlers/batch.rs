@@ -296,6 +296,27 @@ where
     }
 }
 
+/// The batch's failure for a record that failed for a passing reason (the batch is delivered again),
+/// counted under the consumer's stage.
+fn transient_failure(
+    parking: &Parking,
+    key: &str,
+    record: &KafkaRecord,
+    envelope: &EventEnvelope,
+    source: AppError,
+) -> BatchError {
+    metrics::counter!(corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES, "stage" => parking.consumer().as_str())
+        .increment(1);
+    BatchError::Handle {
+        topic: topic_of(record, key),
+        partition: record.partition,
+        offset: record.offset,
+        stream_id: envelope.stream_id.clone(),
+        version: envelope.version,
+        source,
+    }
+}
+
 /// One stream's records in order: handled, or parked (see the module docs).
 async fn walk_run<F, Fut, G, GFut>(
     run: StreamRun<'_>,
@@ -336,19 +357,7 @@ where
                 return Ok(report);
             }
             Err(source) if source.is_transient() => {
-                metrics::counter!(
-                    corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES,
-                    "stage" => parking.consumer().as_str()
-                )
-                .increment(1);
-                return Err(BatchError::Handle {
-                    topic: topic_of(record, run.key),
-                    partition: record.partition,
-                    offset: record.offset,
-                    stream_id: first.stream_id.clone(),
-                    version: first.version,
-                    source,
-                });
+                return Err(transient_failure(parking, run.key, record, first, source));
             }
             Err(source) => {
                 tracing::warn!(
@@ -390,19 +399,7 @@ where
         match parking.handle(|| handle(envelope.clone())).instrument(span).await {
             Ok(n) => report.handled += n,
             Err(source) if source.is_transient() => {
-                metrics::counter!(
-                    corebank_app::telemetry::DELIVERY_TRANSIENT_FAILURES,
-                    "stage" => parking.consumer().as_str()
-                )
-                .increment(1);
-                return Err(BatchError::Handle {
-                    topic: topic_of(record, run.key),
-                    partition: record.partition,
-                    offset: record.offset,
-                    stream_id: envelope.stream_id.clone(),
-                    version: envelope.version,
-                    source,
-                });
+                return Err(transient_failure(parking, run.key, record, &envelope, source));
             }
             Err(source) => {
                 let reason = source.to_string();
