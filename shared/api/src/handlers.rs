@@ -87,20 +87,13 @@ fn record_command(operation: Operation, handled: &Handled) {
             metrics::counter!(COMMANDS_ACCEPTED, "operation" => operation).increment(1);
             return;
         }
-        Ok(response) => stored_code(response.body()).unwrap_or_else(|| "UNKNOWN".to_owned()),
+        Ok(response) => response
+            .extensions()
+            .get::<crate::response::StoredCode>()
+            .map_or_else(|| "UNKNOWN".to_owned(), |c| c.0.clone()),
         Err(e) => crate::error::classify(e).1.to_owned(),
     };
     metrics::counter!(COMMANDS_REJECTED, "operation" => operation, "code" => code).increment(1);
-}
-
-/// The `code` of a stored error response.
-fn stored_code(body: &Body) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Coded {
-        code: String,
-    }
-    let Body::Text(text) = body else { return None };
-    serde_json::from_str::<Coded>(text).ok().map(|c| c.code)
 }
 
 fn answer(req: &Request, handled: Handled) -> Response<Body> {

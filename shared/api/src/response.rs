@@ -17,8 +17,17 @@ pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Resp
     response
 }
 
+/// The error code of a stored rejection, carried on its response (an extension, never sent) so that
+/// the metrics count it without reading the body.
+#[derive(Debug, Clone)]
+pub struct StoredCode(pub String);
+
 /// Replays or sends a stored response.
 pub fn stored_response(stored: &StoredResponse, request_id: &str) -> Response<Body> {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(status, stored.body.clone(), request_id)
+    let mut response = json_response(status, stored.body.clone(), request_id);
+    if let Some(code) = &stored.code {
+        response.extensions_mut().insert(StoredCode(code.clone()));
+    }
+    response
 }
