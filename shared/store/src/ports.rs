@@ -159,13 +159,17 @@ pub trait ParkedRecordStore: Send + Sync {
     async fn stats(&self) -> Result<ParkedStats, StoreError>;
 }
 
-/// The whole store in commit order: what the embedded pipeline tails. Positions start at 1.
+/// The whole store in position order: what the embedded pipeline tails. Positions start at 1 and
+/// increase; a reader is never handed a position while a lower one may still commit, so a reader
+/// that moves its cursor to the last position of each page misses nothing.
 #[async_trait]
 pub trait EventFeed: Send + Sync {
-    /// Events with a global position above `position`, in commit order, at most `limit`.
+    /// Events with a global position above `position`, in position order, at most `limit`. A page may
+    /// stop short of `limit`, or be empty, while an append below the head is still committing.
     async fn read_after(&self, position: u64, limit: usize) -> Result<Vec<(u64, EventEnvelope)>, StoreError>;
 
-    /// The latest committed position; its changes wake a tailing reader.
+    /// The latest committed position; its changes wake a tailing reader. A reader whose page is empty
+    /// while its cursor is below the head reads again after a short pause.
     fn head(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Where the tailing reader named `lane` got to, as it last saved it (0 when never): a reader of a

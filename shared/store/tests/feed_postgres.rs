@@ -326,3 +326,79 @@ async fn a_payload_postgres_cannot_store_is_invalid_and_writes_nothing() {
     // The stream is still free to start.
     append(&stores, &stream, 0, 1).await;
 }
+
+/// Starts an append by hand in its own transaction, up to and including the event insert, so that it
+/// holds the next feed position without committing it. Returns the open transaction's client.
+async fn hold_a_position(config: &tokio_postgres::Config, stream_id: &str) -> tokio_postgres::Client {
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "BEGIN; \
+             INSERT INTO streams (stream_id, version) VALUES ('{stream_id}', 1); \
+             INSERT INTO events (stream_id, version, event_id, event_type, schema_version, occurred_at, \
+                                 payload, metadata) \
+             VALUES ('{stream_id}', 1, gen_random_uuid(), 'MoneyDeposited', 1, now(), '{{}}', '{{}}');"
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+/// Reads the whole feed until it shows `want` events, at most for [`PATIENCE`] (other tests' transactions
+/// on the same server may hold the snapshot's `xmin` back for a moment).
+async fn read_until(stores: &PgStores, want: usize) -> Vec<(u64, EventEnvelope)> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let page = stores.events.read_after(0, 100).await.unwrap();
+        if page.len() >= want || tokio::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_waits_below_an_append_still_committing_and_then_reads_both_in_position_order() {
+    let db = pg::migrated_database().await;
+    let stores = PgStores::new(db.pool.clone());
+    let (held, later) = (new_stream(), new_stream());
+    let holder = hold_a_position(&db.config, &held).await;
+
+    // Commits while the held append is open, at a higher position, without waiting for it.
+    let written = append(&stores, &later, 0, 1).await;
+    for _ in 0..3 {
+        assert!(
+            stores.events.read_after(0, 100).await.unwrap().is_empty(),
+            "the later event is not handed out while a lower position may still commit"
+        );
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let page = read_until(&stores, 2).await;
+    assert_eq!(page.len(), 2, "{page:?}");
+    assert_eq!(page[0].1.stream_id, held);
+    assert_eq!(page[1].1, written[0]);
+    assert!(page[0].0 < page[1].0);
+}
+
+#[tokio::test]
+async fn a_position_whose_append_rolled_back_is_passed_once_no_transaction_could_still_commit_it() {
+    let db = pg::migrated_database().await;
+    let stores = PgStores::new(db.pool.clone());
+    let (held, later) = (new_stream(), new_stream());
+    let holder = hold_a_position(&db.config, &held).await;
+    let written = append(&stores, &later, 0, 1).await;
+    assert!(stores.events.read_after(0, 100).await.unwrap().is_empty());
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+
+    let page = read_until(&stores, 1).await;
+    assert_eq!(page.len(), 1, "{page:?}");
+    assert_eq!(page[0].1, written[0]);
+    let head = stores.events.refresh_head().await.unwrap();
+    assert_eq!(page[0].0, head, "the hole below it is never handed out");
+    // Another reader with its own memory of gaps passes the hole too.
+    let other = PgStores::new(pg::pool(&db.config));
+    assert_eq!(read_until(&other, 1).await, page);
+}

@@ -78,6 +78,9 @@ const BATCH: usize = 512;
 /// again at most this long's worth of events.
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(250);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a reader whose page came back empty below the feed head waits before reading again: a
+/// lower position was still committing (or rolled back, which the feed passes once it is sure).
+const BELOW_HEAD_POLL: Duration = Duration::from_millis(2);
 
 /// Pauses after a failed handling or a failed feed read: 10 ms doubling to 2 s, jittered.
 pub const LANE_BACKOFF: Backoff = Backoff::from_millis(10, 2_000);
@@ -360,9 +363,16 @@ impl EmbeddedPipeline {
                 }
             };
             let Some(last) = batch.last().map(|(pos, _)| *pos) else {
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => return position,
-                    changed = head.changed() => if changed.is_err() { return position },
+                if *head.borrow_and_update() > position {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return position,
+                        () = tokio::time::sleep(BELOW_HEAD_POLL) => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return position,
+                        changed = head.changed() => if changed.is_err() { return position },
+                    }
                 }
                 continue;
             };

@@ -29,8 +29,9 @@ use crate::{
     StoredResponse, TransactionRecord,
 };
 
-/// Advisory lock key that serialises the event insert and commit of every append ("cbappend").
-const APPEND_LOCK_KEY: i64 = 0x6362_6170_7065_6e64;
+/// The most feed gaps remembered at once (see [`Gaps`]); past it the lowest is forgotten, which only
+/// makes a reader wait once more before it passes that gap.
+const GAPS_REMEMBERED_MAX: usize = 1024;
 
 /// Pauses before the feed listener reconnects: 100 ms doubling to 5 s, jittered; back to the start
 /// after a connection that lasted longer than the longest pause.
@@ -69,8 +70,6 @@ const INSERT_TRANSACTION: &str = "INSERT INTO transaction_records \
 const SELECT_TRANSACTION: &str = "SELECT transaction_id, intent, response_status, response_body, \
      response_code, recorded_at FROM transaction_records WHERE transaction_id = $1";
 
-const LOCK_APPENDS: &str = "SELECT pg_advisory_xact_lock($1)";
-
 /// One statement for the events, their outbox rows and the notification: rows come out of `UNNEST` in
 /// array order, so positions follow versions.
 const INSERT_EVENTS: &str = "WITH inserted AS ( \
@@ -95,8 +94,17 @@ const LOAD_STREAM: &str = concat!(
     " FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
 );
 
-const READ_AFTER: &str =
-    concat!("SELECT ", event_columns!(), " FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+/// A feed page with the statement's own snapshot bounds: `snapshot_xmin`, the oldest transaction
+/// still running, and `snapshot_xmax`, one past the newest that had finished (see [`Gaps`]).
+const READ_AFTER: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", s.xmin AS snapshot_xmin, s.xmax AS snapshot_xmax \
+     FROM events, \
+         (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
+                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s \
+     WHERE position > $1 ORDER BY position LIMIT $2"
+);
 
 const HEAD: &str = "SELECT COALESCE(max(position), 0) AS head FROM events";
 
@@ -154,6 +162,7 @@ pub struct PgEventStore {
     pool: Pool,
     head: Arc<watch::Sender<u64>>,
     listeners: Mutex<Vec<AbortHandle>>,
+    gaps: Gaps,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -174,7 +183,12 @@ impl PgEventStore {
     /// An event store over `pool`. The feed head starts at 0 until an append, [`Self::refresh_head`] or
     /// a listener ([`Self::spawn_listener`]) moves it.
     pub fn new(pool: Pool) -> Self {
-        Self { pool, head: Arc::new(watch::Sender::new(0)), listeners: Mutex::new(Vec::new()) }
+        Self {
+            pool,
+            head: Arc::new(watch::Sender::new(0)),
+            listeners: Mutex::new(Vec::new()),
+            gaps: Gaps::default(),
+        }
     }
 
     /// Reads the last committed position and raises the feed head to it.
@@ -282,8 +296,6 @@ impl PgEventStore {
             }
         }
 
-        let statement = tx.prepare_cached(LOCK_APPENDS).await.map_err(|e| db_error(&e))?;
-        tx.execute(&statement, &[&APPEND_LOCK_KEY]).await.map_err(|e| db_error(&e))?;
         let statement = tx.prepare_cached(INSERT_EVENTS).await.map_err(|e| db_error(&e))?;
         let params: [&(dyn ToSql + Sync); 8] = [
             &stream_id,
@@ -572,7 +584,23 @@ impl EventFeed for PgEventStore {
         let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let statement = client.prepare_cached(READ_AFTER).await.map_err(|e| db_error(&e))?;
         let rows = client.query(&statement, &[&after, &limit]).await.map_err(|e| db_error(&e))?;
-        rows.iter().map(envelope).collect()
+        let mut page = Vec::with_capacity(rows.len());
+        let mut next = position.saturating_add(1);
+        for row in &rows {
+            let (at, event) = envelope(row)?;
+            if at != next {
+                let snapshot = Snapshot {
+                    xmin: to_u64("snapshot xmin", column(row, "snapshot_xmin")?)?,
+                    xmax: to_u64("snapshot xmax", column(row, "snapshot_xmax")?)?,
+                };
+                if !self.gaps.passable(next, snapshot) {
+                    break;
+                }
+            }
+            page.push((at, event));
+            next = at.saturating_add(1);
+        }
+        Ok(page)
     }
 
     fn head(&self) -> watch::Receiver<u64> {
@@ -599,6 +627,56 @@ impl EventFeed for PgEventStore {
         let statement = client.prepare_cached(SAVE_CURSOR).await.map_err(|e| db_error(&e))?;
         client.execute(&statement, &[&lane, &position]).await.map_err(|e| db_error(&e))?;
         Ok(())
+    }
+}
+
+/// The bounds of the snapshot a feed page was read in, as transaction ids.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    /// Every transaction below it had finished.
+    xmin: u64,
+    /// Every transaction that had started by then is below it.
+    xmax: u64,
+}
+
+/// Feed positions a reader found missing, each with the `xmax` of the snapshot that first showed it
+/// missing.
+///
+/// Appends take their positions from the `events` identity without any lock, so they may commit out
+/// of position order: position 7 can be visible while 6 is still being written. A reader must not move
+/// past 6 then, or it would never see it. Nor can it wait for 6 for ever, since an append that rolls
+/// back after taking a position leaves a hole that never fills.
+///
+/// The transaction that took a missing position had written (the stream row) before it took it, and
+/// took it before the position above it was taken and committed, so it had an id below the `xmax` of
+/// any snapshot that shows the position above. Once a later snapshot's `xmin` reaches that `xmax`,
+/// that transaction had finished before the later snapshot was taken: if it committed, the later read
+/// shows the position; if the position is still missing there, it will never appear, and the reader
+/// passes it.
+#[derive(Debug, Default)]
+struct Gaps {
+    seen: Mutex<std::collections::BTreeMap<u64, u64>>,
+}
+
+impl Gaps {
+    /// Whether a reader of the page read in `snapshot` may pass the missing `position`: only once a
+    /// transaction that might still commit it cannot exist. The first sighting is remembered.
+    fn passable(&self, position: u64, snapshot: Snapshot) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        match seen.get(&position) {
+            Some(&xmax) if snapshot.xmin >= xmax => {
+                seen.remove(&position);
+                true
+            }
+            Some(_) => false,
+            None => {
+                if seen.len() >= GAPS_REMEMBERED_MAX {
+                    seen.pop_first();
+                }
+                seen.insert(position, snapshot.xmax);
+                false
+            }
+        }
     }
 }
 

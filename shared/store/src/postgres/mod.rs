@@ -19,18 +19,21 @@
 //! 3. the idempotency completion is a conditional upsert that succeeds only while the key is absent or
 //!    in progress under the writer's claim token, exactly as the memory adapter judges it
 //!    (no row: `IdempotencyClaimLost`);
-//! 4. a transaction-scoped advisory lock is taken, then one statement inserts every event (`UNNEST` of
-//!    arrays), their `outbox_events` rows and a `NOTIFY`.
+//! 4. one statement inserts every event (`UNNEST` of arrays), their `outbox_events` rows and a
+//!    `NOTIFY`.
 //!
 //! Any failure rolls the whole transaction back, so nothing is written.
 //!
-//! # Global order
+//! # Feed order without a global lock
 //!
-//! Step 4 serialises the short tail of every append (the event insert and the commit) on one advisory
-//! lock. That makes `events.position` increase in commit order, which is what lets [`EventFeed`]
-//! readers tail `position > cursor` without ever skipping an event that commits late with a smaller
-//! position (a plain identity column does not promise that). The price is that appends to different
-//! streams commit one after another; the lock is held for one statement and the commit.
+//! Appends to different streams share nothing but the `events` identity, so they run and commit side
+//! by side and Postgres flushes their commits together. Positions are handed out in statement order,
+//! which is not commit order: position 7 may be visible while 6 is still being written. [`EventFeed`]
+//! readers still never skip an event: a page stops at the first missing position, and a reader passes
+//! a missing position only once every transaction that was running when it first found it missing has
+//! ended (the snapshot's `xmin` against the `xmax` it first saw). A position whose append committed is
+//! then visible; one that is still missing was rolled back and never fills. A stream's own events stay
+//! in version order, since its row lock queues its writers.
 //!
 //! # Feed head
 //!
@@ -39,7 +42,9 @@
 //! transaction sends `NOTIFY corebank_events, '<last position>'`, which Postgres delivers on commit. The
 //! listener reconnects with backoff and re-reads `max(position)` after every (re)connect, so a missed
 //! notification only delays the head until then. Without a listener the head reflects local appends and
-//! [`PgEventStore::refresh_head`] only.
+//! [`PgEventStore::refresh_head`] only. The head can stand above a position that is not readable yet
+//! (an append still committing below it), so a reader that gets an empty page below the head reads
+//! again shortly instead of waiting for the head to move.
 //!
 //! # Outbox
 //!
