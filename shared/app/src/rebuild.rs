@@ -4,6 +4,15 @@
 //! write, so readers never see the account missing mid-rebuild, and running it twice gives the same
 //! rows. Rebuild-all walks the account streams in id order, then the transfer streams, and records its
 //! progress after every page, so a job can be resumed from its last stream.
+//!
+//! Rebuild-all works in bulk: a page of [`PAGE`] streams is split into [`WORKERS`] chunks that run
+//! side by side, and each chunk reads its streams' events in one call
+//! ([`EventStore::load_streams`]) and writes their rows in one call
+//! ([`ReadModelStore::replace_all`]), which the Postgres store turns into one query and one
+//! transaction of a few statements.
+//!
+//! [`EventStore::load_streams`]: corebank_store::EventStore::load_streams
+//! [`ReadModelStore::replace_all`]: corebank_store::ReadModelStore::replace_all
 
 use std::sync::Arc;
 
@@ -16,7 +25,12 @@ use crate::projector::Projector;
 use crate::transfer_projection::project_transfer_all;
 use crate::{AppError, Clock};
 
-const PAGE: usize = 100;
+/// Streams per chunk: one read and one write each.
+const CHUNK: usize = 125;
+/// Chunks of a page rebuilt side by side.
+const WORKERS: usize = 4;
+/// Streams per page; the job records its progress after each.
+const PAGE: usize = CHUNK * WORKERS;
 
 /// Rebuilds read tables.
 pub struct Rebuilder {
@@ -149,27 +163,104 @@ impl Rebuilder {
         if !in_transfers {
             let accounts = StreamKind::Account.prefix();
             let streams = self.stores.events.list_streams(accounts, cursor.as_deref(), PAGE).await?;
-            for stream_id in &streams {
-                let Some(account_id) = AccountId::from_stream_id(stream_id) else { continue };
-                let version = self.rebuild_account(&account_id).await?;
-                job.streams_rebuilt += 1;
-                job.events_replayed += version;
-                job.last_stream_id = Some(stream_id.clone());
-            }
+            let chunks = streams.chunks(CHUNK).map(|chunk| self.rebuild_accounts(chunk));
+            record_page(job, &streams, futures_util::future::try_join_all(chunks).await?);
             if streams.len() == PAGE {
                 return Ok(true);
             }
         }
         let after = if in_transfers { cursor.as_deref() } else { None };
         let streams = self.stores.events.list_streams(StreamKind::Transfer.prefix(), after, PAGE).await?;
-        for stream_id in &streams {
-            let Some(transfer_id) = TransferId::from_stream_id(stream_id) else { continue };
-            let version = self.rebuild_transfer(&transfer_id).await?;
-            job.streams_rebuilt += 1;
-            job.events_replayed += version;
-            job.last_stream_id = Some(stream_id.clone());
-        }
+        let chunks = streams.chunks(CHUNK).map(|chunk| self.rebuild_transfers(chunk));
+        record_page(job, &streams, futures_util::future::try_join_all(chunks).await?);
         Ok(streams.len() == PAGE)
+    }
+
+    /// Rebuilds a chunk of account streams with one read and one write; returns the streams rebuilt
+    /// and the events replayed.
+    async fn rebuild_accounts(&self, stream_ids: &[String]) -> Result<(u64, u64), AppError> {
+        let from_start: Vec<(String, u64)> = stream_ids
+            .iter()
+            .filter(|id| AccountId::from_stream_id(id).is_some())
+            .map(|id| (id.clone(), 0))
+            .collect();
+        let loaded = self.stores.events.load_streams(&from_start).await?;
+        let mut replacements = Vec::with_capacity(loaded.len());
+        let mut rebuilt = Vec::with_capacity(loaded.len());
+        let mut replayed = 0;
+        for ((stream_id, _), events) in from_start.into_iter().zip(loaded) {
+            let Some(account_id) = AccountId::from_stream_id(&stream_id) else { continue };
+            let Some(version) = events.last().map(|e| e.version) else {
+                return Err(AppError::Domain(DomainError::AccountNotFound));
+            };
+            let (summary, statement) = project_all(None, &events)?;
+            replacements.push(ProjectionReplacement {
+                stream_id: stream_id.clone(),
+                account_id: account_id.as_str().to_owned(),
+                checkpoint: version,
+                summary,
+                statement,
+            });
+            rebuilt.push((stream_id, version));
+            replayed += version;
+        }
+        self.stores.read_model.replace_all(replacements).await?;
+        self.catch_up(&rebuilt).await?;
+        Ok((count(&rebuilt), replayed))
+    }
+
+    /// Rebuilds a chunk of transfer streams with one read; returns the streams rebuilt and the events
+    /// replayed.
+    async fn rebuild_transfers(&self, stream_ids: &[String]) -> Result<(u64, u64), AppError> {
+        let from_start: Vec<(String, u64)> = stream_ids
+            .iter()
+            .filter(|id| TransferId::from_stream_id(id).is_some())
+            .map(|id| (id.clone(), 0))
+            .collect();
+        let loaded = self.stores.events.load_streams(&from_start).await?;
+        let mut rebuilt = Vec::with_capacity(loaded.len());
+        let mut replayed = 0;
+        for ((stream_id, _), events) in from_start.into_iter().zip(loaded) {
+            let Some(status) = project_transfer_all(None, &events)? else {
+                return Err(AppError::Domain(DomainError::TransferNotFound));
+            };
+            let version = status.version;
+            self.stores.transfers.replace(status).await?;
+            rebuilt.push((stream_id, version));
+            replayed += version;
+        }
+        self.catch_up(&rebuilt).await?;
+        Ok((count(&rebuilt), replayed))
+    }
+
+    /// The live projector may have applied events appended after a rebuild's read; the replacement
+    /// just took the checkpoint back to the version read. Catches up from the store (one read for the
+    /// chunk) so the read side never stays behind what it had already shown.
+    async fn catch_up(&self, rebuilt: &[(String, u64)]) -> Result<(), AppError> {
+        if rebuilt.is_empty() {
+            return Ok(());
+        }
+        let tails = self.stores.events.load_streams(rebuilt).await?;
+        let projector = self.projector();
+        for last in tails.iter().filter_map(|tail| tail.last()) {
+            projector.handle(last).await?;
+        }
+        Ok(())
+    }
+}
+
+fn count<T>(items: &[T]) -> u64 {
+    u64::try_from(items.len()).unwrap_or(u64::MAX)
+}
+
+/// Moves a job past a page of streams, given each chunk's streams rebuilt and events replayed.
+fn record_page(job: &mut RebuildJob, streams: &[String], chunks: Vec<(u64, u64)>) {
+    for (rebuilt, replayed) in chunks {
+        job.streams_rebuilt += rebuilt;
+        job.events_replayed += replayed;
+    }
+    if let Some(last) = streams.last() {
+        job.last_stream_id = Some(last.clone());
     }
 }
 

@@ -26,6 +26,17 @@ pub trait EventStore: Send + Sync {
         after_version: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
+    /// The events of many streams at once: for each `(stream id, after version)` asked, that stream's
+    /// events above the version, in version order, one list per stream in the order asked (empty for a
+    /// stream with none). A store that can answers in one round trip; the default asks stream by stream.
+    async fn load_streams(&self, streams: &[(String, u64)]) -> Result<Vec<Vec<EventEnvelope>>, StoreError> {
+        let mut loaded = Vec::with_capacity(streams.len());
+        for (stream_id, after_version) in streams {
+            loaded.push(self.load_stream(stream_id, *after_version).await?);
+        }
+        Ok(loaded)
+    }
+
     /// Stream ids starting with `prefix`, in ascending order, after `after` (exclusive), at most `limit`.
     async fn list_streams(
         &self,
@@ -73,6 +84,19 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Replaces everything held for one stream with a rebuilt copy.
     async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError>;
+
+    /// Replaces many accounts' rows and checkpoints as [`ReadModelStore::replace`] does each. An
+    /// invalid replacement fails the call before anything is written; past that, all or none where
+    /// the store has transactions. The default replaces them one by one.
+    async fn replace_all(&self, replacements: Vec<ProjectionReplacement>) -> Result<(), StoreError> {
+        for replacement in &replacements {
+            replacement.validate()?;
+        }
+        for replacement in replacements {
+            self.replace(replacement).await?;
+        }
+        Ok(())
+    }
 
     /// The summary row of an account.
     async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError>;

@@ -1,5 +1,6 @@
 //! Events with their guard records, idempotency claims and the commit-ordered feed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -92,6 +93,15 @@ const LOAD_STREAM: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+);
+
+/// The events of many streams, each above its own version; the pairs come as two arrays.
+const LOAD_STREAMS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM (SELECT e.* FROM UNNEST($1::text[], $2::bigint[]) AS w(stream_id, after_version) \
+           JOIN events e ON e.stream_id = w.stream_id AND e.version > w.after_version) AS loaded \
+     ORDER BY stream_id, version"
 );
 
 /// A feed page with the statement's own snapshot bounds: `snapshot_xmin`, the oldest transaction
@@ -465,6 +475,43 @@ impl EventStore for PgEventStore {
         let statement = client.prepare_cached(LOAD_STREAM).await.map_err(|e| db_error(&e))?;
         let rows = client.query(&statement, &[&stream_id, &after]).await.map_err(|e| db_error(&e))?;
         rows.iter().map(|row| envelope(row).map(|(_, e)| e)).collect()
+    }
+
+    async fn load_streams(&self, streams: &[(String, u64)]) -> Result<Vec<Vec<EventEnvelope>>, StoreError> {
+        // Each stream once, from the lowest version asked; a version beyond i64 has nothing above it.
+        let mut lowest: HashMap<&str, (i64, usize)> = HashMap::new();
+        for (stream_id, after_version) in streams {
+            if let Ok(after) = i64::try_from(*after_version) {
+                let asked = lowest.entry(stream_id).or_insert((after, 0));
+                asked.0 = asked.0.min(after);
+                asked.1 += 1;
+            }
+        }
+        if lowest.is_empty() {
+            return Ok(vec![Vec::new(); streams.len()]);
+        }
+        let (stream_ids, after): (Vec<&str>, Vec<i64>) = lowest.iter().map(|(id, (v, _))| (*id, *v)).unzip();
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(LOAD_STREAMS).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&stream_ids, &after]).await.map_err(|e| db_error(&e))?;
+        let mut by_stream: HashMap<String, Vec<EventEnvelope>> = HashMap::with_capacity(lowest.len());
+        for row in &rows {
+            let (_, event) = envelope(row)?;
+            by_stream.entry(event.stream_id.clone()).or_default().push(event);
+        }
+        Ok(streams
+            .iter()
+            .map(|(stream_id, after_version)| {
+                let asked_once = lowest.get(stream_id.as_str()).is_some_and(|(_, times)| *times == 1);
+                if asked_once {
+                    by_stream.remove(stream_id).unwrap_or_default()
+                } else {
+                    by_stream.get(stream_id).map_or_else(Vec::new, |events| {
+                        events.iter().filter(|e| e.version > *after_version).cloned().collect()
+                    })
+                }
+            })
+            .collect())
     }
 
     async fn list_streams(

@@ -52,6 +52,23 @@ const UPSERT_SUMMARY: &str = "INSERT INTO account_summary \
 
 const DELETE_SUMMARY: &str = "DELETE FROM account_summary WHERE account_id = $1";
 
+const UPSERT_SUMMARIES: &str = "INSERT INTO account_summary \
+     (account_id, owner_id, currency, status, balance_minor, held_minor, version, created_at, updated_at) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], \
+                          $7::bigint[], $8::timestamptz[], $9::timestamptz[]) \
+     ON CONFLICT (account_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, currency = EXCLUDED.currency, \
+         status = EXCLUDED.status, balance_minor = EXCLUDED.balance_minor, \
+         held_minor = EXCLUDED.held_minor, version = EXCLUDED.version, \
+         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at";
+
+const DELETE_SUMMARIES: &str = "DELETE FROM account_summary WHERE account_id = ANY($1::text[])";
+
+const SET_CHECKPOINTS: &str = "INSERT INTO projection_checkpoints (stream_id, version) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now()";
+
+const DELETE_STATEMENTS: &str = "DELETE FROM account_statement WHERE account_id = ANY($1::text[])";
+
 const SELECT_SUMMARY: &str = "SELECT account_id, owner_id, currency, status, balance_minor, held_minor, \
          version, created_at, updated_at \
      FROM account_summary WHERE account_id = $1";
@@ -338,6 +355,93 @@ async fn replace_in(tx: &Transaction<'_>, replacement: &ProjectionReplacement) -
     }
 }
 
+/// Many replacements in four statements whatever their number: the checkpoints, the old statement
+/// rows out, the new ones in, the summaries. Where one stream or account comes twice, the last
+/// replacement given wins, as if they had been applied one after another.
+async fn replace_all_in(
+    tx: &Transaction<'_>,
+    replacements: &[ProjectionReplacement],
+) -> Result<(), StoreError> {
+    let mut checkpoints: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut accounts: BTreeMap<&str, &ProjectionReplacement> = BTreeMap::new();
+    for replacement in replacements {
+        checkpoints.insert(&replacement.stream_id, to_i64("checkpoint", replacement.checkpoint)?);
+        accounts.insert(&replacement.account_id, replacement);
+    }
+    let (stream_ids, versions): (Vec<&str>, Vec<i64>) = checkpoints.into_iter().unzip();
+    let statement = tx.prepare_cached(SET_CHECKPOINTS).await.map_err(|e| db_error(&e))?;
+    tx.execute(&statement, &[&stream_ids, &versions]).await.map_err(|e| db_error(&e))?;
+
+    let account_ids: Vec<&str> = accounts.keys().copied().collect();
+    let statement = tx.prepare_cached(DELETE_STATEMENTS).await.map_err(|e| db_error(&e))?;
+    tx.execute(&statement, &[&account_ids]).await.map_err(|e| db_error(&e))?;
+    let entries: Vec<StatementEntry> = accounts.values().flat_map(|r| r.statement.iter().cloned()).collect();
+    StatementColumns::new(&entries)?.upsert(tx).await?;
+
+    let mut gone: Vec<&str> = Vec::new();
+    let mut summaries = SummaryColumns::default();
+    for (account_id, replacement) in &accounts {
+        match &replacement.summary {
+            Some(summary) => summaries.push(summary)?,
+            None => gone.push(account_id),
+        }
+    }
+    if !gone.is_empty() {
+        let statement = tx.prepare_cached(DELETE_SUMMARIES).await.map_err(|e| db_error(&e))?;
+        tx.execute(&statement, &[&gone]).await.map_err(|e| db_error(&e))?;
+    }
+    summaries.upsert(tx).await
+}
+
+/// Summary rows as column arrays for `UNNEST`.
+#[derive(Default)]
+struct SummaryColumns<'a> {
+    account_ids: Vec<&'a str>,
+    owner_ids: Vec<&'a str>,
+    currencies: Vec<&'a str>,
+    statuses: Vec<&'a str>,
+    balances: Vec<i64>,
+    held: Vec<i64>,
+    versions: Vec<i64>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> SummaryColumns<'a> {
+    fn push(&mut self, s: &'a AccountSummary) -> Result<(), StoreError> {
+        self.account_ids.push(&s.account_id);
+        self.owner_ids.push(&s.owner_id);
+        self.currencies.push(s.currency.code());
+        self.statuses.push(s.status.as_str());
+        self.balances.push(s.balance_minor);
+        self.held.push(s.held_minor);
+        self.versions.push(to_i64("summary version", s.version)?);
+        self.created_at.push(s.created_at);
+        self.updated_at.push(s.updated_at);
+        Ok(())
+    }
+
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.account_ids.is_empty() {
+            return Ok(());
+        }
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &self.account_ids,
+            &self.owner_ids,
+            &self.currencies,
+            &self.statuses,
+            &self.balances,
+            &self.held,
+            &self.versions,
+            &self.created_at,
+            &self.updated_at,
+        ];
+        let statement = tx.prepare_cached(UPSERT_SUMMARIES).await.map_err(|e| db_error(&e))?;
+        tx.execute(&statement, &params).await.map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ReadModelStore for PgReadModelStore {
     async fn checkpoint(&self, stream_id: &str) -> Result<u64, StoreError> {
@@ -373,6 +477,24 @@ impl ReadModelStore for PgReadModelStore {
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
         match replace_in(&tx, &replacement).await {
+            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
+            Err(e) => {
+                abandon(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn replace_all(&self, replacements: Vec<ProjectionReplacement>) -> Result<(), StoreError> {
+        for replacement in &replacements {
+            replacement.validate()?;
+        }
+        if replacements.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        match replace_all_in(&tx, &replacements).await {
             Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
             Err(e) => {
                 abandon(tx).await;

@@ -47,6 +47,7 @@ macro_rules! contract_suite {
             append_then_load_round_trips_every_envelope_field,
             load_stream_after_a_version_returns_only_later_events_in_order,
             loading_an_unknown_stream_is_empty,
+            load_streams_answers_each_stream_asked_from_its_own_version_in_the_order_asked,
             stale_expected_version_conflicts_and_writes_nothing,
             empty_append_is_invalid_and_writes_nothing,
             non_consecutive_versions_or_a_foreign_stream_id_are_invalid_and_write_nothing,
@@ -83,6 +84,7 @@ macro_rules! contract_suite {
             applying_the_same_change_twice_fails_the_second_time_and_leaves_rows_unchanged,
             statement_pages_by_offset_and_limit_in_version_order,
             replace_overwrites_summary_statement_and_checkpoint,
+            replace_all_replaces_each_account_and_leaves_the_others,
             rebuild_job_put_then_get_round_trips_and_put_overwrites,
             unknown_rebuild_job_is_none,
             unknown_transfer_has_no_status,
@@ -410,6 +412,35 @@ pub(crate) async fn load_stream_after_a_version_returns_only_later_events_in_ord
     }
     assert!(s.events.load_stream(&stream, 6).await.unwrap().is_empty());
     assert!(s.events.load_stream(&stream, 100).await.unwrap().is_empty());
+}
+
+pub(crate) async fn load_streams_answers_each_stream_asked_from_its_own_version_in_the_order_asked(
+    s: Stores,
+) {
+    let (a, b, unknown) = (new_stream(), new_stream(), new_stream());
+    let a_events = envelopes(&a, 1, 4);
+    let b_events = envelopes(&b, 1, 2);
+    s.events.append(append(&a, 0, a_events.clone())).await.unwrap();
+    s.events.append(append(&b, 0, b_events.clone())).await.unwrap();
+
+    let asked = vec![
+        (b.clone(), 0),
+        (unknown.clone(), 0),
+        (a.clone(), 2),
+        (b.clone(), 2),
+        (a.clone(), 0),
+        (a.clone(), u64::MAX),
+    ];
+    let loaded = s.events.load_streams(&asked).await.unwrap();
+
+    assert_eq!(loaded.len(), asked.len(), "one list per stream asked");
+    assert_eq!(loaded[0], b_events);
+    assert!(loaded[1].is_empty(), "a stream that does not exist has no events");
+    assert_eq!(loaded[2], a_events[2..], "above version 2 only");
+    assert!(loaded[3].is_empty(), "nothing above the stream's last version");
+    assert_eq!(loaded[4], a_events, "the same stream asked again from another version");
+    assert!(loaded[5].is_empty());
+    assert!(s.events.load_streams(&[]).await.unwrap().is_empty());
 }
 
 pub(crate) async fn loading_an_unknown_stream_is_empty(s: Stores) {
@@ -1395,6 +1426,61 @@ pub(crate) async fn statement_pages_by_offset_and_limit_in_version_order(s: Stor
     assert!(page(5, 2).await.is_empty());
     assert!(page(50, 2).await.is_empty());
     assert_eq!(all_statement(&s, &neighbour).await, theirs);
+}
+
+pub(crate) async fn replace_all_replaces_each_account_and_leaves_the_others(s: Stores) {
+    let (one, one_stream) = new_account();
+    let (two, two_stream) = new_account();
+    let (gone, gone_stream) = new_account();
+    let (neighbour, neighbour_stream) = new_account();
+    for (account, stream) in [(&one, &one_stream), (&gone, &gone_stream), (&neighbour, &neighbour_stream)] {
+        let rows: Vec<StatementEntry> = (1..=3).map(|v| statement_entry(account, v)).collect();
+        s.read_model.apply(change(stream, 0, 3, Some(summary(account, 3, 300)), rows)).await.unwrap();
+    }
+
+    let one_rows = vec![statement_entry(&one, 1), freeze_entry(&one, 2)];
+    let two_rows: Vec<StatementEntry> = (1..=4).map(|v| statement_entry(&two, v)).collect();
+    let replacement = |stream: &str, account: &str, checkpoint, summary, statement| ProjectionReplacement {
+        stream_id: stream.to_owned(),
+        account_id: account.to_owned(),
+        checkpoint,
+        summary,
+        statement,
+    };
+    s.read_model
+        .replace_all(vec![
+            replacement(&one_stream, &one, 2, Some(summary(&one, 2, 4_200)), one_rows.clone()),
+            replacement(&two_stream, &two, 4, Some(summary(&two, 4, 400)), two_rows.clone()),
+            replacement(&gone_stream, &gone, 0, None, Vec::new()),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(s.read_model.checkpoint(&one_stream).await.unwrap(), 2);
+    assert_eq!(s.read_model.summary(&one).await.unwrap(), Some(summary(&one, 2, 4_200)));
+    assert_eq!(all_statement(&s, &one).await, one_rows, "row 3 is gone, rows 1-2 replaced");
+    assert_eq!(s.read_model.checkpoint(&two_stream).await.unwrap(), 4);
+    assert_eq!(s.read_model.summary(&two).await.unwrap(), Some(summary(&two, 4, 400)));
+    assert_eq!(all_statement(&s, &two).await, two_rows);
+    assert_eq!(s.read_model.checkpoint(&gone_stream).await.unwrap(), 0);
+    assert_eq!(s.read_model.summary(&gone).await.unwrap(), None);
+    assert!(all_statement(&s, &gone).await.is_empty());
+    assert_eq!(s.read_model.checkpoint(&neighbour_stream).await.unwrap(), 3);
+    assert_eq!(s.read_model.summary(&neighbour).await.unwrap(), Some(summary(&neighbour, 3, 300)));
+    assert_eq!(all_statement(&s, &neighbour).await.len(), 3);
+
+    // A replacement naming rows of another account is refused, and nothing of the call is written.
+    let mut foreign = replacement(&one_stream, &one, 1, None, vec![statement_entry(&neighbour, 1)]);
+    foreign.statement.push(statement_entry(&one, 1));
+    let err = s
+        .read_model
+        .replace_all(vec![replacement(&two_stream, &two, 1, None, Vec::new()), foreign])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "got {err:?}");
+    assert_eq!(s.read_model.checkpoint(&two_stream).await.unwrap(), 4);
+    assert_eq!(all_statement(&s, &two).await, two_rows);
+    s.read_model.replace_all(Vec::new()).await.unwrap();
 }
 
 pub(crate) async fn replace_overwrites_summary_statement_and_checkpoint(s: Stores) {
