@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use corebank_domain::Currency;
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::{abandon, clamp_i64, column, db_error, pool_error, to_i32, to_i64, to_u32, to_u64};
@@ -66,6 +67,24 @@ const DELETE_SUMMARIES: &str = "DELETE FROM account_summary WHERE account_id = A
 const SET_CHECKPOINTS: &str = "INSERT INTO projection_checkpoints (stream_id, version) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
      ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now()";
+
+const COPY_STATEMENTS: &str = "COPY account_statement \
+     (account_id, stream_version, event_id, event_type, occurred_at, amount_minor, currency, \
+      transaction_id, balance_after_minor, reason) FROM STDIN (FORMAT binary)";
+
+/// The column types of [`COPY_STATEMENTS`], in its order.
+const STATEMENT_TYPES: [Type; 10] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::UUID,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+];
 
 const DELETE_STATEMENTS: &str = "DELETE FROM account_statement WHERE account_id = ANY($1::text[])";
 
@@ -245,6 +264,37 @@ impl<'a> StatementColumns<'a> {
     }
 }
 
+impl StatementColumns<'_> {
+    /// Writes the rows with `COPY`, which is several times cheaper per row than an `INSERT`, for rows
+    /// that cannot be there yet: the caller deleted their accounts' rows in this transaction, after
+    /// taking their checkpoints' row locks, so no projector write can slip one in.
+    async fn copy_in(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let sink = tx.copy_in(COPY_STATEMENTS).await.map_err(|e| db_error(&e))?;
+        let writer = BinaryCopyInWriter::new(sink, &STATEMENT_TYPES);
+        tokio::pin!(writer);
+        for i in 0..self.versions.len() {
+            let row: [&(dyn ToSql + Sync); 10] = [
+                &self.account_ids[i],
+                &self.versions[i],
+                &self.event_ids[i],
+                &self.event_types[i],
+                &self.occurred_at[i],
+                &self.amounts[i],
+                &self.currencies[i],
+                &self.transaction_ids[i],
+                &self.balances_after[i],
+                &self.reasons[i],
+            ];
+            writer.as_mut().write(&row).await.map_err(|e| db_error(&e))?;
+        }
+        writer.finish().await.map_err(|e| db_error(&e))?;
+        Ok(())
+    }
+}
+
 async fn upsert_summary(tx: &Transaction<'_>, s: &AccountSummary) -> Result<(), StoreError> {
     let version = to_i64("summary version", s.version)?;
     let statement = tx.prepare_cached(UPSERT_SUMMARY).await.map_err(|e| db_error(&e))?;
@@ -376,7 +426,7 @@ async fn replace_all_in(
     let statement = tx.prepare_cached(DELETE_STATEMENTS).await.map_err(|e| db_error(&e))?;
     tx.execute(&statement, &[&account_ids]).await.map_err(|e| db_error(&e))?;
     let entries: Vec<StatementEntry> = accounts.values().flat_map(|r| r.statement.iter().cloned()).collect();
-    StatementColumns::new(&entries)?.upsert(tx).await?;
+    StatementColumns::new(&entries)?.copy_in(tx).await?;
 
     let mut gone: Vec<&str> = Vec::new();
     let mut summaries = SummaryColumns::default();
