@@ -82,6 +82,47 @@ pub trait ReadModelStore: Send + Sync {
     /// Applies one change and moves the checkpoint, atomically, only from `expected_checkpoint`.
     async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError>;
 
+    /// The checkpoints of many streams, in the order asked (0 for a stream never applied). The
+    /// default asks stream by stream.
+    async fn checkpoints(&self, stream_ids: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut checkpoints = Vec::with_capacity(stream_ids.len());
+        for stream_id in stream_ids {
+            checkpoints.push(self.checkpoint(stream_id).await?);
+        }
+        Ok(checkpoints)
+    }
+
+    /// The summary rows of many accounts, in the order asked. The default asks one by one.
+    async fn summaries(&self, account_ids: &[String]) -> Result<Vec<Option<AccountSummary>>, StoreError> {
+        let mut summaries = Vec::with_capacity(account_ids.len());
+        for account_id in account_ids {
+            summaries.push(self.summary(account_id).await?);
+        }
+        Ok(summaries)
+    }
+
+    /// Applies many changes, each of a different stream, each as [`ReadModelStore::apply`] would, and
+    /// says of each whether it was applied: `false` when its stream's checkpoint was no longer at
+    /// `expected_checkpoint`, and then nothing of that change is written. A stream named twice makes
+    /// the call `Invalid` before anything is written; any other failure fails the call, which then
+    /// writes nothing where the store has transactions. The default applies them one by one.
+    async fn apply_all(&self, changes: Vec<ProjectionChange>) -> Result<Vec<bool>, StoreError> {
+        let distinct: std::collections::HashSet<&str> =
+            changes.iter().map(|c| c.stream_id.as_str()).collect();
+        if distinct.len() != changes.len() {
+            return Err(StoreError::Invalid("a stream appears twice among the changes".to_owned()));
+        }
+        let mut applied = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.apply(change).await {
+                Ok(()) => applied.push(true),
+                Err(StoreError::CheckpointMoved { .. }) => applied.push(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(applied)
+    }
+
     /// Replaces everything held for one stream with a rebuilt copy.
     async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError>;
 

@@ -230,28 +230,38 @@ where
     F: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<usize, AppError>>,
 {
-    for_each_stream_in_runs(event, limit, parking, handle, None::<NoRuns>).await
+    for_each_stream_in_runs(event, limit, parking, handle, None::<NoRuns>, None::<NoBulk>).await
 }
 
 /// The run handler of a consumer that takes records one at a time.
 type NoRuns = fn(Vec<EventEnvelope>) -> std::future::Ready<Result<usize, AppError>>;
 
-/// [`for_each_stream`], first offering each stream's records of the batch to `handle_run` at once
-/// (when the stream has more than one and none of it is parked). A run that fails transiently fails
-/// the batch; one that fails for good is taken record by record through `handle`, which finds the
-/// record to park. `handle_run` must apply all of the run or nothing of it.
-pub(crate) async fn for_each_stream_in_runs<F, Fut, G, GFut>(
+/// The bulk handler of a consumer that takes streams one at a time.
+pub(crate) type NoBulk =
+    fn(Vec<Vec<EventEnvelope>>) -> std::future::Ready<Result<Vec<Option<usize>>, AppError>>;
+
+/// [`for_each_stream`], first offering every stream that is not parked to `handle_all` together (one
+/// run of records per stream; it answers for each run `Some(handled)` when it took care of it, `None`
+/// to leave it to the rest; an error leaves them all), then offering each stream's records that are
+/// left to `handle_run` at once (when the stream has more than one and none of it is parked). A run
+/// that fails transiently fails the batch; one that fails for good is taken record by record through
+/// `handle`, which finds the record to park. `handle_all` must apply each run it answers for all or
+/// nothing, and `handle_run` all of its run or nothing of it.
+pub(crate) async fn for_each_stream_in_runs<F, Fut, G, GFut, H, HFut>(
     event: &KafkaEvent,
     limit: usize,
     parking: &Parking,
     handle: F,
     handle_run: Option<G>,
+    handle_all: Option<H>,
 ) -> Result<BatchReport, BatchError>
 where
     F: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<usize, AppError>>,
     G: Fn(Vec<EventEnvelope>) -> GFut,
     GFut: Future<Output = Result<usize, AppError>>,
+    H: Fn(Vec<Vec<EventEnvelope>>) -> HFut,
+    HFut: Future<Output = Result<Vec<Option<usize>>, AppError>>,
 {
     let parked_before =
         parking.parked_streams().await.map_err(|source| BatchError::ParkedStreams { source })?;
@@ -280,6 +290,10 @@ where
             }),
         }
     }
+    let runs = match handle_all {
+        Some(handle_all) => take_together(runs, &parked_before, handle_all, &mut report).await,
+        None => runs,
+    };
     let (handle, handle_run, parked_before) = (&handle, handle_run.as_ref(), &parked_before);
     let outcomes =
         bounded(runs, limit, |run: StreamRun<'_>| walk_run(run, parking, parked_before, handle, handle_run))
@@ -294,6 +308,43 @@ where
         Some(failure) => Err(failure),
         None => Ok(report),
     }
+}
+
+/// Offers the runs of streams that are not parked to `handle_all` together and returns the runs it
+/// left (all of them when it fails).
+async fn take_together<'a, H, HFut>(
+    runs: Vec<StreamRun<'a>>,
+    parked_before: &HashSet<String>,
+    handle_all: H,
+    report: &mut BatchReport,
+) -> Vec<StreamRun<'a>>
+where
+    H: Fn(Vec<Vec<EventEnvelope>>) -> HFut,
+    HFut: Future<Output = Result<Vec<Option<usize>>, AppError>>,
+{
+    let free =
+        |run: &StreamRun<'_>| run.events.first().is_some_and(|(_, e)| !parked_before.contains(&e.stream_id));
+    let offered: Vec<usize> = runs.iter().enumerate().filter(|(_, run)| free(run)).map(|(i, _)| i).collect();
+    if offered.len() < 2 {
+        return runs;
+    }
+    let envelopes: Vec<Vec<EventEnvelope>> =
+        offered.iter().map(|&i| runs[i].events.iter().map(|(_, e)| e.clone()).collect()).collect();
+    let answers = match handle_all(envelopes).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            tracing::warn!(%error, "the batch's streams could not be applied together; applying them one by one");
+            return runs;
+        }
+    };
+    let mut taken = HashSet::new();
+    for (&i, answer) in offered.iter().zip(answers) {
+        if let Some(handled) = answer {
+            report.handled += handled;
+            taken.insert(i);
+        }
+    }
+    runs.into_iter().enumerate().filter(|(i, _)| !taken.contains(i)).map(|(_, run)| run).collect()
 }
 
 /// The batch's failure for a record that failed for a passing reason (the batch is delivered again),

@@ -15,7 +15,10 @@
 //! offset order (see [`crate::handlers::batch`]). A partition applied one record at a time would cap the read
 //! side at one store round trip per event. And a stream's records of one batch are applied together
 //! ([`Projector::handle_run`]: one write for a hot account's many events), falling back to one at a time
-//! only to find a record that fails for good.
+//! only to find a record that fails for good. Before that, the batch's account streams are applied
+//! together ([`Projector::handle_runs`]: one read of their checkpoints, one of their summaries and one
+//! write for all of them); only what that leaves (transfer streams, a gap to repair, a record that
+//! does not project, a checkpoint that moved meanwhile) goes stream by stream.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -68,7 +71,26 @@ pub async fn handle_kafka_event(
             Applied::Duplicate | Applied::Ignored => Ok(0),
         }
     };
-    let report = for_each_stream_in_runs(event, STREAMS_IN_FLIGHT_MAX, parking, one, Some(run)).await?;
+    // The batch's account streams go in one write together; what that leaves (transfer streams, gaps
+    // to repair, records that fail) goes stream by stream.
+    let all = |runs: Vec<Vec<EventEnvelope>>| async move {
+        let outcomes = projector.handle_runs(&runs).await?;
+        Ok(runs
+            .iter()
+            .zip(outcomes)
+            .map(|(run, outcome)| match outcome? {
+                Applied::Applied { events } => {
+                    if let Some(first) = run.first() {
+                        oldest.fetch_min(first.occurred_at.timestamp_millis(), Ordering::Relaxed);
+                    }
+                    Some(events)
+                }
+                Applied::Duplicate | Applied::Ignored => Some(0),
+            })
+            .collect())
+    };
+    let report =
+        for_each_stream_in_runs(event, STREAMS_IN_FLIGHT_MAX, parking, one, Some(run), Some(all)).await?;
     if let Some(at) = chrono::DateTime::from_timestamp_millis(oldest.load(Ordering::Relaxed))
         && report.handled > 0
     {
@@ -180,22 +202,28 @@ mod tests {
     }
 
     /// The read tables of `inner`, each apply taking a little while; counts the applies in flight at
-    /// once and refuses the first apply of each `(stream, checkpoint)` in `refuse`.
+    /// once and refuses the first apply of each `(stream, checkpoint)` in `refuse`. Counts the writes
+    /// of many streams together, and refuses them all when `bulk_refused` (so the batch goes stream by
+    /// stream).
     struct Slow {
         inner: Arc<dyn ReadModelStore>,
         running: AtomicUsize,
         most: AtomicUsize,
         applies: AtomicUsize,
+        bulk_writes: AtomicUsize,
+        bulk_refused: bool,
         refuse: Mutex<HashSet<(String, u64)>>,
     }
 
     impl Slow {
-        fn new(inner: Arc<dyn ReadModelStore>, refuse: &[(&str, u64)]) -> Arc<Self> {
+        fn new(inner: Arc<dyn ReadModelStore>, refuse: &[(&str, u64)], bulk_refused: bool) -> Arc<Self> {
             Arc::new(Self {
                 inner,
                 running: AtomicUsize::new(0),
                 most: AtomicUsize::new(0),
                 applies: AtomicUsize::new(0),
+                bulk_writes: AtomicUsize::new(0),
+                bulk_refused,
                 refuse: Mutex::new(refuse.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()),
             })
         }
@@ -219,6 +247,14 @@ mod tests {
                 return Err(StoreError::Unavailable("refused once".to_owned()));
             }
             self.inner.apply(change).await
+        }
+
+        async fn apply_all(&self, changes: Vec<ProjectionChange>) -> Result<Vec<bool>, StoreError> {
+            if self.bulk_refused {
+                return Err(StoreError::Unavailable("writes of many streams refused".to_owned()));
+            }
+            self.bulk_writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.apply_all(changes).await
         }
 
         async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
@@ -250,12 +286,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn streams_of_one_partition_are_applied_concurrently_each_in_version_order() {
+    async fn the_account_streams_of_a_batch_are_applied_in_one_write_each_in_version_order() {
         let (stores, _) = corebank_store::memory::stores();
         let histories =
             vec![history("acc-a", &[1, 2, 3]), history("acc-b", &[10, 20, 30]), history("acc-c", &[5])];
         append_all(&stores, &histories).await;
-        let slow = Slow::new(stores.read_model.clone(), &[]);
+        // `c` is already projected up to its opening: only its deposit is new.
+        let opened = &histories[2][..1];
+        Projector::new(stores.events.clone(), stores.read_model.clone()).handle_run(opened).await.unwrap();
+        let slow = Slow::new(stores.read_model.clone(), &[], false);
+        let projector = Projector::new(stores.events.clone(), slow.clone());
+        let batch = one_partition(&histories);
+
+        let applied = handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled;
+
+        assert_eq!(applied, 9);
+        assert_eq!(slow.bulk_writes.load(Ordering::SeqCst), 1, "one write for the three streams");
+        assert_eq!(slow.applies.load(Ordering::SeqCst), 0, "no stream was left to go alone");
+        assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3, 4], 6, 4));
+        assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
+        assert_eq!(versions_and_balance(&stores, "acc-c").await, (vec![1, 2], 5, 2));
+        // Delivered again: every stream is already there, nothing is written.
+        assert_eq!(handle_kafka_event(&batch, &projector, &parking(&stores)).await.unwrap().handled, 0);
+        assert_eq!(slow.bulk_writes.load(Ordering::SeqCst), 1);
+        assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_a_gap_before_its_records_is_left_out_of_the_shared_write_and_repaired() {
+        let (stores, _) = corebank_store::memory::stores();
+        let histories = vec![history("acc-a", &[1, 2]), history("acc-b", &[10, 20, 30])];
+        append_all(&stores, &histories).await;
+        let slow = Slow::new(stores.read_model.clone(), &[], false);
+        let projector = Projector::new(stores.events.clone(), slow.clone());
+        // `b`'s first two records never arrive: its run starts at version 3.
+        let delivered = vec![histories[0].clone(), histories[1][2..].to_vec()];
+
+        let applied = handle_kafka_event(&one_partition(&delivered), &projector, &parking(&stores))
+            .await
+            .unwrap()
+            .handled;
+
+        assert_eq!(applied, 7, "a's three events, then b's four with the two repaired");
+        assert_eq!(slow.bulk_writes.load(Ordering::SeqCst), 1);
+        assert_eq!(slow.applies.load(Ordering::SeqCst), 1, "b alone, from the event store");
+        assert_eq!(versions_and_balance(&stores, "acc-a").await, (vec![1, 2, 3], 3, 3));
+        assert_eq!(versions_and_balance(&stores, "acc-b").await, (vec![1, 2, 3, 4], 60, 4));
+    }
+
+    #[tokio::test]
+    async fn when_the_shared_write_fails_the_streams_are_applied_concurrently_each_in_version_order() {
+        let (stores, _) = corebank_store::memory::stores();
+        let histories =
+            vec![history("acc-a", &[1, 2, 3]), history("acc-b", &[10, 20, 30]), history("acc-c", &[5])];
+        append_all(&stores, &histories).await;
+        let slow = Slow::new(stores.read_model.clone(), &[], true);
         let projector = Projector::new(stores.events.clone(), slow.clone());
 
         let applied = handle_kafka_event(&one_partition(&histories), &projector, &parking(&stores))
@@ -276,8 +361,9 @@ mod tests {
         let (stores, _) = corebank_store::memory::stores();
         let histories = vec![history("acc-a", &[1, 2, 3]), history("acc-b", &[10, 20, 30])];
         append_all(&stores, &histories).await;
-        // `b`'s write (from checkpoint 0) is refused on the first delivery.
-        let slow = Slow::new(stores.read_model.clone(), &[("account-acc-b", 0)]);
+        // Stream by stream (the shared write refused), and `b`'s write (from checkpoint 0) is refused on
+        // the first delivery.
+        let slow = Slow::new(stores.read_model.clone(), &[("account-acc-b", 0)], true);
         let projector = Projector::new(stores.events.clone(), slow.clone());
         let batch = one_partition(&histories);
 

@@ -1,6 +1,6 @@
 //! Snapshots, the account read tables with their checkpoints, and rebuild jobs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -63,6 +63,30 @@ const UPSERT_SUMMARIES: &str = "INSERT INTO account_summary \
          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at";
 
 const DELETE_SUMMARIES: &str = "DELETE FROM account_summary WHERE account_id = ANY($1::text[])";
+
+const CHECKPOINTS: &str = "SELECT stream_id, version FROM projection_checkpoints \
+     WHERE stream_id = ANY($1::text[])";
+
+const SUMMARIES: &str = "SELECT account_id, owner_id, currency, status, balance_minor, held_minor, \
+         version, created_at, updated_at \
+     FROM account_summary WHERE account_id = ANY($1::text[])";
+
+/// Moves each checkpoint from its expected version, and names the streams it moved. A checkpoint
+/// expected at 0 may have no row yet.
+const MOVE_CHECKPOINTS: &str = "WITH wanted AS ( \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w(stream_id, expected, new) \
+     ), moved AS ( \
+         UPDATE projection_checkpoints c SET version = w.new, updated_at = now() \
+         FROM wanted w WHERE c.stream_id = w.stream_id AND c.version = w.expected AND w.expected > 0 \
+         RETURNING c.stream_id \
+     ), started AS ( \
+         INSERT INTO projection_checkpoints AS c (stream_id, version) \
+         SELECT stream_id, new FROM wanted WHERE expected = 0 \
+         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now() \
+         WHERE c.version = 0 \
+         RETURNING c.stream_id \
+     ) \
+     SELECT stream_id FROM moved UNION ALL SELECT stream_id FROM started";
 
 const SET_CHECKPOINTS: &str = "INSERT INTO projection_checkpoints (stream_id, version) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
@@ -405,6 +429,46 @@ async fn replace_in(tx: &Transaction<'_>, replacement: &ProjectionReplacement) -
     }
 }
 
+/// Many changes in three statements whatever their number: the checkpoints that move, then the
+/// statement rows and summaries of the changes whose checkpoint moved. A stream given twice is an
+/// invalid call (its second change could only find the checkpoint moved by the first).
+async fn apply_all_in(tx: &Transaction<'_>, changes: &[ProjectionChange]) -> Result<Vec<bool>, StoreError> {
+    let mut stream_ids: Vec<&str> = Vec::with_capacity(changes.len());
+    let mut expected = Vec::with_capacity(changes.len());
+    let mut new = Vec::with_capacity(changes.len());
+    for change in changes {
+        stream_ids.push(&change.stream_id);
+        expected.push(to_i64("checkpoint", change.expected_checkpoint)?);
+        new.push(to_i64("checkpoint", change.new_checkpoint)?);
+    }
+    let distinct: std::collections::HashSet<&str> = stream_ids.iter().copied().collect();
+    if distinct.len() != stream_ids.len() {
+        return Err(StoreError::Invalid("a stream appears twice among the changes".to_owned()));
+    }
+    let statement = tx.prepare_cached(MOVE_CHECKPOINTS).await.map_err(|e| db_error(&e))?;
+    let rows = tx.query(&statement, &[&stream_ids, &expected, &new]).await.map_err(|e| db_error(&e))?;
+    let mut moved: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(rows.len());
+    for row in &rows {
+        moved.insert(column(row, "stream_id")?);
+    }
+    let applied: Vec<bool> = changes.iter().map(|c| moved.contains(&c.stream_id)).collect();
+    let entries: Vec<StatementEntry> = changes
+        .iter()
+        .zip(&applied)
+        .filter(|(_, applied)| **applied)
+        .flat_map(|(c, _)| c.statement.iter().cloned())
+        .collect();
+    StatementColumns::new(&entries)?.upsert(tx).await?;
+    let mut summaries = SummaryColumns::default();
+    for (change, applied) in changes.iter().zip(&applied) {
+        if let (true, Some(summary)) = (applied, &change.summary) {
+            summaries.push(summary)?;
+        }
+    }
+    summaries.upsert(tx).await?;
+    Ok(applied)
+}
+
 /// Many replacements in four statements whatever their number: the checkpoints, the old statement
 /// rows out, the new ones in, the summaries. Where one stream or account comes twice, the last
 /// replacement given wins, as if they had been applied one after another.
@@ -515,6 +579,59 @@ impl ReadModelStore for PgReadModelStore {
         }
         match apply_in(&tx, &change).await {
             Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
+            Err(e) => {
+                abandon(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn checkpoints(&self, stream_ids: &[String]) -> Result<Vec<u64>, StoreError> {
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(CHECKPOINTS).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&stream_ids]).await.map_err(|e| db_error(&e))?;
+        let mut found: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(column(row, "stream_id")?, to_u64("checkpoint", column(row, "version")?)?);
+        }
+        Ok(stream_ids.iter().map(|id| found.get(id).copied().unwrap_or(0)).collect())
+    }
+
+    async fn summaries(&self, account_ids: &[String]) -> Result<Vec<Option<AccountSummary>>, StoreError> {
+        if account_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let statement = client.prepare_cached(SUMMARIES).await.map_err(|e| db_error(&e))?;
+        let rows = client.query(&statement, &[&account_ids]).await.map_err(|e| db_error(&e))?;
+        let mut found: HashMap<String, AccountSummary> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let s = summary(row)?;
+            found.insert(s.account_id.clone(), s);
+        }
+        Ok(account_ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
+
+    async fn apply_all(&self, changes: Vec<ProjectionChange>) -> Result<Vec<bool>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        if self.async_commit
+            && let Err(e) = tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await
+        {
+            abandon(tx).await;
+            return Err(db_error(&e));
+        }
+        match apply_all_in(&tx, &changes).await {
+            Ok(applied) => {
+                tx.commit().await.map_err(|e| db_error(&e))?;
+                Ok(applied)
+            }
             Err(e) => {
                 abandon(tx).await;
                 Err(e)

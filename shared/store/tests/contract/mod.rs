@@ -80,6 +80,9 @@ macro_rules! contract_suite {
             older_snapshot_does_not_replace_a_newer_one,
             unprojected_stream_has_checkpoint_zero_and_no_rows,
             apply_moves_rows_and_checkpoint_together,
+            checkpoints_and_summaries_of_many_streams_answer_in_the_order_asked,
+            apply_all_applies_each_change_whose_checkpoint_is_where_it_expects_and_no_other,
+            apply_all_naming_a_stream_twice_is_invalid_and_writes_nothing,
             apply_from_a_stale_checkpoint_fails_and_changes_nothing,
             applying_the_same_change_twice_fails_the_second_time_and_leaves_rows_unchanged,
             statement_pages_by_offset_and_limit_in_version_order,
@@ -1346,6 +1349,89 @@ pub(crate) async fn apply_moves_rows_and_checkpoint_together(s: Stores) {
     assert_eq!(s.read_model.checkpoint(&stream).await.unwrap(), 3);
     assert_eq!(s.read_model.summary(&account).await.unwrap(), Some(s3));
     assert_eq!(all_statement(&s, &account).await, [e1, e2, e3]);
+}
+
+pub(crate) async fn checkpoints_and_summaries_of_many_streams_answer_in_the_order_asked(s: Stores) {
+    let (one, one_stream) = new_account();
+    let (two, two_stream) = new_account();
+    let (never, never_stream) = new_account();
+    s.read_model.apply(change(&one_stream, 0, 1, Some(summary(&one, 1, 100)), Vec::new())).await.unwrap();
+    s.read_model.apply(change(&two_stream, 0, 4, Some(summary(&two, 4, 400)), Vec::new())).await.unwrap();
+
+    let streams = [two_stream.clone(), never_stream, one_stream.clone(), two_stream];
+    assert_eq!(s.read_model.checkpoints(&streams).await.unwrap(), [4, 0, 1, 4]);
+    let accounts = [one.clone(), never, two.clone()];
+    assert_eq!(
+        s.read_model.summaries(&accounts).await.unwrap(),
+        [Some(summary(&one, 1, 100)), None, Some(summary(&two, 4, 400))]
+    );
+    assert!(s.read_model.checkpoints(&[]).await.unwrap().is_empty());
+    assert!(s.read_model.summaries(&[]).await.unwrap().is_empty());
+}
+
+pub(crate) async fn apply_all_applies_each_change_whose_checkpoint_is_where_it_expects_and_no_other(
+    s: Stores,
+) {
+    let (fresh, fresh_stream) = new_account();
+    let (going, going_stream) = new_account();
+    let (stale, stale_stream) = new_account();
+    let (ahead, ahead_stream) = new_account();
+    for (account, stream) in [(&going, &going_stream), (&stale, &stale_stream), (&ahead, &ahead_stream)] {
+        let rows = vec![statement_entry(account, 1), statement_entry(account, 2)];
+        s.read_model.apply(change(stream, 0, 2, Some(summary(account, 2, 200)), rows)).await.unwrap();
+    }
+    let before_stale = all_statement(&s, &stale).await;
+
+    let fresh_rows = vec![statement_entry(&fresh, 1)];
+    let going_rows = vec![statement_entry(&going, 3), freeze_entry(&going, 4)];
+    let applied = s
+        .read_model
+        .apply_all(vec![
+            change(&fresh_stream, 0, 1, Some(summary(&fresh, 1, 100)), fresh_rows.clone()),
+            change(&going_stream, 2, 4, Some(summary(&going, 4, 400)), going_rows.clone()),
+            // Read at 1, but the stream is at 2: another writer got there first.
+            change(&stale_stream, 1, 2, Some(summary(&stale, 2, 999)), vec![statement_entry(&stale, 2)]),
+            // Expects a fresh stream, but it has rows.
+            change(&ahead_stream, 0, 1, Some(summary(&ahead, 1, 999)), vec![statement_entry(&ahead, 1)]),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(applied, [true, true, false, false]);
+    assert_eq!(s.read_model.checkpoint(&fresh_stream).await.unwrap(), 1);
+    assert_eq!(s.read_model.summary(&fresh).await.unwrap(), Some(summary(&fresh, 1, 100)));
+    assert_eq!(all_statement(&s, &fresh).await, fresh_rows);
+    assert_eq!(s.read_model.checkpoint(&going_stream).await.unwrap(), 4);
+    assert_eq!(s.read_model.summary(&going).await.unwrap(), Some(summary(&going, 4, 400)));
+    assert_eq!(all_statement(&s, &going).await[2..], going_rows);
+    for (account, stream) in [(&stale, &stale_stream), (&ahead, &ahead_stream)] {
+        assert_eq!(s.read_model.checkpoint(stream).await.unwrap(), 2);
+        assert_eq!(s.read_model.summary(account).await.unwrap(), Some(summary(account, 2, 200)));
+    }
+    assert_eq!(all_statement(&s, &stale).await, before_stale);
+    assert!(s.read_model.apply_all(Vec::new()).await.unwrap().is_empty());
+}
+
+pub(crate) async fn apply_all_naming_a_stream_twice_is_invalid_and_writes_nothing(s: Stores) {
+    let (account, stream) = new_account();
+    let (other, other_stream) = new_account();
+
+    let err = s
+        .read_model
+        .apply_all(vec![
+            change(&other_stream, 0, 1, Some(summary(&other, 1, 100)), vec![statement_entry(&other, 1)]),
+            change(&stream, 0, 1, Some(summary(&account, 1, 100)), vec![statement_entry(&account, 1)]),
+            change(&stream, 1, 2, Some(summary(&account, 2, 200)), vec![statement_entry(&account, 2)]),
+        ])
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, StoreError::Invalid(_)), "got {err:?}");
+    for (account, stream) in [(&account, &stream), (&other, &other_stream)] {
+        assert_eq!(s.read_model.checkpoint(stream).await.unwrap(), 0);
+        assert_eq!(s.read_model.summary(account).await.unwrap(), None);
+        assert!(all_statement(&s, account).await.is_empty());
+    }
 }
 
 pub(crate) async fn apply_from_a_stale_checkpoint_fails_and_changes_nothing(s: Stores) {
