@@ -83,44 +83,37 @@ pub trait ReadModelStore: Send + Sync {
     async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError>;
 
     /// The checkpoints of many streams, in the order asked (0 for a stream never applied). The
-    /// default asks stream by stream.
+    /// default asks for each stream, all at once.
     async fn checkpoints(&self, stream_ids: &[String]) -> Result<Vec<u64>, StoreError> {
-        let mut checkpoints = Vec::with_capacity(stream_ids.len());
-        for stream_id in stream_ids {
-            checkpoints.push(self.checkpoint(stream_id).await?);
-        }
-        Ok(checkpoints)
+        futures_util::future::try_join_all(stream_ids.iter().map(|id| self.checkpoint(id))).await
     }
 
-    /// The summary rows of many accounts, in the order asked. The default asks one by one.
+    /// The summary rows of many accounts, in the order asked. The default asks for each account, all
+    /// at once.
     async fn summaries(&self, account_ids: &[String]) -> Result<Vec<Option<AccountSummary>>, StoreError> {
-        let mut summaries = Vec::with_capacity(account_ids.len());
-        for account_id in account_ids {
-            summaries.push(self.summary(account_id).await?);
-        }
-        Ok(summaries)
+        futures_util::future::try_join_all(account_ids.iter().map(|id| self.summary(id))).await
     }
 
     /// Applies many changes, each of a different stream, each as [`ReadModelStore::apply`] would, and
     /// says of each whether it was applied: `false` when its stream's checkpoint was no longer at
     /// `expected_checkpoint`, and then nothing of that change is written. A stream named twice makes
     /// the call `Invalid` before anything is written; any other failure fails the call, which then
-    /// writes nothing where the store has transactions. The default applies them one by one.
+    /// writes nothing where the store has transactions (a store without them may have applied some of
+    /// the other changes, each whole). The default applies each change on its own, all at once.
     async fn apply_all(&self, changes: Vec<ProjectionChange>) -> Result<Vec<bool>, StoreError> {
         let distinct: std::collections::HashSet<&str> =
             changes.iter().map(|c| c.stream_id.as_str()).collect();
         if distinct.len() != changes.len() {
             return Err(StoreError::Invalid("a stream appears twice among the changes".to_owned()));
         }
-        let mut applied = Vec::with_capacity(changes.len());
-        for change in changes {
+        let applies = changes.into_iter().map(|change| async move {
             match self.apply(change).await {
-                Ok(()) => applied.push(true),
-                Err(StoreError::CheckpointMoved { .. }) => applied.push(false),
-                Err(e) => return Err(e),
+                Ok(()) => Ok(true),
+                Err(StoreError::CheckpointMoved { .. }) => Ok(false),
+                Err(e) => Err(e),
             }
-        }
-        Ok(applied)
+        });
+        futures_util::future::try_join_all(applies).await
     }
 
     /// Replaces everything held for one stream with a rebuilt copy.
