@@ -245,68 +245,73 @@ impl PgEventStore {
         Ok(())
     }
 
-    async fn append_in(&self, tx: &Transaction<'_>, request: &AppendRequest) -> Result<i64, StoreError> {
+    /// Sends the append's statements in one pipeline (the stream row, the guards, the events) and
+    /// reads their answers in order, so an append costs the round trips of a bare insert: `BEGIN`,
+    /// the pipeline, `COMMIT`. Each later statement runs even when an earlier one found a conflict;
+    /// the first refusal in order decides the answer and the caller rolls everything back. A version
+    /// conflict comes back as [`AppendRefusal::Stale`], since the stream's real version can only be
+    /// read after the rollback.
+    async fn append_in(&self, tx: &Transaction<'_>, request: &AppendRequest) -> Result<i64, AppendRefusal> {
         let columns = EventColumns::new(&request.events)?;
         let stream_id = request.stream_id.as_str();
         let expected = to_i64("expected version", request.expected_version)?;
         let new_version = to_i64("stream version", request.new_version()?)?;
+        let transaction = match &request.transaction {
+            Some(t) => Some((
+                t,
+                serde_json::to_value(&t.intent).map_err(|e| StoreError::Invalid(format!("intent: {e}")))?,
+                i32::from(t.response.status),
+            )),
+            None => None,
+        };
+        let completion = request.idempotency.as_ref().map(|c| (c, i32::from(c.response.status)));
 
-        let moved = if expected == 0 {
-            let statement = tx.prepare_cached(START_STREAM).await.map_err(|e| db_error(&e))?;
-            tx.query_opt(&statement, &[&stream_id, &new_version]).await
-        } else {
-            let statement = tx.prepare_cached(ADVANCE_STREAM).await.map_err(|e| db_error(&e))?;
-            tx.query_opt(&statement, &[&stream_id, &expected, &new_version]).await
-        }
-        .map_err(|e| db_error(&e))?;
-        if moved.is_none() {
-            let statement = tx.prepare_cached(STREAM_VERSION).await.map_err(|e| db_error(&e))?;
-            let row = tx.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
-            let actual = match row {
-                Some(row) => to_u64("stream version", column(&row, "version")?)?,
-                None => 0,
-            };
-            return Err(StoreError::VersionConflict {
-                stream_id: request.stream_id.clone(),
-                expected: request.expected_version,
-                actual,
-            });
-        }
+        let move_stream = if expected == 0 { START_STREAM } else { ADVANCE_STREAM };
+        let move_stream = tx.prepare_cached(move_stream).await.map_err(|e| db_error(&e))?;
+        let insert_transaction = match transaction {
+            Some(_) => Some(tx.prepare_cached(INSERT_TRANSACTION).await.map_err(|e| db_error(&e))?),
+            None => None,
+        };
+        let complete = match completion {
+            Some(_) => Some(tx.prepare_cached(COMPLETE_IDEMPOTENCY).await.map_err(|e| db_error(&e))?),
+            None => None,
+        };
+        let insert_events = tx.prepare_cached(INSERT_EVENTS).await.map_err(|e| db_error(&e))?;
 
-        if let Some(t) = &request.transaction {
-            let intent =
-                serde_json::to_value(&t.intent).map_err(|e| StoreError::Invalid(format!("intent: {e}")))?;
-            let status = i32::from(t.response.status);
-            let statement = tx.prepare_cached(INSERT_TRANSACTION).await.map_err(|e| db_error(&e))?;
-            let inserted = tx
-                .query_opt(
-                    &statement,
-                    &[
-                        &t.transaction_id,
-                        &intent,
-                        &status,
-                        &t.response.body,
-                        &t.response.code,
-                        &t.recorded_at,
-                    ],
-                )
-                .await
-                .map_err(|e| db_error(&e))?;
-            if inserted.is_none() {
-                return Err(StoreError::TransactionExists { transaction_id: t.transaction_id.clone() });
+        let moved = async {
+            if expected == 0 {
+                tx.query_opt(&move_stream, &[&stream_id, &new_version]).await
+            } else {
+                tx.query_opt(&move_stream, &[&stream_id, &expected, &new_version]).await
             }
-        }
-
-        if let Some(c) = &request.idempotency {
-            let statement = tx.prepare_cached(COMPLETE_IDEMPOTENCY).await.map_err(|e| db_error(&e))?;
-            let completed =
-                tx.query_opt(&statement, &completion_params(c, &i32::from(c.response.status))).await;
-            if completed.map_err(|e| db_error(&e))?.is_none() {
-                return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() });
+        };
+        let recorded = async {
+            match (&transaction, &insert_transaction) {
+                (Some((t, intent, status)), Some(statement)) => tx
+                    .query_opt(
+                        statement,
+                        &[
+                            &t.transaction_id,
+                            intent,
+                            status,
+                            &t.response.body,
+                            &t.response.code,
+                            &t.recorded_at,
+                        ],
+                    )
+                    .await
+                    .map(Some),
+                _ => Ok(None),
             }
-        }
-
-        let statement = tx.prepare_cached(INSERT_EVENTS).await.map_err(|e| db_error(&e))?;
+        };
+        let completed = async {
+            match (&completion, &complete) {
+                (Some((c, status)), Some(statement)) => {
+                    tx.query_opt(statement, &completion_params(c, status)).await.map(Some)
+                }
+                _ => Ok(None),
+            }
+        };
         let params: [&(dyn ToSql + Sync); 8] = [
             &stream_id,
             &columns.versions,
@@ -317,20 +322,60 @@ impl PgEventStore {
             &columns.payloads,
             &columns.metadata,
         ];
-        let row = tx.query_one(&statement, &params).await.map_err(|e| match violated_unique(&e) {
+        let inserted = tx.query_one(&insert_events, &params);
+        // Polled in this order, so the statements reach the server in this order.
+        let (moved, recorded, completed, inserted) =
+            futures_util::future::join4(moved, recorded, completed, inserted).await;
+
+        if moved.map_err(|e| db_error(&e))?.is_none() {
+            return Err(AppendRefusal::Stale);
+        }
+        if let Some(None) = recorded.map_err(|e| db_error(&e))?
+            && let Some(t) = &request.transaction
+        {
+            return Err(StoreError::TransactionExists { transaction_id: t.transaction_id.clone() }.into());
+        }
+        if let Some(None) = completed.map_err(|e| db_error(&e))?
+            && let Some(c) = &request.idempotency
+        {
+            return Err(StoreError::IdempotencyClaimLost { key: c.key.key.clone() }.into());
+        }
+        let row = inserted.map_err(|e| match violated_unique(&e) {
             // The streams row already serialises writers, so this only fires if events were written
-            // around this adapter; the stream's real version is not known inside an aborted transaction.
-            Some("events_stream_version_key") => StoreError::VersionConflict {
-                stream_id: request.stream_id.clone(),
-                expected: request.expected_version,
-                actual: request.expected_version,
-            },
+            // around this adapter; the stream's real version is read after the rollback.
+            Some("events_stream_version_key") => AppendRefusal::Stale,
             Some("events_event_id_key") => {
-                StoreError::Invalid("an event id of this append is already stored".to_owned())
+                StoreError::Invalid("an event id of this append is already stored".to_owned()).into()
             }
-            _ => db_error(&e),
+            _ => db_error(&e).into(),
         })?;
-        column(&row, "position")
+        Ok(column(&row, "position")?)
+    }
+}
+
+/// The version `stream_id` is at, read on `client` outside any transaction (0 for a stream that does
+/// not exist): on the connection the refused append used, so that answering never waits for a second
+/// connection from the pool.
+async fn current_version(client: &deadpool_postgres::Client, stream_id: &str) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(STREAM_VERSION).await.map_err(|e| db_error(&e))?;
+    let row = client.query_opt(&statement, &[&stream_id]).await.map_err(|e| db_error(&e))?;
+    match row {
+        Some(row) => to_u64("stream version", column(&row, "version")?),
+        None => Ok(0),
+    }
+}
+
+/// Why an append was refused inside its transaction.
+enum AppendRefusal {
+    /// The stream is not at the expected version.
+    Stale,
+    /// Any other refusal or failure.
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendRefusal {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
     }
 }
 
@@ -455,9 +500,16 @@ impl EventStore for PgEventStore {
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
         let last_position = match self.append_in(&tx, &request).await {
             Ok(position) => position,
-            Err(e) => {
+            Err(refusal) => {
                 abandon(tx).await;
-                return Err(e);
+                return Err(match refusal {
+                    AppendRefusal::Store(e) => e,
+                    AppendRefusal::Stale => StoreError::VersionConflict {
+                        stream_id: request.stream_id.clone(),
+                        expected: request.expected_version,
+                        actual: current_version(&client, &request.stream_id).await?,
+                    },
+                });
             }
         };
         tx.commit().await.map_err(|e| db_error(&e))?;
