@@ -220,6 +220,7 @@ impl BatchReport {
 ///
 /// On `Err` (of all failures, the one at the lowest topic, partition and offset), the batch was not
 /// fully handled and must be delivered again.
+#[cfg(test)]
 pub(crate) async fn for_each_stream<F, Fut>(
     event: &KafkaEvent,
     limit: usize,
@@ -234,6 +235,7 @@ where
 }
 
 /// The run handler of a consumer that takes records one at a time.
+#[cfg(test)]
 type NoRuns = fn(Vec<EventEnvelope>) -> std::future::Ready<Result<usize, AppError>>;
 
 /// The bulk handler of a consumer that takes streams one at a time.
