@@ -31,6 +31,23 @@ pub(crate) mod test_support {
     use chrono::{TimeZone, Utc};
     use corebank_domain::{EventEnvelope, EventMetadata};
 
+    /// `events` as one MSK batch of partition 0 of `topic`, at offsets 0, 1, ... in the order given.
+    pub(crate) fn one_partition_batch<'a>(
+        topic: &str,
+        events: impl IntoIterator<Item = &'a EventEnvelope>,
+    ) -> aws_lambda_events::event::kafka::KafkaEvent {
+        use crate::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
+        let topics = corebank_messaging::Topics::single(topic);
+        let records: Vec<ConsumedRecord> = (0..)
+            .zip(events)
+            .map(|(offset, e)| {
+                let record = corebank_messaging::encode(&topics, e).unwrap();
+                ConsumedRecord::from_outgoing(&record, 0, offset, rdkafka::message::Timestamp::CreateTime(0))
+            })
+            .collect();
+        kafka_event_from_records(&records, None, None)
+    }
+
     /// A `MoneyDeposited` envelope of `stream_id` at `version`, with a fresh event id.
     pub(crate) fn envelope(stream_id: &str, version: u64) -> EventEnvelope {
         EventEnvelope {

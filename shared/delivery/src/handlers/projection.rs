@@ -112,14 +112,12 @@ mod tests {
     use corebank_domain::{
         AccountId, Amount, Currency, EventEnvelope, EventMetadata, OwnerId, TransactionId,
     };
-    use corebank_messaging::{Topics, encode};
 
-    use crate::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
+    use crate::test_support::one_partition_batch;
     use corebank_store::{
         AccountSummary, AppendRequest, ProjectionChange, ProjectionReplacement, ReadModelStore,
         StatementEntry, StoreError, Stores,
     };
-    use rdkafka::message::Timestamp;
 
     use super::*;
 
@@ -168,21 +166,9 @@ mod tests {
     /// Every event of `histories` interleaved (each stream's first, then each stream's second, ...) on
     /// one partition, as the outbox relay would publish concurrent accounts of one partition.
     fn one_partition(histories: &[Vec<EventEnvelope>]) -> KafkaEvent {
-        let topics = Topics::single("test.account-events");
         let longest = histories.iter().map(Vec::len).max().unwrap_or(0);
         let interleaved = (0..longest).flat_map(|i| histories.iter().filter_map(move |h| h.get(i)));
-        let records: Vec<ConsumedRecord> = (0..)
-            .zip(interleaved)
-            .map(|(offset, e)| {
-                ConsumedRecord::from_outgoing(
-                    &encode(&topics, e).unwrap(),
-                    0,
-                    offset,
-                    Timestamp::CreateTime(0),
-                )
-            })
-            .collect();
-        kafka_event_from_records(&records, None, None)
+        one_partition_batch("test.account-events", interleaved)
     }
 
     async fn append_all(stores: &Stores, histories: &[Vec<EventEnvelope>]) {

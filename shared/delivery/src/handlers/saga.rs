@@ -69,12 +69,10 @@ mod tests {
     use corebank_domain::{
         AccountCommand, AccountId, Amount, Currency, OwnerId, TransactionId, TransferId, TransferTerms,
     };
-    use corebank_messaging::{Topics, encode};
     use corebank_store::{AppendOutcome, AppendRequest, EventStore, StoreError, TransactionRecord};
-    use rdkafka::message::Timestamp;
 
     use super::*;
-    use crate::emulators::kafka_consumer::{ConsumedRecord, kafka_event_from_records};
+    use crate::test_support::one_partition_batch;
 
     /// The event store of `inner`, counting the loads of transfer streams.
     struct Counting {
@@ -147,19 +145,7 @@ mod tests {
     }
 
     fn batch(events: &[EventEnvelope]) -> KafkaEvent {
-        let topics = Topics::single("test.transfer-events");
-        let records: Vec<ConsumedRecord> = (0..)
-            .zip(events)
-            .map(|(offset, e)| {
-                ConsumedRecord::from_outgoing(
-                    &encode(&topics, e).unwrap(),
-                    0,
-                    offset,
-                    Timestamp::CreateTime(0),
-                )
-            })
-            .collect();
-        kafka_event_from_records(&records, None, None)
+        one_partition_batch("test.transfer-events", events)
     }
 
     #[tokio::test]

@@ -213,6 +213,38 @@ impl PgReadModelStore {
     }
 }
 
+impl PgReadModelStore {
+    /// A transaction for projection writes, without waiting for the WAL flush when
+    /// [`PgReadModelStore::with_async_commit`] said so.
+    async fn projection_transaction<'a>(
+        &self,
+        client: &'a mut deadpool_postgres::Object,
+    ) -> Result<Transaction<'a>, StoreError> {
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        if self.async_commit
+            && let Err(e) = tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await
+        {
+            abandon(tx).await;
+            return Err(db_error(&e));
+        }
+        Ok(tx)
+    }
+}
+
+/// Commits `tx` when the work in it succeeded, else rolls it back; the work's answer either way.
+async fn finish<T>(tx: Transaction<'_>, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+    match outcome {
+        Ok(value) => {
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            Ok(value)
+        }
+        Err(e) => {
+            abandon(tx).await;
+            Err(e)
+        }
+    }
+}
+
 /// Statement rows as column arrays for `UNNEST`, one row per (account, version): within one write the
 /// last row given for a version wins, as in the memory adapter.
 struct StatementColumns<'a> {
@@ -570,20 +602,9 @@ impl ReadModelStore for PgReadModelStore {
 
     async fn apply(&self, change: ProjectionChange) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
-        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-        if self.async_commit
-            && let Err(e) = tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await
-        {
-            abandon(tx).await;
-            return Err(db_error(&e));
-        }
-        match apply_in(&tx, &change).await {
-            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
-            Err(e) => {
-                abandon(tx).await;
-                Err(e)
-            }
-        }
+        let tx = self.projection_transaction(&mut client).await?;
+        let outcome = apply_in(&tx, &change).await;
+        finish(tx, outcome).await
     }
 
     async fn checkpoints(&self, stream_ids: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -620,36 +641,17 @@ impl ReadModelStore for PgReadModelStore {
             return Ok(Vec::new());
         }
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
-        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-        if self.async_commit
-            && let Err(e) = tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await
-        {
-            abandon(tx).await;
-            return Err(db_error(&e));
-        }
-        match apply_all_in(&tx, &changes).await {
-            Ok(applied) => {
-                tx.commit().await.map_err(|e| db_error(&e))?;
-                Ok(applied)
-            }
-            Err(e) => {
-                abandon(tx).await;
-                Err(e)
-            }
-        }
+        let tx = self.projection_transaction(&mut client).await?;
+        let outcome = apply_all_in(&tx, &changes).await;
+        finish(tx, outcome).await
     }
 
     async fn replace(&self, replacement: ProjectionReplacement) -> Result<(), StoreError> {
         replacement.validate()?;
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-        match replace_in(&tx, &replacement).await {
-            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
-            Err(e) => {
-                abandon(tx).await;
-                Err(e)
-            }
-        }
+        let outcome = replace_in(&tx, &replacement).await;
+        finish(tx, outcome).await
     }
 
     async fn replace_all(&self, replacements: Vec<ProjectionReplacement>) -> Result<(), StoreError> {
@@ -661,13 +663,8 @@ impl ReadModelStore for PgReadModelStore {
         }
         let mut client = self.pool.get().await.map_err(|e| pool_error(&e))?;
         let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-        match replace_all_in(&tx, &replacements).await {
-            Ok(()) => tx.commit().await.map_err(|e| db_error(&e)),
-            Err(e) => {
-                abandon(tx).await;
-                Err(e)
-            }
-        }
+        let outcome = replace_all_in(&tx, &replacements).await;
+        finish(tx, outcome).await
     }
 
     async fn summary(&self, account_id: &str) -> Result<Option<AccountSummary>, StoreError> {
