@@ -6,34 +6,18 @@
 
 #![cfg(test)]
 
+mod support;
+
 use std::sync::Arc;
 
-use corebank_app::command::{CommandContext, KeyScope, Operation};
+use corebank_app::command::Operation;
 use corebank_app::{App, AppConfig, SystemClock};
-use corebank_domain::{
-    AccountCommand, AccountId, Amount, Currency, OwnerId, TransactionId, TransferId, TransferTerms,
-};
+use corebank_domain::{AccountCommand, AccountId, Amount, OwnerId, TransactionId, TransferId, TransferTerms};
 use corebank_store::{RebuildStatus, TransferPhase};
+use support::{ctx, usd};
 
 /// More than two pages of account streams.
 const ACCOUNTS: usize = 1_100;
-
-fn ctx(key: &str, operation: Operation) -> CommandContext {
-    CommandContext {
-        idempotency_key: key.to_owned(),
-        request_hash: format!("hash-{key}"),
-        operation,
-        request_id: format!("req-{key}"),
-        principal: "local-operator".to_owned(),
-        requested_actor: None,
-        key_scope: KeyScope::Principal,
-        trace_id: None,
-    }
-}
-
-fn usd() -> Currency {
-    Currency::parse("USD").unwrap()
-}
 
 fn account(n: usize) -> AccountId {
     AccountId::parse(&format!("acc-r{n:05}")).unwrap()

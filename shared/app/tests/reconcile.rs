@@ -5,33 +5,17 @@
 
 #![cfg(test)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use corebank_app::command::{CommandContext, KeyScope, Operation};
+use corebank_app::command::Operation;
 use corebank_app::reconcile::ReconcileSettings;
 use corebank_app::{App, AppConfig, SystemClock};
-use corebank_domain::{
-    AccountCommand, AccountId, Amount, Currency, OwnerId, TransactionId, TransferId, TransferTerms,
-};
+use corebank_domain::{AccountCommand, AccountId, Amount, OwnerId, TransactionId, TransferId, TransferTerms};
 use corebank_store::TransferPhase;
-
-fn ctx(key: &str, operation: Operation) -> CommandContext {
-    CommandContext {
-        idempotency_key: key.to_owned(),
-        request_hash: format!("hash-{key}"),
-        operation,
-        request_id: format!("req-{key}"),
-        principal: "local-operator".to_owned(),
-        requested_actor: None,
-        key_scope: KeyScope::Principal,
-        trace_id: None,
-    }
-}
-
-fn usd() -> Currency {
-    Currency::parse("USD").unwrap()
-}
+use support::{ctx, usd};
 
 /// A bank on the memory adapters whose pipeline never runs: events are committed and nothing reaches
 /// the projector or the saga unless a test hands it over.
