@@ -1355,15 +1355,17 @@ pub(crate) async fn checkpoints_and_summaries_of_many_streams_answer_in_the_orde
     let (one, one_stream) = new_account();
     let (two, two_stream) = new_account();
     let (never, never_stream) = new_account();
-    s.read_model.apply(change(&one_stream, 0, 1, Some(summary(&one, 1, 100)), Vec::new())).await.unwrap();
-    s.read_model.apply(change(&two_stream, 0, 4, Some(summary(&two, 4, 400)), Vec::new())).await.unwrap();
+    // Built once: a summary carries the clock's second.
+    let (one_summary, two_summary) = (summary(&one, 1, 100), summary(&two, 4, 400));
+    s.read_model.apply(change(&one_stream, 0, 1, Some(one_summary.clone()), Vec::new())).await.unwrap();
+    s.read_model.apply(change(&two_stream, 0, 4, Some(two_summary.clone()), Vec::new())).await.unwrap();
 
     let streams = [two_stream.clone(), never_stream, one_stream.clone(), two_stream];
     assert_eq!(s.read_model.checkpoints(&streams).await.unwrap(), [4, 0, 1, 4]);
     let accounts = [one.clone(), never, two.clone()];
     assert_eq!(
         s.read_model.summaries(&accounts).await.unwrap(),
-        [Some(summary(&one, 1, 100)), None, Some(summary(&two, 4, 400))]
+        [Some(one_summary), None, Some(two_summary)]
     );
     assert!(s.read_model.checkpoints(&[]).await.unwrap().is_empty());
     assert!(s.read_model.summaries(&[]).await.unwrap().is_empty());
@@ -1381,14 +1383,18 @@ pub(crate) async fn apply_all_applies_each_change_whose_checkpoint_is_where_it_e
         s.read_model.apply(change(stream, 0, 2, Some(summary(account, 2, 200)), rows)).await.unwrap();
     }
     let before_stale = all_statement(&s, &stale).await;
+    let (stale_summary, ahead_summary) =
+        (s.read_model.summary(&stale).await.unwrap(), s.read_model.summary(&ahead).await.unwrap());
 
     let fresh_rows = vec![statement_entry(&fresh, 1)];
     let going_rows = vec![statement_entry(&going, 3), freeze_entry(&going, 4)];
+    // Built once: a summary carries the clock's second.
+    let (fresh_summary, going_summary) = (summary(&fresh, 1, 100), summary(&going, 4, 400));
     let applied = s
         .read_model
         .apply_all(vec![
-            change(&fresh_stream, 0, 1, Some(summary(&fresh, 1, 100)), fresh_rows.clone()),
-            change(&going_stream, 2, 4, Some(summary(&going, 4, 400)), going_rows.clone()),
+            change(&fresh_stream, 0, 1, Some(fresh_summary.clone()), fresh_rows.clone()),
+            change(&going_stream, 2, 4, Some(going_summary.clone()), going_rows.clone()),
             // Read at 1, but the stream is at 2: another writer got there first.
             change(&stale_stream, 1, 2, Some(summary(&stale, 2, 999)), vec![statement_entry(&stale, 2)]),
             // Expects a fresh stream, but it has rows.
@@ -1399,14 +1405,17 @@ pub(crate) async fn apply_all_applies_each_change_whose_checkpoint_is_where_it_e
 
     assert_eq!(applied, [true, true, false, false]);
     assert_eq!(s.read_model.checkpoint(&fresh_stream).await.unwrap(), 1);
-    assert_eq!(s.read_model.summary(&fresh).await.unwrap(), Some(summary(&fresh, 1, 100)));
+    assert_eq!(s.read_model.summary(&fresh).await.unwrap(), Some(fresh_summary));
     assert_eq!(all_statement(&s, &fresh).await, fresh_rows);
     assert_eq!(s.read_model.checkpoint(&going_stream).await.unwrap(), 4);
-    assert_eq!(s.read_model.summary(&going).await.unwrap(), Some(summary(&going, 4, 400)));
+    assert_eq!(s.read_model.summary(&going).await.unwrap(), Some(going_summary));
     assert_eq!(all_statement(&s, &going).await[2..], going_rows);
-    for (account, stream) in [(&stale, &stale_stream), (&ahead, &ahead_stream)] {
+    for (account, stream, before) in
+        [(&stale, &stale_stream, stale_summary), (&ahead, &ahead_stream, ahead_summary)]
+    {
         assert_eq!(s.read_model.checkpoint(stream).await.unwrap(), 2);
-        assert_eq!(s.read_model.summary(account).await.unwrap(), Some(summary(account, 2, 200)));
+        assert_eq!(s.read_model.summary(account).await.unwrap(), before);
+        assert!(before.is_some_and(|b| b.version == 2));
     }
     assert_eq!(all_statement(&s, &stale).await, before_stale);
     assert!(s.read_model.apply_all(Vec::new()).await.unwrap().is_empty());
@@ -1524,8 +1533,11 @@ pub(crate) async fn replace_all_replaces_each_account_and_leaves_the_others(s: S
         s.read_model.apply(change(stream, 0, 3, Some(summary(account, 3, 300)), rows)).await.unwrap();
     }
 
+    let neighbour_summary = s.read_model.summary(&neighbour).await.unwrap();
     let one_rows = vec![statement_entry(&one, 1), freeze_entry(&one, 2)];
     let two_rows: Vec<StatementEntry> = (1..=4).map(|v| statement_entry(&two, v)).collect();
+    // Built once: a summary carries the clock's second.
+    let (one_summary, two_summary) = (summary(&one, 2, 4_200), summary(&two, 4, 400));
     let replacement = |stream: &str, account: &str, checkpoint, summary, statement| ProjectionReplacement {
         stream_id: stream.to_owned(),
         account_id: account.to_owned(),
@@ -1535,24 +1547,25 @@ pub(crate) async fn replace_all_replaces_each_account_and_leaves_the_others(s: S
     };
     s.read_model
         .replace_all(vec![
-            replacement(&one_stream, &one, 2, Some(summary(&one, 2, 4_200)), one_rows.clone()),
-            replacement(&two_stream, &two, 4, Some(summary(&two, 4, 400)), two_rows.clone()),
+            replacement(&one_stream, &one, 2, Some(one_summary.clone()), one_rows.clone()),
+            replacement(&two_stream, &two, 4, Some(two_summary.clone()), two_rows.clone()),
             replacement(&gone_stream, &gone, 0, None, Vec::new()),
         ])
         .await
         .unwrap();
 
     assert_eq!(s.read_model.checkpoint(&one_stream).await.unwrap(), 2);
-    assert_eq!(s.read_model.summary(&one).await.unwrap(), Some(summary(&one, 2, 4_200)));
+    assert_eq!(s.read_model.summary(&one).await.unwrap(), Some(one_summary));
     assert_eq!(all_statement(&s, &one).await, one_rows, "row 3 is gone, rows 1-2 replaced");
     assert_eq!(s.read_model.checkpoint(&two_stream).await.unwrap(), 4);
-    assert_eq!(s.read_model.summary(&two).await.unwrap(), Some(summary(&two, 4, 400)));
+    assert_eq!(s.read_model.summary(&two).await.unwrap(), Some(two_summary));
     assert_eq!(all_statement(&s, &two).await, two_rows);
     assert_eq!(s.read_model.checkpoint(&gone_stream).await.unwrap(), 0);
     assert_eq!(s.read_model.summary(&gone).await.unwrap(), None);
     assert!(all_statement(&s, &gone).await.is_empty());
     assert_eq!(s.read_model.checkpoint(&neighbour_stream).await.unwrap(), 3);
-    assert_eq!(s.read_model.summary(&neighbour).await.unwrap(), Some(summary(&neighbour, 3, 300)));
+    assert_eq!(s.read_model.summary(&neighbour).await.unwrap(), neighbour_summary);
+    assert!(neighbour_summary.is_some_and(|n| n.version == 3));
     assert_eq!(all_statement(&s, &neighbour).await.len(), 3);
 
     // A replacement naming rows of another account is refused, and nothing of the call is written.
