@@ -50,51 +50,17 @@ impl Rebuilder {
         Self { stores, clock }
     }
 
-    /// Rebuilds one account; returns its version and the number of events replayed.
+    /// Rebuilds one account; returns its version (the number of events replayed).
     #[tracing::instrument(name = "rebuild_account", skip(self), fields(account_id = %account_id))]
     pub async fn rebuild_account(&self, account_id: &AccountId) -> Result<u64, AppError> {
-        let stream_id = account_id.stream_id();
-        let events = self.stores.events.load_stream(&stream_id, 0).await?;
-        if events.is_empty() {
-            return Err(AppError::Domain(DomainError::AccountNotFound));
-        }
-        let version = events.last().map_or(0, |e| e.version);
-        let (summary, statement) = project_all(None, &events)?;
-        self.stores
-            .read_model
-            .replace(ProjectionReplacement {
-                stream_id,
-                account_id: account_id.as_str().to_owned(),
-                checkpoint: version,
-                summary,
-                statement,
-            })
-            .await?;
-        // The live projector may have applied events appended after our read; the replacement
-        // just took the checkpoint back to `version`. Catch up from the store so the read model
-        // never stays behind what it had already shown.
-        let tail = self.stores.events.load_stream(&account_id.stream_id(), version).await?;
-        if let Some(last) = tail.last() {
-            self.projector().handle(last).await?;
-        }
+        let (_, version) = self.rebuild_accounts(&[account_id.stream_id()]).await?;
         Ok(version)
     }
 
     /// Rebuilds one transfer's status row; returns its version.
     #[tracing::instrument(name = "rebuild_transfer", skip(self), fields(transfer_id = %transfer_id))]
     pub async fn rebuild_transfer(&self, transfer_id: &TransferId) -> Result<u64, AppError> {
-        let stream_id = transfer_id.stream_id();
-        let events = self.stores.events.load_stream(&stream_id, 0).await?;
-        let Some(status) = project_transfer_all(None, &events)? else {
-            return Err(AppError::Domain(DomainError::TransferNotFound));
-        };
-        let version = status.version;
-        self.stores.transfers.replace(status).await?;
-        // As for accounts: catch up with events appended while we rebuilt.
-        let tail = self.stores.events.load_stream(&stream_id, version).await?;
-        if let Some(last) = tail.last() {
-            self.projector().handle(last).await?;
-        }
+        let (_, version) = self.rebuild_transfers(&[transfer_id.stream_id()]).await?;
         Ok(version)
     }
 
